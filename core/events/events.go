@@ -1,0 +1,100 @@
+// Package events is the record format of the chat.events topic: what
+// core/messages emits after a durable commit and core/fanout delivers.
+//
+// Every record value starts with a kind byte:
+//
+//	KindMsg:     0x01, then one complete MSG frame (header included,
+//	             uncompressed): the exact bytes fanout hands to gateways.
+//	KindReceipt: 0x02, conv uvarint, kind byte, seq uvarint, user bytes,
+//	             device bytes (the device that sent the receipt).
+//
+// Record keys are wire.ConvKey(conv), so a conversation's events stay in
+// order on one partition.
+package events
+
+import (
+	"encoding/binary"
+	"errors"
+
+	"github.com/chatd-dev/chatd/wire"
+)
+
+// Record kinds.
+const (
+	KindMsg     byte = 0x01
+	KindReceipt byte = 0x02
+)
+
+var errBad = errors.New("events: malformed record")
+
+// AppendMsg appends a KindMsg record carrying frame.
+func AppendMsg(dst, frame []byte) []byte {
+	dst = append(dst, KindMsg)
+	return append(dst, frame...)
+}
+
+// Receipt is a pointer that moved: User's Kind pointer in Conv is now Seq.
+type Receipt struct {
+	Conv   uint64
+	Kind   wire.ReceiptKind
+	Seq    uint64
+	User   []byte
+	Device []byte
+}
+
+// Append appends r as a KindReceipt record.
+func (r *Receipt) Append(dst []byte) []byte {
+	dst = append(dst, KindReceipt)
+	dst = binary.AppendUvarint(dst, r.Conv)
+	dst = append(dst, byte(r.Kind))
+	dst = binary.AppendUvarint(dst, r.Seq)
+	dst = appendBytes(dst, r.User)
+	return appendBytes(dst, r.Device)
+}
+
+// Decode decodes a KindReceipt record body (after the kind byte). User and
+// Device alias b.
+func (r *Receipt) Decode(b []byte) error {
+	var n int
+	if r.Conv, n = binary.Uvarint(b); n <= 0 {
+		return errBad
+	}
+	b = b[n:]
+	if len(b) < 1 {
+		return errBad
+	}
+	r.Kind = wire.ReceiptKind(b[0])
+	b = b[1:]
+	if r.Seq, n = binary.Uvarint(b); n <= 0 {
+		return errBad
+	}
+	b = b[n:]
+	var err error
+	if r.User, b, err = readBytes(b); err != nil {
+		return err
+	}
+	r.Device, _, err = readBytes(b)
+	return err
+}
+
+// Split returns a record's kind and body.
+func Split(v []byte) (byte, []byte, error) {
+	if len(v) < 1 {
+		return 0, nil, errBad
+	}
+	return v[0], v[1:], nil
+}
+
+func appendBytes(dst, b []byte) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(b)))
+	return append(dst, b...)
+}
+
+func readBytes(b []byte) ([]byte, []byte, error) {
+	l, n := binary.Uvarint(b)
+	if n <= 0 || l > uint64(len(b)-n) {
+		return nil, nil, errBad
+	}
+	b = b[n:]
+	return b[:l:l], b[l:], nil
+}

@@ -1,0 +1,107 @@
+package routing
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// Memory is the in-process Registry and Router of the embedded default.
+type Memory struct {
+	mu      sync.RWMutex
+	devices map[string]map[string]memEntry // user -> device -> entry
+	subs    map[string]func([]byte)        // gateway -> handler
+	now     func() time.Time
+}
+
+type memEntry struct {
+	route   Route
+	expires time.Time
+}
+
+var (
+	_ Registry = (*Memory)(nil)
+	_ Router   = (*Memory)(nil)
+)
+
+// NewMemory returns an empty in-process registry and router.
+func NewMemory() *Memory {
+	return &Memory{
+		devices: make(map[string]map[string]memEntry),
+		subs:    make(map[string]func([]byte)),
+		now:     time.Now,
+	}
+}
+
+// Register implements Registry.
+func (m *Memory) Register(_ context.Context, routes []Route, ttl time.Duration) error {
+	exp := m.now().Add(ttl)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, r := range routes {
+		devs := m.devices[r.User]
+		if devs == nil {
+			devs = make(map[string]memEntry, 1)
+			m.devices[r.User] = devs
+		}
+		devs[r.Device] = memEntry{route: r, expires: exp}
+	}
+	return nil
+}
+
+// Unregister implements Registry.
+func (m *Memory) Unregister(_ context.Context, routes []Route) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, r := range routes {
+		devs := m.devices[r.User]
+		if e, ok := devs[r.Device]; ok && e.route.Gateway == r.Gateway && e.route.Conn == r.Conn {
+			delete(devs, r.Device)
+			if len(devs) == 0 {
+				delete(m.devices, r.User)
+			}
+		}
+	}
+	return nil
+}
+
+// Lookup implements Registry. Expired entries are skipped (and left for the
+// next Register or Unregister of that device to replace or remove).
+func (m *Memory) Lookup(_ context.Context, users []string, dst []Route) ([]Route, error) {
+	now := m.now()
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for _, u := range users {
+		for _, e := range m.devices[u] {
+			if now.Before(e.expires) {
+				dst = append(dst, e.route)
+			}
+		}
+	}
+	return dst, nil
+}
+
+// Publish implements Router: the subscriber's handler runs synchronously in
+// the caller's goroutine, which keeps publish order per publisher.
+func (m *Memory) Publish(_ context.Context, gateway string, batch []byte) error {
+	m.mu.RLock()
+	h := m.subs[gateway]
+	m.mu.RUnlock()
+	if h != nil {
+		h(batch)
+	}
+	return nil
+}
+
+// Subscribe implements Router. A second Subscribe for the same gateway
+// replaces the first.
+func (m *Memory) Subscribe(gateway string, h func([]byte)) (func(), error) {
+	m.mu.Lock()
+	m.subs[gateway] = h
+	m.mu.Unlock()
+	return func() {
+		m.mu.Lock()
+		delete(m.subs, gateway)
+		m.mu.Unlock()
+	}, nil
+}

@@ -1,0 +1,53 @@
+// Package routing tells the core where a user's devices are connected and
+// carries pre-encoded frames from the core to the gateways that hold them.
+//
+// Registry: device -> (gateway, connection). Router: one channel per gateway.
+// Both are lookups and best-effort transport, never a queue: a lost routed
+// frame is recovered by the client's RESUME, because durability lives in the
+// message store. Implementations: memory (the embedded default, in this
+// package) and Redis.
+package routing
+
+import (
+	"context"
+	"time"
+)
+
+// Route says where one device of a user is connected.
+type Route struct {
+	User    string
+	Device  string
+	Gateway string // gateway id (unique per gateway process lifetime)
+	Conn    uint64 // connection id within that gateway
+	Caps    uint64 // wire capabilities negotiated on that connection
+}
+
+// Registry maps devices to their live connection.
+//
+// A device has at most one route: registering (user, device) again replaces
+// the previous route. Entries expire ttl after the last Register naming them,
+// so a crashed gateway's entries disappear without anyone removing them.
+type Registry interface {
+	// Register adds or refreshes routes. Gateways call it once per new
+	// connection batch and periodically for all their connections (batched:
+	// one call per gateway per refresh interval, never one per connection).
+	Register(ctx context.Context, routes []Route, ttl time.Duration) error
+	// Unregister removes the routes whose (user, device) still point at the
+	// same Gateway and Conn; a newer connection of that device is kept.
+	Unregister(ctx context.Context, routes []Route) error
+	// Lookup appends to dst the live routes of every device of users and
+	// returns it. One call per message, whatever the number of users.
+	Lookup(ctx context.Context, users []string, dst []Route) ([]Route, error)
+}
+
+// Router carries batches (wire.AppendBatch: conn ids + one frame) to
+// gateways. Delivery is at-most-once and may drop under failure.
+type Router interface {
+	// Publish sends batch to gateway. It does not wait for the gateway to
+	// write anything. The router does not retain batch after Publish returns.
+	Publish(ctx context.Context, gateway string, batch []byte) error
+	// Subscribe delivers every batch published to gateway to h, in publish
+	// order, until stop is called. h must not block and must not retain
+	// batch after returning.
+	Subscribe(gateway string, h func(batch []byte)) (stop func(), err error)
+}

@@ -1,0 +1,151 @@
+// Package store is the durable message store: conversations and their
+// members, the per-conversation message log, client_msg_id dedupe entries
+// and the members' delivered/read pointers.
+//
+// Store is implemented by Pebble (the embedded default, store_pebble.go)
+// and ScyllaDB. Every implementation passes the contract suite in
+// storetest.
+package store
+
+import (
+	"context"
+	"errors"
+
+	"github.com/chatd-dev/chatd/wire"
+)
+
+// ErrNotFound is returned for a conversation that does not exist.
+var ErrNotFound = errors.New("store: not found")
+
+// ErrClosed is returned (wrapped or as is; test with errors.Is) by every
+// method called after Close.
+var ErrClosed = errors.New("store: closed")
+
+// Page sizes of MessagesAfter and MessagesBefore: a limit <= 0 means
+// DefaultLimit, a limit above MaxLimit is clamped to MaxLimit.
+const (
+	DefaultLimit = 50
+	MaxLimit     = 1000
+)
+
+// ClampLimit maps a requested page size to the one a Store uses: limit <= 0
+// gives DefaultLimit, limit > MaxLimit gives MaxLimit.
+func ClampLimit(limit int) int {
+	switch {
+	case limit <= 0:
+		return DefaultLimit
+	case limit > MaxLimit:
+		return MaxLimit
+	}
+	return limit
+}
+
+// Message is one persisted message. Seq is the message's position in its
+// conversation: 1, 2, 3, ... with no gaps.
+type Message struct {
+	ConvID       uint64
+	MessageID    uint64
+	Seq          uint64
+	ServerTimeMS uint64
+	Sender       string
+	SenderDevice string
+	ClientMsgID  string
+	Kind         wire.MsgKind
+	Body         []byte
+}
+
+// Conversation is a conversation and its members (user ids, sorted,
+// without duplicates).
+type Conversation struct {
+	ID        uint64
+	Kind      wire.ConvKind
+	Members   []string
+	CreatedMS uint64
+}
+
+// Pointers are one member's receipt pointers in one conversation.
+type Pointers struct {
+	Delivered uint64
+	Read      uint64
+}
+
+// PointerUpdate asks to move one member's pointer up to Seq. Pointers only
+// move forward: an update at or below the stored value changes nothing.
+// Commit sets Advanced to report whether this update moved the pointer.
+type PointerUpdate struct {
+	ConvID   uint64
+	User     string
+	Kind     wire.ReceiptKind
+	Seq      uint64
+	Advanced bool // out: set by Commit
+}
+
+// Batch is a unit of durable work: every message and pointer update in it is
+// written atomically (all or nothing) and is durable (fsynced or quorum
+// acknowledged) when Commit returns nil.
+type Batch struct {
+	Messages []Message
+	Pointers []PointerUpdate
+}
+
+// Reset empties the batch, keeping capacity.
+func (b *Batch) Reset() {
+	b.Messages = b.Messages[:0]
+	b.Pointers = b.Pointers[:0]
+}
+
+// Store is the message store.
+//
+// Concurrency: every method is safe for concurrent use. The store does not
+// assign seqs: the caller (core/messages, which owns a conversation through
+// its Kafka partition) does, and the store trusts it; Commit rejects nothing
+// for ordering reasons.
+type Store interface {
+	// EnsureConversation creates c (with its members, and the member ->
+	// conversation index) if no conversation with c.ID exists, and returns
+	// the stored conversation either way. Idempotent: when c.ID exists, the
+	// stored conversation is returned unchanged and c's other fields are
+	// ignored. The store sorts and dedupes c.Members. Durable when it
+	// returns nil.
+	EnsureConversation(ctx context.Context, c Conversation) (Conversation, error)
+	// Conversation returns the conversation or ErrNotFound.
+	Conversation(ctx context.Context, id uint64) (Conversation, error)
+	// UserConversations returns the ids of the conversations user is a
+	// member of, ascending.
+	UserConversations(ctx context.Context, user string) ([]uint64, error)
+
+	// LastSeq returns the highest committed seq of the conversation (0 when
+	// it has no messages).
+	LastSeq(ctx context.Context, conv uint64) (uint64, error)
+	// Commit durably and atomically writes b: each message, its dedupe
+	// entry (conv, sender, client_msg_id) -> message (none when ClientMsgID
+	// is empty), and the conversation's last seq (the max of the stored
+	// value and the batch's seqs); then the pointer updates, setting their
+	// Advanced fields. Updates of the same pointer within one batch see each
+	// other (the second of 5 then 3 does not advance). A message with an
+	// existing (conv, seq) or dedupe key overwrites it. Commit returns an
+	// error, writing nothing, for a message with Seq 0 or a pointer update
+	// with an unknown Kind. On error every Advanced is false and the batch
+	// may or may not have been written (never partly); retrying the same
+	// batch is safe, though a retried pointer update that did land the first
+	// time then reports Advanced false.
+	Commit(ctx context.Context, b *Batch) error
+	// LookupClientMsg finds the message a sender stored with clientMsgID in
+	// conv, if any.
+	LookupClientMsg(ctx context.Context, conv uint64, sender, clientMsgID string) (Message, bool, error)
+	// MessagesAfter returns up to limit messages with seq > after, in
+	// ascending seq order. limit is mapped through ClampLimit. Returned
+	// messages own their memory.
+	MessagesAfter(ctx context.Context, conv, after uint64, limit int) ([]Message, error)
+	// MessagesBefore returns the newest up to limit messages with
+	// seq < before (before == 0: no bound), in ascending seq order, and
+	// whether older messages exist. limit is mapped through ClampLimit.
+	MessagesBefore(ctx context.Context, conv, before uint64, limit int) ([]Message, bool, error)
+	// Pointers returns user's pointers in conv (zero when never set).
+	Pointers(ctx context.Context, conv uint64, user string) (Pointers, error)
+
+	// Close releases the store, waiting for calls in progress. Methods
+	// called after Close return ErrClosed; Close itself is idempotent (a
+	// second Close returns nil).
+	Close() error
+}
