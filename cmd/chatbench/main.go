@@ -1,0 +1,119 @@
+// Command chatbench is chatd's capacity harness.
+//
+//	chatbench latency [flags]   1:1 send->ack and send->deliver latency
+//
+// By default it starts its own chatd (embedded defaults, temporary data
+// dir) and stops it at the end; --server/--api point it at a running one.
+// With --json the last line of stdout is one JSON object.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/chatd-dev/chatd/bench"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch os.Args[1] {
+	case "latency":
+		err = latency(ctx, os.Args[2:])
+	case "-h", "--help", "help":
+		usage()
+		return
+	default:
+		usage()
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "chatbench:", err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: chatbench latency [flags]   (chatbench latency -h for flags)")
+}
+
+type serverFlags struct {
+	server, api, chatd *string
+}
+
+func addServerFlags(fs *flag.FlagSet) serverFlags {
+	return serverFlags{
+		server: fs.String("server", "", "gateway WebSocket URL of a running chatd (empty: start one)"),
+		api:    fs.String("api", "", "API base URL of that chatd (required with --server; it must run with --dev)"),
+		chatd:  fs.String("chatd", "", "chatd binary to start (default: next to chatbench, then PATH)"),
+	}
+}
+
+// target returns the server to use and a stop function.
+func (s serverFlags) target(ctx context.Context) (gw, api string, stop func(), err error) {
+	if *s.server != "" {
+		if *s.api == "" {
+			return "", "", nil, fmt.Errorf("--api is required with --server")
+		}
+		return *s.server, *s.api, func() {}, nil
+	}
+	bin, err := bench.FindChatd(*s.chatd)
+	if err != nil {
+		return "", "", nil, err
+	}
+	c, err := bench.StartChatd(ctx, bin, "")
+	if err != nil {
+		return "", "", nil, err
+	}
+	return c.GatewayURL, c.APIURL, c.Stop, nil
+}
+
+func latency(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("chatbench latency", flag.ExitOnError)
+	sf := addServerFlags(fs)
+	var (
+		pairs    = fs.Int("pairs", 50, "sender/receiver pairs, one direct conversation each")
+		rate     = fs.Float64("rate", 2000, "messages per second, all pairs together (open loop)")
+		duration = fs.Duration("duration", 10*time.Second, "measured sending time")
+		warmup   = fs.Duration("warmup", 2*time.Second, "sending time before measuring")
+		body     = fs.Int("body", 32, "message body bytes")
+		asJSON   = fs.Bool("json", false, "print the result as one JSON object on the last line")
+	)
+	_ = fs.Parse(args)
+	gw, api, stop, err := sf.target(ctx)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	res, err := bench.RunLatency(ctx, bench.LatencyConfig{
+		GatewayURL: gw, APIURL: api, Pairs: *pairs, Rate: *rate,
+		Duration: *duration, Warmup: *warmup, BodySize: *body,
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("1:1 latency: %d pairs, %.0f msg/s target (%.0f achieved), %s measured\n", res.Pairs, res.Rate, res.AchievedRate, *duration)
+	fmt.Printf("  sent %d  acked %d  delivered %d  lost %d  duplicates %d\n", res.Sent, res.Acked, res.Delivered, res.Lost, res.Duplicates)
+	fmt.Printf("  send->ack      p50 %7.2f ms  p99 %7.2f ms  max %7.2f ms\n", res.AckP50ms, res.AckP99ms, res.AckMaxms)
+	fmt.Printf("  send->deliver  p50 %7.2f ms  p90 %7.2f ms  p99 %7.2f ms  p99.9 %7.2f ms  max %7.2f ms\n",
+		res.DeliverP50ms, res.DeliverP90ms, res.DeliverP99ms, res.DeliverP999, res.DeliverMaxms)
+	if *asJSON {
+		b, _ := json.Marshal(res)
+		fmt.Println(string(b))
+	}
+	if res.Lost > 0 {
+		return fmt.Errorf("%d messages lost", res.Lost)
+	}
+	return nil
+}
