@@ -1,0 +1,782 @@
+package store
+
+// Pebble is the embedded Store: one Pebble (LSM) database in a directory.
+//
+// Key layout. Every key starts with a 1-byte table prefix; the tables mirror
+// the CQL tables of the ScyllaDB store (docs/storage.md). Integers in keys
+// are 8-byte big-endian (byte order is numeric order); strings in keys are
+// length-prefixed (uvarint length, then the bytes), so ("ab", "c") and
+// ("a", "bc") are different keys.
+//
+//	table           key                                        value
+//	0x01 convs      0x01 conv                                  convVal
+//	0x02 members    0x02 conv str(user)                        (empty)
+//	0x03 user_convs 0x03 str(user) conv                        (empty)
+//	0x04 messages   0x04 conv seq                              msgVal
+//	0x05 last_seq   0x05 conv                                  uvarint seq
+//	0x06 dedupe     0x06 conv str(sender) str(client_msg_id)   uvarint seq
+//	0x07 pointers   0x07 conv str(user) kind (1 byte)          uvarint seq
+//
+// A prefix scan of 0x03 str(user) lists a user's conversations ascending; a
+// range scan of 0x04 conv lists a conversation's messages in seq order. A
+// dedupe entry holds only the seq: the message is read through its messages
+// key. Pointer kinds are wire.ReceiptDelivered (1) and wire.ReceiptRead (2).
+//
+// Values are compact binary: uvarints, and strings as uvarint length +
+// bytes. Values with several fields start with a format byte (1):
+//
+//	convVal: 0x01 kind createdMS n str(member)*n      (members sorted, unique)
+//	msgVal:  0x01 messageID serverTimeMS kind str(sender) str(senderDevice)
+//	         str(clientMsgID) body                    (body: all remaining bytes)
+//
+// A message's ConvID and Seq come from its key.
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/chatd-dev/chatd/wire"
+)
+
+// Table prefixes: the first byte of every key.
+const (
+	tConvs     byte = 0x01
+	tMembers   byte = 0x02
+	tUserConvs byte = 0x03
+	tMessages  byte = 0x04
+	tLastSeq   byte = 0x05
+	tDedupe    byte = 0x06
+	tPointers  byte = 0x07
+)
+
+// valueFormat is the first byte of multi-field values.
+const valueFormat byte = 1
+
+// Defaults of PebbleOptions.
+const (
+	DefaultPebbleCacheSize    = 64 << 20 // bytes
+	DefaultPebbleMemTableSize = 32 << 20 // bytes
+)
+
+// PebbleOptions tunes OpenPebble. The zero value means the defaults.
+//
+// Memory: Pebble holds up to two memtables (the active one and one being
+// flushed; writes stall beyond that) plus the block cache, so the store's
+// resident memory is about CacheSize + 2*MemTableSize (128 MiB with the
+// defaults) plus open iterators and in-flight batches. Compactions run one
+// at a time.
+type PebbleOptions struct {
+	// CacheSize is the block cache size in bytes (0: 64 MiB).
+	CacheSize int64
+	// MemTableSize is the size of one memtable in bytes (0: 32 MiB).
+	MemTableSize uint64
+	// Logger receives Pebble's log lines (nil: Pebble's default, which
+	// writes through the standard log package). Its Fatalf must not return.
+	Logger pebble.Logger
+}
+
+// Pebble is the embedded Store. Create it with OpenPebble.
+//
+// Every method is safe for concurrent use. Commit is serialized (one at a
+// time, fsync included; chatd calls it from one consumer loop anyway), and
+// so is EnsureConversation, each by its own mutex around its
+// read-modify-write. Reads run concurrently with them and with each other,
+// and see each Commit atomically: all of a batch or none of it.
+type Pebble struct {
+	db  *pebble.DB
+	dir string
+
+	// mu guards closed: every method holds it shared for its whole call and
+	// Close holds it exclusively, so Close waits for calls in progress
+	// (Pebble must not be closed under an open iterator or a write).
+	mu     sync.RWMutex
+	closed bool
+
+	ensureMu sync.Mutex // serializes EnsureConversation
+
+	// commitMu serializes Commit; the fields after it are Commit's scratch
+	// space, reused across calls.
+	commitMu sync.Mutex
+	lastSeqs map[uint64]uint64 // conv -> highest seq in the batch
+	ptrs     map[ptrID]uint64  // pointer -> its value including this batch
+	buf      []byte
+}
+
+type ptrID struct {
+	conv uint64
+	user string
+	kind wire.ReceiptKind
+}
+
+var _ Store = (*Pebble)(nil)
+
+// OpenPebble opens (creating it if needed) the Pebble store in dir. Only
+// one Pebble may have dir open at a time (Pebble locks it).
+func OpenPebble(dir string, opts PebbleOptions) (*Pebble, error) {
+	return openPebble(dir, opts, nil)
+}
+
+// openPebble is OpenPebble on a given file system (nil: the OS's); tests
+// use an in-memory one that can simulate power loss.
+func openPebble(dir string, opts PebbleOptions, fs vfs.FS) (*Pebble, error) {
+	if opts.CacheSize <= 0 {
+		opts.CacheSize = DefaultPebbleCacheSize
+	}
+	if opts.MemTableSize == 0 {
+		opts.MemTableSize = DefaultPebbleMemTableSize
+	}
+	po := &pebble.Options{
+		CacheSize:                   opts.CacheSize,
+		MemTableSize:                opts.MemTableSize,
+		MemTableStopWritesThreshold: 2,
+		FormatMajorVersion:          pebble.FormatNewest,
+		Logger:                      opts.Logger,
+		FS:                          fs,
+	}
+	// Bloom filters make the point reads (last seq, dedupe, pointers,
+	// conversations) skip tables that do not hold the key.
+	for i := range po.Levels {
+		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
+	db, err := pebble.Open(dir, po)
+	if err != nil {
+		return nil, fmt.Errorf("store: open pebble %s: %w", dir, err)
+	}
+	return &Pebble{
+		db:       db,
+		dir:      dir,
+		lastSeqs: make(map[uint64]uint64),
+		ptrs:     make(map[ptrID]uint64),
+	}, nil
+}
+
+// Close closes the database, waiting for calls in progress. It is
+// idempotent: a second Close returns nil. Every other method returns
+// ErrClosed after Close.
+func (p *Pebble) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil
+	}
+	p.closed = true
+	if err := p.db.Close(); err != nil {
+		return fmt.Errorf("store: close pebble: %w", err)
+	}
+	return nil
+}
+
+// enter starts a method call: it checks ctx and that the store is open,
+// and holds the store open until the returned func is called.
+func (p *Pebble) enter(ctx context.Context) (func(), error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	p.mu.RLock()
+	if p.closed {
+		p.mu.RUnlock()
+		return nil, ErrClosed
+	}
+	return p.mu.RUnlock, nil
+}
+
+// EnsureConversation implements Store.
+func (p *Pebble) EnsureConversation(ctx context.Context, c Conversation) (Conversation, error) {
+	leave, err := p.enter(ctx)
+	if err != nil {
+		return Conversation{}, err
+	}
+	defer leave()
+	p.ensureMu.Lock()
+	defer p.ensureMu.Unlock()
+
+	key := appendConvKey(nil, c.ID)
+	old, found, err := p.conversation(key, c.ID)
+	if err != nil || found {
+		return old, err
+	}
+	members := slices.Clone(c.Members)
+	slices.Sort(members)
+	members = slices.Compact(members)
+	c.Members = members
+
+	b := p.db.NewBatch()
+	defer b.Close()
+	if err := b.Set(key, appendConvVal(nil, &c), nil); err != nil {
+		return Conversation{}, fmt.Errorf("store: ensure conversation %d: %w", c.ID, err)
+	}
+	var kb []byte
+	for _, m := range members {
+		kb = appendMemberKey(kb[:0], c.ID, m)
+		if err := b.Set(kb, nil, nil); err != nil {
+			return Conversation{}, fmt.Errorf("store: ensure conversation %d: %w", c.ID, err)
+		}
+		kb = appendUserConvKey(kb[:0], m, c.ID)
+		if err := b.Set(kb, nil, nil); err != nil {
+			return Conversation{}, fmt.Errorf("store: ensure conversation %d: %w", c.ID, err)
+		}
+	}
+	if err := p.db.Apply(b, pebble.Sync); err != nil {
+		return Conversation{}, fmt.Errorf("store: ensure conversation %d: %w", c.ID, err)
+	}
+	return c, nil
+}
+
+// Conversation implements Store.
+func (p *Pebble) Conversation(ctx context.Context, id uint64) (Conversation, error) {
+	leave, err := p.enter(ctx)
+	if err != nil {
+		return Conversation{}, err
+	}
+	defer leave()
+	var kb [9]byte
+	c, found, err := p.conversation(appendConvKey(kb[:0], id), id)
+	if err == nil && !found {
+		err = ErrNotFound
+	}
+	return c, err
+}
+
+func (p *Pebble) conversation(key []byte, id uint64) (Conversation, bool, error) {
+	v, closer, err := p.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return Conversation{}, false, nil
+	}
+	if err != nil {
+		return Conversation{}, false, fmt.Errorf("store: conversation %d: %w", id, err)
+	}
+	defer closer.Close()
+	c, err := decodeConvVal(v) // copies
+	if err != nil {
+		return Conversation{}, false, fmt.Errorf("store: conversation %d: %w", id, err)
+	}
+	c.ID = id
+	return c, true, nil
+}
+
+// UserConversations implements Store.
+func (p *Pebble) UserConversations(ctx context.Context, user string) ([]uint64, error) {
+	leave, err := p.enter(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer leave()
+	lower := appendUserConvPrefix(nil, user)
+	it, err := p.db.NewIterWithContext(ctx, &pebble.IterOptions{
+		LowerBound: lower,
+		UpperBound: prefixEnd(appendUserConvPrefix(nil, user)),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: user conversations: %w", err)
+	}
+	var ids []uint64
+	for ok := it.First(); ok; ok = it.Next() {
+		k := it.Key()
+		if len(k) != len(lower)+8 {
+			it.Close()
+			return nil, fmt.Errorf("store: user conversations: %w: key length %d", errCorrupt, len(k))
+		}
+		ids = append(ids, binary.BigEndian.Uint64(k[len(lower):]))
+	}
+	if err := closeIter(it); err != nil {
+		return nil, fmt.Errorf("store: user conversations: %w", err)
+	}
+	return ids, nil
+}
+
+// LastSeq implements Store.
+func (p *Pebble) LastSeq(ctx context.Context, conv uint64) (uint64, error) {
+	leave, err := p.enter(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer leave()
+	var kb [9]byte
+	seq, _, err := p.getUvarint(appendLastSeqKey(kb[:0], conv))
+	if err != nil {
+		return 0, fmt.Errorf("store: last seq of %d: %w", conv, err)
+	}
+	return seq, nil
+}
+
+// getUvarint reads a uvarint value; a missing key reads as (0, false).
+func (p *Pebble) getUvarint(key []byte) (uint64, bool, error) {
+	v, closer, err := p.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	defer closer.Close()
+	n, m := binary.Uvarint(v)
+	if m <= 0 || m != len(v) {
+		return 0, false, fmt.Errorf("%w: bad uvarint value", errCorrupt)
+	}
+	return n, true, nil
+}
+
+// Commit implements Store. It applies one Pebble batch with Sync: when it
+// returns nil the batch is in the fsynced WAL. Commits are serialized.
+//
+// Pebble makes a batch visible to readers as soon as it is in the memtable,
+// which may be just before its WAL fsync completes: a reader can see a
+// batch that a crash at that instant then loses. Deliver messages to users
+// only after Commit returns.
+func (p *Pebble) Commit(ctx context.Context, b *Batch) (err error) {
+	defer func() {
+		if err != nil {
+			for i := range b.Pointers {
+				b.Pointers[i].Advanced = false
+			}
+		}
+	}()
+	for i := range b.Pointers {
+		b.Pointers[i].Advanced = false
+	}
+	leave, err := p.enter(ctx)
+	if err != nil {
+		return err
+	}
+	defer leave()
+	if len(b.Messages) == 0 && len(b.Pointers) == 0 {
+		return nil
+	}
+	for i := range b.Messages {
+		if b.Messages[i].Seq == 0 {
+			return fmt.Errorf("store: commit: message %d of conversation %d has seq 0", i, b.Messages[i].ConvID)
+		}
+	}
+	for i := range b.Pointers {
+		if k := b.Pointers[i].Kind; k != wire.ReceiptDelivered && k != wire.ReceiptRead {
+			return fmt.Errorf("store: commit: pointer update %d has unknown kind %d", i, k)
+		}
+	}
+
+	p.commitMu.Lock()
+	defer p.commitMu.Unlock()
+	clear(p.lastSeqs)
+	clear(p.ptrs)
+
+	pb := p.db.NewBatch()
+	defer pb.Close()
+	var kb [16 + 2*binary.MaxVarintLen64 + 2*wire.MaxIDLen]byte
+	var vb [binary.MaxVarintLen64]byte
+	for i := range b.Messages {
+		m := &b.Messages[i]
+		p.buf = appendMsgVal(p.buf[:0], m)
+		if err := pb.Set(appendMsgKey(kb[:0], m.ConvID, m.Seq), p.buf, nil); err != nil {
+			return fmt.Errorf("store: commit: %w", err)
+		}
+		if m.ClientMsgID != "" {
+			k := appendDedupeKey(kb[:0], m.ConvID, m.Sender, m.ClientMsgID)
+			if err := pb.Set(k, binary.AppendUvarint(vb[:0], m.Seq), nil); err != nil {
+				return fmt.Errorf("store: commit: %w", err)
+			}
+		}
+		if m.Seq > p.lastSeqs[m.ConvID] {
+			p.lastSeqs[m.ConvID] = m.Seq
+		}
+	}
+	for conv, seq := range p.lastSeqs {
+		k := appendLastSeqKey(kb[:0], conv)
+		stored, _, err := p.getUvarint(k)
+		if err != nil {
+			return fmt.Errorf("store: commit: last seq of %d: %w", conv, err)
+		}
+		if seq > stored {
+			if err := pb.Set(k, binary.AppendUvarint(vb[:0], seq), nil); err != nil {
+				return fmt.Errorf("store: commit: %w", err)
+			}
+		}
+	}
+	for i := range b.Pointers {
+		u := &b.Pointers[i]
+		id := ptrID{u.ConvID, u.User, u.Kind}
+		k := appendPointerKey(kb[:0], u.ConvID, u.User, u.Kind)
+		cur, ok := p.ptrs[id]
+		if !ok {
+			cur, _, err = p.getUvarint(k)
+			if err != nil {
+				return fmt.Errorf("store: commit: pointer: %w", err)
+			}
+		}
+		if u.Seq > cur {
+			if err := pb.Set(k, binary.AppendUvarint(vb[:0], u.Seq), nil); err != nil {
+				return fmt.Errorf("store: commit: %w", err)
+			}
+			cur = u.Seq
+			u.Advanced = true
+		}
+		p.ptrs[id] = cur
+	}
+	if !pb.Empty() {
+		if err := p.db.Apply(pb, pebble.Sync); err != nil {
+			return fmt.Errorf("store: commit: %w", err)
+		}
+	}
+	return nil
+}
+
+// LookupClientMsg implements Store.
+func (p *Pebble) LookupClientMsg(ctx context.Context, conv uint64, sender, clientMsgID string) (Message, bool, error) {
+	leave, err := p.enter(ctx)
+	if err != nil {
+		return Message{}, false, err
+	}
+	defer leave()
+	if clientMsgID == "" {
+		return Message{}, false, nil
+	}
+	seq, found, err := p.getUvarint(appendDedupeKey(nil, conv, sender, clientMsgID))
+	if err != nil || !found {
+		if err != nil {
+			err = fmt.Errorf("store: lookup client msg: %w", err)
+		}
+		return Message{}, false, err
+	}
+	var kb [17]byte
+	v, closer, err := p.db.Get(appendMsgKey(kb[:0], conv, seq))
+	if errors.Is(err, pebble.ErrNotFound) {
+		// Cannot happen: the dedupe entry is written in the message's batch.
+		return Message{}, false, fmt.Errorf("store: lookup client msg: %w: dedupe entry for missing seq %d of %d", errCorrupt, seq, conv)
+	}
+	if err != nil {
+		return Message{}, false, fmt.Errorf("store: lookup client msg: %w", err)
+	}
+	defer closer.Close()
+	m := Message{ConvID: conv, Seq: seq}
+	var d msgDecoder
+	if err := d.decode(&m, v); err != nil {
+		return Message{}, false, fmt.Errorf("store: lookup client msg: %w", err)
+	}
+	return m, true, nil
+}
+
+// MessagesAfter implements Store.
+func (p *Pebble) MessagesAfter(ctx context.Context, conv, after uint64, limit int) ([]Message, error) {
+	leave, err := p.enter(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer leave()
+	limit = ClampLimit(limit)
+	if after == ^uint64(0) {
+		return nil, nil
+	}
+	var lb, ub [17]byte
+	it, err := p.db.NewIterWithContext(ctx, &pebble.IterOptions{
+		LowerBound: appendMsgKey(lb[:0], conv, after+1),
+		UpperBound: prefixEnd(appendMsgPrefix(ub[:0], conv)),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: messages after: %w", err)
+	}
+	var msgs []Message
+	var d msgDecoder
+	for ok := it.First(); ok && len(msgs) < limit; ok = it.Next() {
+		if msgs == nil {
+			msgs = make([]Message, 0, min(limit, 64))
+		}
+		msgs = append(msgs, Message{})
+		if err := d.decodeKV(&msgs[len(msgs)-1], it); err != nil {
+			it.Close()
+			return nil, fmt.Errorf("store: messages after: %w", err)
+		}
+	}
+	if err := closeIter(it); err != nil {
+		return nil, fmt.Errorf("store: messages after: %w", err)
+	}
+	return msgs, nil
+}
+
+// MessagesBefore implements Store.
+func (p *Pebble) MessagesBefore(ctx context.Context, conv, before uint64, limit int) ([]Message, bool, error) {
+	leave, err := p.enter(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	defer leave()
+	limit = ClampLimit(limit)
+	if before == 1 {
+		return nil, false, nil
+	}
+	var lb, ub [17]byte
+	lower := appendMsgPrefix(lb[:0], conv)
+	var upper []byte
+	if before == 0 {
+		upper = prefixEnd(appendMsgPrefix(ub[:0], conv))
+	} else {
+		upper = appendMsgKey(ub[:0], conv, before)
+	}
+	it, err := p.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return nil, false, fmt.Errorf("store: messages before: %w", err)
+	}
+	var msgs []Message
+	var d msgDecoder
+	ok := it.Last()
+	for ; ok && len(msgs) < limit; ok = it.Prev() {
+		if msgs == nil {
+			msgs = make([]Message, 0, min(limit, 64))
+		}
+		msgs = append(msgs, Message{})
+		if err := d.decodeKV(&msgs[len(msgs)-1], it); err != nil {
+			it.Close()
+			return nil, false, fmt.Errorf("store: messages before: %w", err)
+		}
+	}
+	hasMore := ok // positioned on an older message we did not take
+	if err := closeIter(it); err != nil {
+		return nil, false, fmt.Errorf("store: messages before: %w", err)
+	}
+	slices.Reverse(msgs)
+	return msgs, hasMore, nil
+}
+
+// Pointers implements Store.
+func (p *Pebble) Pointers(ctx context.Context, conv uint64, user string) (Pointers, error) {
+	leave, err := p.enter(ctx)
+	if err != nil {
+		return Pointers{}, err
+	}
+	defer leave()
+	var kb [64]byte
+	var ps Pointers
+	ps.Delivered, _, err = p.getUvarint(appendPointerKey(kb[:0], conv, user, wire.ReceiptDelivered))
+	if err != nil {
+		return Pointers{}, fmt.Errorf("store: pointers: %w", err)
+	}
+	ps.Read, _, err = p.getUvarint(appendPointerKey(kb[:0], conv, user, wire.ReceiptRead))
+	if err != nil {
+		return Pointers{}, fmt.Errorf("store: pointers: %w", err)
+	}
+	return ps, nil
+}
+
+// closeIter closes it, returning its error or Close's.
+func closeIter(it *pebble.Iterator) error {
+	err := it.Error()
+	if cerr := it.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// errCorrupt marks undecodable stored data.
+var errCorrupt = errors.New("corrupt value")
+
+// Keys.
+
+func appendStr(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func appendConvKey(b []byte, conv uint64) []byte {
+	return binary.BigEndian.AppendUint64(append(b, tConvs), conv)
+}
+
+func appendMemberKey(b []byte, conv uint64, user string) []byte {
+	return appendStr(binary.BigEndian.AppendUint64(append(b, tMembers), conv), user)
+}
+
+func appendUserConvPrefix(b []byte, user string) []byte {
+	return appendStr(append(b, tUserConvs), user)
+}
+
+func appendUserConvKey(b []byte, user string, conv uint64) []byte {
+	return binary.BigEndian.AppendUint64(appendUserConvPrefix(b, user), conv)
+}
+
+func appendMsgPrefix(b []byte, conv uint64) []byte {
+	return binary.BigEndian.AppendUint64(append(b, tMessages), conv)
+}
+
+func appendMsgKey(b []byte, conv, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(appendMsgPrefix(b, conv), seq)
+}
+
+func appendLastSeqKey(b []byte, conv uint64) []byte {
+	return binary.BigEndian.AppendUint64(append(b, tLastSeq), conv)
+}
+
+func appendDedupeKey(b []byte, conv uint64, sender, clientMsgID string) []byte {
+	b = binary.BigEndian.AppendUint64(append(b, tDedupe), conv)
+	return appendStr(appendStr(b, sender), clientMsgID)
+}
+
+func appendPointerKey(b []byte, conv uint64, user string, kind wire.ReceiptKind) []byte {
+	b = binary.BigEndian.AppendUint64(append(b, tPointers), conv)
+	return append(appendStr(b, user), byte(kind))
+}
+
+// prefixEnd returns the smallest key greater than every key with the given
+// prefix, modifying prefix in place (it is never all 0xff: it starts with
+// a table byte).
+func prefixEnd(prefix []byte) []byte {
+	for i := len(prefix) - 1; i >= 0; i-- {
+		if prefix[i] != 0xff {
+			prefix[i]++
+			return prefix[:i+1]
+		}
+	}
+	panic("store: prefixEnd of all-0xff prefix")
+}
+
+// Values.
+
+func appendConvVal(b []byte, c *Conversation) []byte {
+	b = append(b, valueFormat)
+	b = binary.AppendUvarint(b, uint64(c.Kind))
+	b = binary.AppendUvarint(b, c.CreatedMS)
+	b = binary.AppendUvarint(b, uint64(len(c.Members)))
+	for _, m := range c.Members {
+		b = appendStr(b, m)
+	}
+	return b
+}
+
+func decodeConvVal(v []byte) (Conversation, error) {
+	r := reader{b: v}
+	if f := r.byte(); f != valueFormat {
+		return Conversation{}, fmt.Errorf("%w: conversation format %d", errCorrupt, f)
+	}
+	var c Conversation
+	kind := r.uvarint()
+	c.Kind = wire.ConvKind(kind)
+	c.CreatedMS = r.uvarint()
+	n := r.uvarint()
+	if r.err == nil && n > uint64(len(r.b)) { // each member takes >= 1 byte
+		r.err = errCorrupt
+	}
+	if r.err == nil && n > 0 {
+		c.Members = make([]string, 0, n)
+		for range n {
+			c.Members = append(c.Members, string(r.str()))
+		}
+	}
+	if r.err != nil || kind > 0xff || len(r.b) != 0 {
+		return Conversation{}, fmt.Errorf("%w: conversation", errCorrupt)
+	}
+	return c, nil
+}
+
+func appendMsgVal(b []byte, m *Message) []byte {
+	b = append(b, valueFormat)
+	b = binary.AppendUvarint(b, m.MessageID)
+	b = binary.AppendUvarint(b, m.ServerTimeMS)
+	b = binary.AppendUvarint(b, uint64(m.Kind))
+	b = appendStr(b, m.Sender)
+	b = appendStr(b, m.SenderDevice)
+	b = appendStr(b, m.ClientMsgID)
+	return append(b, m.Body...)
+}
+
+// msgDecoder decodes message values, copying them out of Pebble's memory.
+// It reuses the previous message's Sender and SenderDevice strings when
+// they repeat (common within a page), saving allocations.
+type msgDecoder struct {
+	sender, device string
+}
+
+// decodeKV decodes the message at the iterator's position.
+func (d *msgDecoder) decodeKV(m *Message, it *pebble.Iterator) error {
+	k := it.Key()
+	if len(k) != 17 {
+		return fmt.Errorf("%w: message key length %d", errCorrupt, len(k))
+	}
+	m.ConvID = binary.BigEndian.Uint64(k[1:])
+	m.Seq = binary.BigEndian.Uint64(k[9:])
+	v, err := it.ValueAndErr()
+	if err != nil {
+		return err
+	}
+	return d.decode(m, v)
+}
+
+// decode fills m's value fields from v; m.ConvID and m.Seq are set by the
+// caller. Nothing in m aliases v.
+func (d *msgDecoder) decode(m *Message, v []byte) error {
+	r := reader{b: v}
+	if f := r.byte(); f != valueFormat && r.err == nil {
+		return fmt.Errorf("%w: message format %d", errCorrupt, f)
+	}
+	m.MessageID = r.uvarint()
+	m.ServerTimeMS = r.uvarint()
+	m.Kind = wire.MsgKind(r.uvarint())
+	if s := r.str(); string(s) == d.sender { // no allocation for the compare
+		m.Sender = d.sender
+	} else {
+		m.Sender = string(s)
+		d.sender = m.Sender
+	}
+	if s := r.str(); string(s) == d.device {
+		m.SenderDevice = d.device
+	} else {
+		m.SenderDevice = string(s)
+		d.device = m.SenderDevice
+	}
+	m.ClientMsgID = string(r.str())
+	if r.err != nil {
+		return fmt.Errorf("%w: message %d/%d", errCorrupt, m.ConvID, m.Seq)
+	}
+	if len(r.b) > 0 {
+		m.Body = slices.Clone(r.b)
+	} else {
+		m.Body = nil
+	}
+	return nil
+}
+
+// reader decodes values; the first error sticks and zeroes later reads.
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) byte() byte {
+	if r.err != nil || len(r.b) == 0 {
+		r.err = errCorrupt
+		return 0
+	}
+	c := r.b[0]
+	r.b = r.b[1:]
+	return c
+}
+
+func (r *reader) uvarint() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	n, m := binary.Uvarint(r.b)
+	if m <= 0 {
+		r.err = errCorrupt
+		return 0
+	}
+	r.b = r.b[m:]
+	return n
+}
+
+// str returns the next length-prefixed string, aliasing the input.
+func (r *reader) str() []byte {
+	n := r.uvarint()
+	if r.err != nil {
+		return nil
+	}
+	if n > uint64(len(r.b)) {
+		r.err = errCorrupt
+		return nil
+	}
+	s := r.b[:n:n]
+	r.b = r.b[n:]
+	return s
+}
