@@ -1,0 +1,136 @@
+// Command chatd runs the chat backend. With no flags it runs every role in
+// one process on its embedded defaults (in-process Kafka via kfake, a Pebble
+// store and an in-process registry) with its state in --data-dir.
+//
+//	chatd [flags]                      run the server
+//	chatd token --user U [flags]       mint a token with the data dir's key
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/chatd-dev/chatd/core/auth"
+	"github.com/chatd-dev/chatd/core/node"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "token" {
+		if err := tokenCmd(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "chatd token:", err)
+			os.Exit(2)
+		}
+		return
+	}
+	if err := serve(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "chatd:", err)
+		os.Exit(1)
+	}
+}
+
+func serve(args []string) error {
+	fs := flag.NewFlagSet("chatd", flag.ContinueOnError)
+	var (
+		dataDir   = fs.String("data-dir", "chatd-data", "directory for the store, the embedded Kafka log and the token key")
+		gwAddr    = fs.String("gateway-addr", "127.0.0.1:8080", "WebSocket listener (path /chat/v1/ws)")
+		apiAddr   = fs.String("api-addr", "127.0.0.1:8081", "HTTP API listener")
+		adminAddr = fs.String("admin-addr", "127.0.0.1:9090", "admin listener: /metrics, /debug/pprof/, /healthz (\"off\" disables)")
+		dev       = fs.Bool("dev", false, "dev mode: POST /dev/token on the API mints tokens for anyone (never in production)")
+		brokers   = fs.String("brokers", "", "comma-separated Kafka brokers; empty runs an embedded broker in process")
+		kafkaPort = fs.Int("kafka-port", 0, "embedded broker's loopback port (0: any free port)")
+		parts     = fs.Int("partitions", 8, "partitions of chat.inbound and chat.events when chatd creates them")
+		nodeID    = fs.Uint("node-id", 1, "Snowflake node id (0-1023), unique among running chatd processes")
+		logLevel  = fs.String("log-level", "info", "debug, info, warn or error")
+		logJSON   = fs.Bool("log-json", false, "log JSON instead of text")
+	)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log, err := newLogger(*logLevel, *logJSON)
+	if err != nil {
+		return err
+	}
+	slog.SetDefault(log)
+	if *nodeID > 1023 {
+		return errors.New("--node-id must be 0..1023")
+	}
+	cfg := node.Config{
+		DataDir:     *dataDir,
+		GatewayAddr: *gwAddr,
+		APIAddr:     *apiAddr,
+		AdminAddr:   *adminAddr,
+		Dev:         *dev,
+		KafkaPort:   *kafkaPort,
+		Partitions:  *parts,
+		NodeID:      uint16(*nodeID),
+		Logger:      log,
+	}
+	if *brokers != "" {
+		cfg.Brokers = strings.Split(*brokers, ",")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	n, err := node.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	// Readiness line for scripts and tests (stdout, one line).
+	fmt.Printf("chatd ready gateway=%s api=%s admin=%s\n", n.GatewayURL(), n.APIURL(), n.AdminAddr())
+	<-ctx.Done()
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	n.Close(sctx)
+	return nil
+}
+
+func tokenCmd(args []string) error {
+	fs := flag.NewFlagSet("chatd token", flag.ContinueOnError)
+	var (
+		dataDir = fs.String("data-dir", "chatd-data", "chatd's data directory (its keys/token.key signs the token)")
+		user    = fs.String("user", "", "user id (1-64 of A-Z a-z 0-9 . _ @ -)")
+		device  = fs.String("device", "", "device id to bind the token to (optional)")
+		ttl     = fs.Duration("ttl", 24*time.Hour, "token lifetime")
+	)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if !auth.ValidUserID(*user) {
+		return errors.New("--user must be 1-64 of A-Z a-z 0-9 . _ @ -")
+	}
+	key, err := auth.LoadOrCreateKey(filepath.Join(*dataDir, "keys", "token.key"))
+	if err != nil {
+		return err
+	}
+	s, err := auth.NewSigner(key)
+	if err != nil {
+		return err
+	}
+	tok, err := s.Mint(*user, *device, *ttl)
+	if err != nil {
+		return err
+	}
+	fmt.Println(tok)
+	return nil
+}
+
+func newLogger(level string, json bool) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	if json {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+}

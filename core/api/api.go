@@ -1,0 +1,322 @@
+// Package api is chatd's HTTP API: history paging, opening direct
+// conversations, listing a user's conversations and, in dev mode only,
+// minting tokens. Every error is a 4xx/5xx with a JSON body
+// {"error":{"code":N,"name":"...","message":"..."}} using the protocol's
+// error codes (wire/codes.go).
+package api
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/chatd-dev/chatd/core/auth"
+	"github.com/chatd-dev/chatd/core/messages"
+	"github.com/chatd-dev/chatd/core/store"
+	"github.com/chatd-dev/chatd/wire"
+)
+
+// Verifier checks a bearer token: code 0 and the user on success.
+type Verifier interface {
+	Authenticate(token []byte, now time.Time) (user string, code wire.Code)
+}
+
+// Minter mints tokens (dev mode).
+type Minter interface {
+	Mint(user, device string, ttl time.Duration) (string, error)
+}
+
+// Config configures the API. Zero values mean defaults.
+type Config struct {
+	// Dev enables POST /dev/token. Never enable it in production: it hands
+	// anyone a token for any user.
+	Dev    bool
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// Deps are the API's collaborators. Minter is required only with Dev.
+type Deps struct {
+	Store    store.Store
+	Verifier Verifier
+	Minter   Minter
+}
+
+// Handler returns the API's http.Handler.
+func Handler(cfg Config, deps Deps) http.Handler {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	a := &api{cfg: cfg, deps: deps}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/v1/conversations/{id}/messages", a.authed(a.history))
+	mux.HandleFunc("GET /api/v1/conversations", a.authed(a.list))
+	mux.HandleFunc("POST /api/v1/conversations/direct", a.authed(a.openDirect))
+	if cfg.Dev {
+		mux.HandleFunc("POST /dev/token", a.devToken)
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, wire.CodeInvalidArgument, "no such endpoint")
+	})
+	return mux
+}
+
+type api struct {
+	cfg  Config
+	deps Deps
+}
+
+// maxBody bounds request bodies.
+const maxBody = 4 << 10
+
+func (a *api) authed(h func(w http.ResponseWriter, r *http.Request, user string)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || tok == "" {
+			writeError(w, http.StatusUnauthorized, wire.CodeTokenInvalid, "missing bearer token")
+			return
+		}
+		user, code := a.deps.Verifier.Authenticate([]byte(tok), a.cfg.Now())
+		if code != 0 {
+			writeError(w, http.StatusUnauthorized, code, "token rejected")
+			return
+		}
+		h(w, r, user)
+	}
+}
+
+// MessageJSON is one message in API responses. 64-bit ids are decimal
+// strings: JSON numbers lose precision above 2^53.
+type MessageJSON struct {
+	ConvID       string `json:"conversation_id"`
+	MessageID    string `json:"message_id"`
+	Seq          uint64 `json:"seq"`
+	ServerTimeMS uint64 `json:"server_time_ms"`
+	Sender       string `json:"sender"`
+	SenderDevice string `json:"sender_device"`
+	ClientMsgID  string `json:"client_msg_id"`
+	Kind         uint64 `json:"kind"`
+	// Body is set for text messages; BodyBase64 for every other kind.
+	Body       *string `json:"body,omitempty"`
+	BodyBase64 *string `json:"body_base64,omitempty"`
+}
+
+// HistoryJSON is the history endpoint's response.
+type HistoryJSON struct {
+	ConvID   string        `json:"conversation_id"`
+	Messages []MessageJSON `json:"messages"` // ascending seq
+	HasMore  bool          `json:"has_more"`
+	// NextBefore is the before= value for the next older page (0: none).
+	NextBefore uint64 `json:"next_before"`
+}
+
+func (a *api) history(w http.ResponseWriter, r *http.Request, user string) {
+	conv, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
+	if err != nil || conv == 0 {
+		writeError(w, http.StatusBadRequest, wire.CodeInvalidArgument, "bad conversation id")
+		return
+	}
+	q := r.URL.Query()
+	var before, limit uint64
+	if v := q.Get("before"); v != "" {
+		if before, err = strconv.ParseUint(v, 10, 64); err != nil {
+			writeError(w, http.StatusBadRequest, wire.CodeInvalidArgument, "bad before")
+			return
+		}
+	}
+	if v := q.Get("limit"); v != "" {
+		if limit, err = strconv.ParseUint(v, 10, 64); err != nil || limit == 0 || limit > wire.MaxHistoryLimit {
+			writeError(w, http.StatusBadRequest, wire.CodeInvalidArgument, "limit must be 1..200")
+			return
+		}
+	}
+	c, err := a.deps.Store.Conversation(r.Context(), conv)
+	if errors.Is(err, store.ErrNotFound) {
+		writeError(w, http.StatusNotFound, wire.CodeConvNotFound, "no such conversation")
+		return
+	}
+	if err != nil {
+		a.internal(w, err)
+		return
+	}
+	if !member(c.Members, user) {
+		writeError(w, http.StatusForbidden, wire.CodeNotMember, "not a member")
+		return
+	}
+	msgs, more, err := a.deps.Store.MessagesBefore(r.Context(), conv, before, messages.ClampLimit(limit))
+	if err != nil {
+		a.internal(w, err)
+		return
+	}
+	out := HistoryJSON{ConvID: strconv.FormatUint(conv, 10), Messages: make([]MessageJSON, len(msgs)), HasMore: more}
+	for i := range msgs {
+		out.Messages[i] = toJSON(&msgs[i])
+	}
+	if more && len(msgs) > 0 {
+		out.NextBefore = msgs[0].Seq
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// ConversationJSON describes a conversation.
+type ConversationJSON struct {
+	ConvID  string   `json:"conversation_id"`
+	Kind    string   `json:"kind"`
+	Members []string `json:"members"`
+	LastSeq uint64   `json:"last_seq"`
+}
+
+func (a *api) list(w http.ResponseWriter, r *http.Request, user string) {
+	ids, err := a.deps.Store.UserConversations(r.Context(), user)
+	if err != nil {
+		a.internal(w, err)
+		return
+	}
+	out := struct {
+		Conversations []ConversationJSON `json:"conversations"`
+	}{Conversations: make([]ConversationJSON, 0, len(ids))}
+	for _, id := range ids {
+		c, err := a.deps.Store.Conversation(r.Context(), id)
+		if err != nil {
+			a.internal(w, err)
+			return
+		}
+		last, err := a.deps.Store.LastSeq(r.Context(), id)
+		if err != nil {
+			a.internal(w, err)
+			return
+		}
+		out.Conversations = append(out.Conversations, convJSON(&c, last))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *api) openDirect(w http.ResponseWriter, r *http.Request, user string) {
+	var req struct {
+		Peer string `json:"peer"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody)).Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, wire.CodeInvalidArgument, "body must be {\"peer\":\"...\"}")
+		return
+	}
+	if !auth.ValidUserID(req.Peer) || req.Peer == user {
+		writeError(w, http.StatusBadRequest, wire.CodeInvalidArgument, "bad peer")
+		return
+	}
+	c, err := messages.EnsureDirect(r.Context(), a.deps.Store, user, req.Peer, uint64(a.cfg.Now().UnixMilli()))
+	if err != nil {
+		a.internal(w, err)
+		return
+	}
+	last, err := a.deps.Store.LastSeq(r.Context(), c.ID)
+	if err != nil {
+		a.internal(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, convJSON(&c, last))
+}
+
+func (a *api) devToken(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		User   string `json:"user"`
+		Device string `json:"device"`
+		TTL    string `json:"ttl"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody)).Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, wire.CodeInvalidArgument, "body must be {\"user\":\"...\"}")
+		return
+	}
+	ttl := 24 * time.Hour
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil || d <= 0 || d > 30*24*time.Hour {
+			writeError(w, http.StatusBadRequest, wire.CodeInvalidArgument, "ttl must be a duration up to 720h")
+			return
+		}
+		ttl = d
+	}
+	if !auth.ValidUserID(req.User) {
+		writeError(w, http.StatusBadRequest, wire.CodeInvalidArgument, "bad user id")
+		return
+	}
+	tok, err := a.deps.Minter.Mint(req.User, req.Device, ttl)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, wire.CodeInvalidArgument, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"token": tok})
+}
+
+func (a *api) internal(w http.ResponseWriter, err error) {
+	a.cfg.Logger.Error("api", "err", err)
+	writeError(w, http.StatusServiceUnavailable, wire.CodeUnavailable, "temporarily unavailable")
+}
+
+func toJSON(m *store.Message) MessageJSON {
+	j := MessageJSON{
+		ConvID:       strconv.FormatUint(m.ConvID, 10),
+		MessageID:    strconv.FormatUint(m.MessageID, 10),
+		Seq:          m.Seq,
+		ServerTimeMS: m.ServerTimeMS,
+		Sender:       m.Sender,
+		SenderDevice: m.SenderDevice,
+		ClientMsgID:  m.ClientMsgID,
+		Kind:         uint64(m.Kind),
+	}
+	if m.Kind == wire.KindText && utf8.Valid(m.Body) {
+		s := string(m.Body)
+		j.Body = &s
+	} else {
+		s := base64.StdEncoding.EncodeToString(m.Body)
+		j.BodyBase64 = &s
+	}
+	return j
+}
+
+func convJSON(c *store.Conversation, last uint64) ConversationJSON {
+	kind := "direct"
+	if c.Kind == wire.ConvGroup {
+		kind = "group"
+	}
+	return ConversationJSON{ConvID: strconv.FormatUint(c.ID, 10), Kind: kind, Members: c.Members, LastSeq: last}
+}
+
+func member(members []string, user string) bool {
+	for _, m := range members {
+		if m == user {
+			return true
+		}
+	}
+	return false
+}
+
+// ErrorJSON is the body of every error response.
+type ErrorJSON struct {
+	Error struct {
+		Code    uint64 `json:"code"`
+		Name    string `json:"name"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, status int, code wire.Code, msg string) {
+	var e ErrorJSON
+	e.Error.Code, e.Error.Name, e.Error.Message = uint64(code), code.String(), msg
+	writeJSON(w, status, e)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+

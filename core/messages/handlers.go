@@ -1,0 +1,314 @@
+package messages
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/chatd-dev/chatd/core/auth"
+	"github.com/chatd-dev/chatd/core/store"
+	"github.com/chatd-dev/chatd/wire"
+)
+
+// maxCachedConvs bounds the conversation cache. It is only trimmed between
+// batches: mid-batch the cache holds seqs not yet committed.
+const maxCachedConvs = 200_000
+
+// pendingAck is an ACK owed once the batch commits.
+type pendingAck struct {
+	gateway  string
+	conn     uint64
+	idx      int            // index in batch.Messages, when existing == nil
+	existing *store.Message // a resend of an already stored message
+	emit     bool           // emit the message to chat.events
+}
+
+func (p *Processor) send(ctx context.Context, env *wire.Envelope, s *wire.Send) (*pendingAck, error) {
+	if s.ConvID == 0 || len(s.ClientMsgID) == 0 || len(s.ClientMsgID) > wire.MaxIDLen ||
+		s.Kind < wire.KindText || s.Kind > wire.KindBinary || len(s.Body) > wire.MaxBodySize {
+		p.queueError(env, wire.CodeInvalidArgument, wire.TypeSend, 0, s.ConvID, s.ClientMsgID, "bad send")
+		return nil, nil
+	}
+	cs, err := p.conv(ctx, s.ConvID)
+	if errors.Is(err, store.ErrNotFound) {
+		p.queueError(env, wire.CodeConvNotFound, wire.TypeSend, 0, s.ConvID, s.ClientMsgID, "no such conversation")
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	user := string(env.User)
+	if !isMember(&cs.conv, user) {
+		p.queueError(env, wire.CodeNotMember, wire.TypeSend, 0, s.ConvID, s.ClientMsgID, "not a member")
+		return nil, nil
+	}
+	gw := string(env.Gateway)
+	key := dedupeKey{conv: s.ConvID, sender: user, cmid: string(s.ClientMsgID)}
+	if idx, ok := p.sent[key]; ok {
+		// The same SEND twice in one batch: the first one emits.
+		return &pendingAck{gateway: gw, conn: env.Conn, idx: idx}, nil
+	}
+	old, found, err := p.deps.Store.LookupClientMsg(ctx, s.ConvID, user, key.cmid)
+	if err != nil {
+		return nil, fmt.Errorf("lookup client_msg_id: %w", err)
+	}
+	if found {
+		// A resend of a stored message: its ACK was lost, or this record is
+		// re-delivered after a crash. Always re-ACK. Re-emit only when this
+		// process has not emitted the message itself: after a crash (or a
+		// partition move) the original emit may never have happened, while
+		// a plain client resend must not deliver the message twice.
+		p.cfg.Metrics.Deduped.Inc()
+		_, emitted := p.emitted[old.MessageID]
+		return &pendingAck{gateway: gw, conn: env.Conn, existing: &old, emit: !emitted}, nil
+	}
+	cs.lastSeq++
+	p.batch.Messages = append(p.batch.Messages, store.Message{
+		ConvID:       s.ConvID,
+		MessageID:    p.deps.IDs.Next(),
+		Seq:          cs.lastSeq,
+		ServerTimeMS: uint64(p.cfg.Now().UnixMilli()),
+		Sender:       user,
+		SenderDevice: string(env.Device),
+		ClientMsgID:  key.cmid,
+		Kind:         s.Kind,
+		Body:         s.Body, // aliases the record; Commit copies it
+	})
+	idx := len(p.batch.Messages) - 1
+	p.sent[key] = idx
+	return &pendingAck{gateway: gw, conn: env.Conn, idx: idx, emit: true}, nil
+}
+
+func (p *Processor) receipt(ctx context.Context, env *wire.Envelope, r *wire.Receipt) error {
+	if r.ConvID == 0 || (r.Kind != wire.ReceiptDelivered && r.Kind != wire.ReceiptRead) {
+		p.queueError(env, wire.CodeInvalidArgument, wire.TypeReceipt, 0, r.ConvID, nil, "bad receipt")
+		return nil
+	}
+	cs, err := p.conv(ctx, r.ConvID)
+	if errors.Is(err, store.ErrNotFound) {
+		p.queueError(env, wire.CodeConvNotFound, wire.TypeReceipt, 0, r.ConvID, nil, "no such conversation")
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	user := string(env.User)
+	if !isMember(&cs.conv, user) {
+		p.queueError(env, wire.CodeNotMember, wire.TypeReceipt, 0, r.ConvID, nil, "not a member")
+		return nil
+	}
+	if r.UpToSeq > cs.lastSeq {
+		p.queueError(env, wire.CodeSeqBeyondLatest, wire.TypeReceipt, 0, r.ConvID, nil,
+			fmt.Sprintf("up_to_seq %d beyond latest %d", r.UpToSeq, cs.lastSeq))
+		return nil
+	}
+	if r.UpToSeq == 0 {
+		return nil
+	}
+	dev := string(env.Device)
+	if r.Kind == wire.ReceiptRead {
+		// Read implies delivered: the sender's UI never shows "read" without
+		// "delivered".
+		p.batch.Pointers = append(p.batch.Pointers, store.PointerUpdate{ConvID: r.ConvID, User: user, Kind: wire.ReceiptDelivered, Seq: r.UpToSeq})
+		p.ptrDevices = append(p.ptrDevices, dev)
+	}
+	p.batch.Pointers = append(p.batch.Pointers, store.PointerUpdate{ConvID: r.ConvID, User: user, Kind: r.Kind, Seq: r.UpToSeq})
+	p.ptrDevices = append(p.ptrDevices, dev)
+	return nil
+}
+
+func (p *Processor) openDirect(ctx context.Context, env *wire.Envelope, o *wire.OpenDirect) error {
+	user, peer := string(env.User), string(o.Peer)
+	if !auth.ValidUserID(peer) || peer == user {
+		p.queueError(env, wire.CodeInvalidArgument, wire.TypeOpenDirect, o.ReqID, 0, nil, "bad peer")
+		return nil
+	}
+	c, err := EnsureDirect(ctx, p.deps.Store, user, peer, uint64(p.cfg.Now().UnixMilli()))
+	if errors.Is(err, errCollision) {
+		p.queueError(env, wire.CodeInternal, wire.TypeOpenDirect, o.ReqID, 0, nil, "conversation id collision")
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	last, err := p.deps.Store.LastSeq(ctx, c.ID)
+	if err != nil {
+		return fmt.Errorf("last seq: %w", err)
+	}
+	p.queueFrame(env, EncodeConv(nil, o.ReqID, &c, last))
+	return nil
+}
+
+// conv returns the cached state of a conversation, loading it on a miss.
+func (p *Processor) conv(ctx context.Context, id uint64) (*convState, error) {
+	p.mu.Lock()
+	cs := p.convs[id]
+	p.mu.Unlock()
+	if cs != nil {
+		return cs, nil
+	}
+	c, err := p.deps.Store.Conversation(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	last, err := p.deps.Store.LastSeq(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("last seq: %w", err)
+	}
+	cs = &convState{conv: c, lastSeq: last}
+	p.mu.Lock()
+	p.convs[id] = cs
+	p.mu.Unlock()
+	return cs, nil
+}
+
+// trimCache empties the cache when it grew past its bound. Only called
+// between batches, when every cached seq is committed.
+func (p *Processor) trimCache() {
+	p.mu.Lock()
+	if len(p.convs) > maxCachedConvs {
+		clear(p.convs)
+	}
+	p.mu.Unlock()
+}
+
+func isMember(c *store.Conversation, user string) bool {
+	_, ok := slices.BinarySearch(c.Members, user)
+	return ok
+}
+
+// queueError queues an ERROR for the request's connection.
+func (p *Processor) queueError(env *wire.Envelope, code wire.Code, ref wire.Type, reqID, conv uint64, cmid []byte, msg string) {
+	p.cfg.Metrics.Errors.WithLabelValues(code.String()).Inc()
+	e := wire.Error{Code: code, RefType: ref, ReqID: reqID, ConvID: conv, ClientMsgID: cmid, Message: []byte(msg)}
+	p.queueFrame(env, e.Append(nil, 0))
+}
+
+// replyError is queueError for Handle's callers that cannot queue.
+func (p *Processor) replyError(env *wire.Envelope, code wire.Code, ref wire.Type, reqID, conv uint64, cmid []byte, msg string) {
+	p.queueError(env, code, ref, reqID, conv, cmid, msg)
+}
+
+func (p *Processor) queueFrame(env *wire.Envelope, frame []byte) {
+	p.replies = append(p.replies, reply{gateway: string(env.Gateway), conn: env.Conn, frame: frame})
+}
+
+// flushReplies routes every queued reply. Routing is best effort: a lost
+// ACK makes the client resend, which dedupe answers with the same ACK.
+func (p *Processor) flushReplies(ctx context.Context) {
+	var conn [1]uint64
+	for _, r := range p.replies {
+		conn[0] = r.conn
+		p.out = wire.AppendBatch(p.out[:0], conn[:], r.frame)
+		if err := p.deps.Router.Publish(ctx, r.gateway, p.out); err != nil {
+			p.cfg.Metrics.RouteErrors.Inc()
+		}
+	}
+	p.replies = p.replies[:0]
+}
+
+// produceEvents publishes p.evs, retrying the failed records until they are
+// acknowledged or ctx ends. Events are emitted after the durable commit; a
+// crash before they are acknowledged re-delivers the inbound batch, and
+// dedupe re-emits them.
+func (p *Processor) produceEvents(ctx context.Context) error {
+	recs := p.evs
+	for {
+		res := p.deps.Events.ProduceSync(ctx, recs...)
+		var failed []*kgo.Record
+		var firstErr error
+		for _, r := range res {
+			if r.Err != nil {
+				if firstErr == nil {
+					firstErr = r.Err
+				}
+				failed = append(failed, &kgo.Record{Topic: r.Record.Topic, Key: r.Record.Key, Value: r.Record.Value})
+			}
+		}
+		if len(failed) == 0 {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("produce events: %w", firstErr)
+		}
+		p.log.Warn("produce events failed; retrying", "records", len(failed), "err", firstErr)
+		p.cfg.Metrics.EventErrors.Inc()
+		recs = failed
+	}
+}
+
+// EncodeMsg appends m as a MSG frame with flags.
+func EncodeMsg(dst []byte, m *store.Message, flags wire.Flags) []byte {
+	w := wire.Msg{
+		ConvID:       m.ConvID,
+		MessageID:    m.MessageID,
+		Seq:          m.Seq,
+		ServerTimeMS: m.ServerTimeMS,
+		Sender:       []byte(m.Sender),
+		SenderDevice: []byte(m.SenderDevice),
+		ClientMsgID:  []byte(m.ClientMsgID),
+		Kind:         m.Kind,
+		Body:         m.Body,
+	}
+	return w.Append(dst, flags)
+}
+
+// EncodeConv appends a CONV frame describing c.
+func EncodeConv(dst []byte, reqID uint64, c *store.Conversation, lastSeq uint64) []byte {
+	w := wire.Conv{ReqID: reqID, ConvID: c.ID, Kind: c.Kind, LastSeq: lastSeq, Members: make([][]byte, len(c.Members))}
+	for i, m := range c.Members {
+		w.Members[i] = []byte(m)
+	}
+	return w.Append(dst, 0)
+}
+
+var errCollision = errors.New("messages: direct conversation id collision")
+
+// DirectID is the id of the 1:1 conversation between a and b: a hash of the
+// ordered pair, so either side can open it, on any core instance, with no
+// coordination and no race. 63 bits, never 0.
+func DirectID(a, b string) uint64 {
+	if b < a {
+		a, b = b, a
+	}
+	h := sha256.New()
+	h.Write([]byte("chatd/direct\x00"))
+	h.Write([]byte(a))
+	h.Write([]byte{0})
+	h.Write([]byte(b))
+	var sum [sha256.Size]byte
+	id := binary.BigEndian.Uint64(h.Sum(sum[:0])) >> 1
+	if id == 0 {
+		id = 1
+	}
+	return id
+}
+
+// EnsureDirect creates, or finds, the direct conversation of a and b.
+func EnsureDirect(ctx context.Context, st store.Store, a, b string, nowMS uint64) (store.Conversation, error) {
+	members := []string{a, b}
+	slices.Sort(members)
+	c, err := st.EnsureConversation(ctx, store.Conversation{ID: DirectID(a, b), Kind: wire.ConvDirect, Members: members, CreatedMS: nowMS})
+	if err != nil {
+		return store.Conversation{}, fmt.Errorf("ensure direct conversation: %w", err)
+	}
+	if c.Kind != wire.ConvDirect || !slices.Equal(c.Members, members) {
+		return store.Conversation{}, errCollision
+	}
+	return c, nil
+}
+
+var decoderPool = sync.Pool{New: func() any { return new(readScratch) }}
+
+type readScratch struct {
+	env wire.Envelope
+	dec wire.Decoder
+	out []byte
+	buf []byte
+}

@@ -1,0 +1,274 @@
+// Package messages is the core's write path: it consumes chat.inbound,
+// owns the per-conversation seq, persists, acknowledges, and emits to
+// chat.events. It also answers the read-only requests that reach it through
+// the same topic (RESUME, HISTORY) and opens direct conversations.
+//
+// Ownership: chat.inbound is keyed by conversation, so at any moment one
+// consumer in the group owns a conversation and assigns its seqs with no
+// coordination. The owner caches (conversation, last seq) and reloads both
+// from the store after any partition change or failed commit, so a seq is
+// never reused or skipped, also across restarts and rebalances.
+//
+// Per polled batch (Handle):
+//
+//	decode each record -> validate -> assign seq / dedupe / collect pointers
+//	store.Commit (one durable write for the whole batch)
+//	ACK every SEND (and re-ACK resends) -> Router -> the sender's gateway
+//	produce chat.events (messages and advanced pointers), wait for acks
+//	return nil -> offsets are committed by consume.Run
+//
+// A crash anywhere before the offset commit re-delivers the batch; dedupe
+// by client_msg_id turns re-delivered SENDs into re-ACKs and re-emitted
+// events, so nothing is lost and nothing is stored twice.
+package messages
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/panjf2000/ants/v2"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/chatd-dev/chatd/core/bus"
+	"github.com/chatd-dev/chatd/core/events"
+	"github.com/chatd-dev/chatd/core/routing"
+	"github.com/chatd-dev/chatd/core/store"
+	"github.com/chatd-dev/chatd/wire"
+)
+
+// IDGenerator mints message ids (Snowflake in production).
+type IDGenerator interface{ Next() uint64 }
+
+// EventProducer publishes chat.events records and waits for their acks.
+type EventProducer interface {
+	ProduceSync(ctx context.Context, rs ...*kgo.Record) kgo.ProduceResults
+}
+
+// Config tunes the processor. Zero values mean defaults.
+type Config struct {
+	// ResumeCap bounds the messages replayed per conversation for one
+	// RESUME (default 1,000); the rest is paged with HISTORY.
+	ResumeCap int
+	// ReadWorkers bounds concurrent RESUME/HISTORY handling (default 64).
+	ReadWorkers int
+	Logger      *slog.Logger
+	Metrics     *Metrics
+	// Now is the clock (default time.Now); tests inject one.
+	Now func() time.Time
+}
+
+// Deps are the processor's collaborators.
+type Deps struct {
+	Store  store.Store
+	Router routing.Router
+	IDs    IDGenerator
+	Events EventProducer
+}
+
+// Processor handles chat.inbound batches. Handle must be called from one
+// goroutine at a time (consume.Run does); Invalidate may be called from any.
+type Processor struct {
+	cfg  Config
+	deps Deps
+	log  *slog.Logger
+	pool *ants.Pool
+
+	mu    sync.Mutex // guards convs; held only for map access
+	convs map[uint64]*convState
+
+	// Scratch reused across Handle calls (single caller).
+	batch   store.Batch
+	dec     wire.Decoder
+	env     wire.Envelope
+	replies []reply
+	evs     []*kgo.Record
+	sent    map[dedupeKey]int
+	// emitted holds the ids of messages this process put on chat.events
+	// (bounded; forgetting only costs a harmless duplicate emit).
+	emitted map[uint64]struct{}
+	// ptrDevices[i] is the device that sent batch.Pointers[i].
+	ptrDevices []string
+	frame      []byte
+	out        []byte
+}
+
+type convState struct {
+	conv    store.Conversation
+	lastSeq uint64
+}
+
+type dedupeKey struct {
+	conv   uint64
+	sender string
+	cmid   string
+}
+
+// reply is a frame to one connection, sent after the batch commits.
+type reply struct {
+	gateway string
+	conn    uint64
+	frame   []byte
+}
+
+// New returns a processor. Close releases its worker pool.
+func New(cfg Config, deps Deps) (*Processor, error) {
+	if cfg.ResumeCap <= 0 {
+		cfg.ResumeCap = 1000
+	}
+	if cfg.ReadWorkers <= 0 {
+		cfg.ReadWorkers = 64
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	pool, err := ants.NewPool(cfg.ReadWorkers, ants.WithNonblocking(false))
+	if err != nil {
+		return nil, fmt.Errorf("messages: read pool: %w", err)
+	}
+	return &Processor{
+		cfg:     cfg,
+		deps:    deps,
+		log:     cfg.Logger,
+		pool:    pool,
+		convs:   make(map[uint64]*convState),
+		sent:    make(map[dedupeKey]int),
+		emitted: make(map[uint64]struct{}),
+	}, nil
+}
+
+// Close waits for in-flight reads and releases the pool.
+func (p *Processor) Close() {
+	_ = p.pool.ReleaseTimeout(5 * time.Second)
+}
+
+// Invalidate drops every cached conversation state. Call it when partitions
+// are assigned or revoked: a new owner must reload the last seq from the
+// store.
+func (p *Processor) Invalidate() {
+	p.mu.Lock()
+	clear(p.convs)
+	p.mu.Unlock()
+}
+
+// Handle processes one polled batch of chat.inbound records (see package
+// doc). It returns an error only when the batch must be retried.
+func (p *Processor) Handle(ctx context.Context, recs []*kgo.Record) error {
+	p.trimCache()
+	p.batch.Reset()
+	p.ptrDevices = p.ptrDevices[:0]
+	p.replies = p.replies[:0]
+	clear(p.sent)
+	var acks []pendingAck
+
+	for _, rec := range recs {
+		if err := p.env.Decode(rec.Value); err != nil {
+			p.log.Warn("dropping malformed inbound record", "partition", rec.Partition, "offset", rec.Offset, "err", err)
+			p.cfg.Metrics.Dropped.Inc()
+			continue
+		}
+		t, _, err := p.dec.Decode(p.env.Frame)
+		if err != nil {
+			p.replyError(&p.env, wire.CodeOf(err), 0, 0, 0, nil, "malformed frame")
+			continue
+		}
+		switch t {
+		case wire.TypeSend:
+			a, err := p.send(ctx, &p.env, &p.dec.Send)
+			if err != nil {
+				p.Invalidate()
+				return err
+			}
+			if a != nil {
+				acks = append(acks, *a)
+			}
+		case wire.TypeReceipt:
+			if err := p.receipt(ctx, &p.env, &p.dec.Receipt); err != nil {
+				p.Invalidate()
+				return err
+			}
+		case wire.TypeOpenDirect:
+			if err := p.openDirect(ctx, &p.env, &p.dec.OpenDirect); err != nil {
+				p.Invalidate()
+				return err
+			}
+		case wire.TypeResume, wire.TypeHistory:
+			// Read-only and order-insensitive: answered off the write path.
+			// rec.Value stays valid: kgo never reuses record memory.
+			p.submitRead(ctx, rec.Value)
+		default:
+			p.replyError(&p.env, wire.CodeUnexpectedType, t, 0, 0, nil, "not a request type")
+		}
+	}
+
+	if len(p.batch.Messages) > 0 || len(p.batch.Pointers) > 0 {
+		start := time.Now()
+		err := p.deps.Store.Commit(ctx, &p.batch)
+		p.cfg.Metrics.CommitSeconds.Observe(time.Since(start).Seconds())
+		if err != nil {
+			// The cache ran ahead of the store; make the retry reload it.
+			p.Invalidate()
+			return fmt.Errorf("commit: %w", err)
+		}
+	}
+
+	// Durable: acknowledge, then announce.
+	p.evs = p.evs[:0]
+	for _, a := range acks {
+		m := &p.batch.Messages[a.idx]
+		if a.existing != nil {
+			m = a.existing
+		}
+		ack := wire.Ack{ClientMsgID: []byte(m.ClientMsgID), ConvID: m.ConvID, MessageID: m.MessageID, Seq: m.Seq, ServerTimeMS: m.ServerTimeMS}
+		p.replies = append(p.replies, reply{gateway: a.gateway, conn: a.conn, frame: ack.Append(nil, 0)})
+		if a.emit {
+			p.evs = append(p.evs, &kgo.Record{
+				Topic: bus.TopicEvents,
+				Key:   wire.ConvKey(nil, m.ConvID),
+				Value: events.AppendMsg(nil, EncodeMsg(nil, m, 0)),
+			})
+		}
+	}
+	for i := range p.batch.Pointers {
+		pu := &p.batch.Pointers[i]
+		if !pu.Advanced {
+			continue
+		}
+		r := events.Receipt{Conv: pu.ConvID, Kind: pu.Kind, Seq: pu.Seq, User: []byte(pu.User), Device: []byte(p.ptrDevices[i])}
+		p.evs = append(p.evs, &kgo.Record{Topic: bus.TopicEvents, Key: wire.ConvKey(nil, pu.ConvID), Value: r.Append(nil)})
+	}
+	p.flushReplies(ctx)
+	p.cfg.Metrics.Acked.Add(float64(len(acks)))
+
+	if len(p.evs) > 0 {
+		if err := p.produceEvents(ctx); err != nil {
+			// Committed but not announced: the retry re-ACKs and re-emits
+			// through dedupe. The cache matches the store, keep it.
+			return err
+		}
+	}
+	if len(p.emitted) > maxEmittedMemory {
+		clear(p.emitted)
+	}
+	for _, a := range acks {
+		if a.emit {
+			m := &p.batch.Messages[a.idx]
+			if a.existing != nil {
+				m = a.existing
+			}
+			p.emitted[m.MessageID] = struct{}{}
+		}
+	}
+	return nil
+}
+
+// maxEmittedMemory bounds Processor.emitted.
+const maxEmittedMemory = 100_000

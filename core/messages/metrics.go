@@ -1,0 +1,37 @@
+package messages
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the processor's Prometheus collectors.
+type Metrics struct {
+	Acked         prometheus.Counter
+	Deduped       prometheus.Counter
+	Replayed      prometheus.Counter
+	Dropped       prometheus.Counter
+	RouteErrors   prometheus.Counter
+	EventErrors   prometheus.Counter
+	Errors        *prometheus.CounterVec
+	CommitSeconds prometheus.Histogram
+}
+
+// NewMetrics creates the collectors and registers them on reg (nil: not
+// registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Acked:       prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_messages_acked_total", Help: "SENDs acknowledged (new and resent)."}),
+		Deduped:     prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_messages_deduped_total", Help: "SENDs answered from the client_msg_id dedupe entry."}),
+		Replayed:    prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_messages_replayed_total", Help: "Messages replayed for RESUME."}),
+		Dropped:     prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_inbound_dropped_total", Help: "Inbound records that did not decode."}),
+		RouteErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_core_route_errors_total", Help: "Replies the router refused."}),
+		EventErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_core_event_produce_errors_total", Help: "chat.events produce attempts that failed and were retried."}),
+		Errors:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chatd_core_errors_total", Help: "ERROR frames sent by the core, by code."}, []string{"code"}),
+		CommitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "chatd_store_commit_seconds", Help: "Durable store commit latency per inbound batch.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.Acked, m.Deduped, m.Replayed, m.Dropped, m.RouteErrors, m.EventErrors, m.Errors, m.CommitSeconds)
+	}
+	return m
+}

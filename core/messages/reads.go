@@ -1,0 +1,162 @@
+package messages
+
+import (
+	"context"
+	"errors"
+
+	"github.com/chatd-dev/chatd/core/store"
+	"github.com/chatd-dev/chatd/wire"
+)
+
+// Defaults for HISTORY.
+const (
+	defaultHistoryLimit = 50
+)
+
+// submitRead hands a RESUME or HISTORY record to the read pool. The pool
+// blocks when full, which backpressures the inbound loop instead of
+// dropping requests.
+func (p *Processor) submitRead(ctx context.Context, value []byte) {
+	if err := p.pool.Submit(func() { p.read(ctx, value) }); err != nil {
+		p.log.Warn("read pool refused a request", "err", err)
+	}
+}
+
+func (p *Processor) read(ctx context.Context, value []byte) {
+	s := decoderPool.Get().(*readScratch)
+	defer decoderPool.Put(s)
+	if err := s.env.Decode(value); err != nil {
+		return
+	}
+	t, _, err := s.dec.Decode(s.env.Frame)
+	if err != nil {
+		return
+	}
+	switch t {
+	case wire.TypeResume:
+		p.resume(ctx, s, &s.dec.Resume)
+	case wire.TypeHistory:
+		p.history(ctx, s, &s.dec.History)
+	}
+}
+
+// resume replays, for every conversation of the user, the messages after the
+// client's cursor (from the start for conversations it did not list), oldest
+// first, at most ResumeCap per conversation, then RESUMED. Oldest first keeps
+// the client's stream gapless; when a cap cut a replay short RESUMED says
+// truncated and the client resumes again from its new cursors.
+func (p *Processor) resume(ctx context.Context, s *readScratch, r *wire.Resume) {
+	user := string(s.env.User)
+	convs, err := p.deps.Store.UserConversations(ctx, user)
+	if err != nil {
+		p.log.Error("resume: list conversations", "user", user, "err", err)
+		p.sendError(ctx, s, wire.CodeUnavailable, wire.TypeResume, r.ReqID, 0, "store unavailable")
+		return
+	}
+	done := wire.Resumed{ReqID: r.ReqID}
+	for _, conv := range convs {
+		var after uint64
+		for _, c := range r.Cursors {
+			if c.ConvID == conv {
+				after = c.LastSeq
+				break
+			}
+		}
+		last, err := p.deps.Store.LastSeq(ctx, conv)
+		if err != nil {
+			p.sendError(ctx, s, wire.CodeUnavailable, wire.TypeResume, r.ReqID, conv, "store unavailable")
+			return
+		}
+		if last <= after {
+			continue
+		}
+		if last-after > uint64(p.cfg.ResumeCap) {
+			done.Truncated = true
+		}
+		msgs, err := p.deps.Store.MessagesAfter(ctx, conv, after, p.cfg.ResumeCap)
+		if err != nil {
+			p.sendError(ctx, s, wire.CodeUnavailable, wire.TypeResume, r.ReqID, conv, "store unavailable")
+			return
+		}
+		for i := range msgs {
+			p.sendMsg(ctx, s, &msgs[i])
+		}
+		done.Conversations++
+		done.Messages += uint64(len(msgs))
+	}
+	p.cfg.Metrics.Replayed.Add(float64(done.Messages))
+	s.buf = done.Append(s.buf[:0], 0)
+	p.sendTo(ctx, s, s.buf)
+}
+
+func (p *Processor) history(ctx context.Context, s *readScratch, h *wire.History) {
+	if h.ConvID == 0 {
+		p.sendError(ctx, s, wire.CodeInvalidArgument, wire.TypeHistory, h.ReqID, 0, "conv_id is 0")
+		return
+	}
+	c, err := p.deps.Store.Conversation(ctx, h.ConvID)
+	if errors.Is(err, store.ErrNotFound) {
+		p.sendError(ctx, s, wire.CodeConvNotFound, wire.TypeHistory, h.ReqID, h.ConvID, "no such conversation")
+		return
+	}
+	if err != nil {
+		p.sendError(ctx, s, wire.CodeUnavailable, wire.TypeHistory, h.ReqID, h.ConvID, "store unavailable")
+		return
+	}
+	if !isMember(&c, string(s.env.User)) {
+		p.sendError(ctx, s, wire.CodeNotMember, wire.TypeHistory, h.ReqID, h.ConvID, "not a member")
+		return
+	}
+	limit := ClampLimit(h.Limit)
+	msgs, more, err := p.deps.Store.MessagesBefore(ctx, h.ConvID, h.BeforeSeq, limit)
+	if err != nil {
+		p.sendError(ctx, s, wire.CodeUnavailable, wire.TypeHistory, h.ReqID, h.ConvID, "store unavailable")
+		return
+	}
+	for i := range msgs {
+		p.sendMsg(ctx, s, &msgs[i])
+	}
+	end := wire.HistoryEnd{ReqID: h.ReqID, ConvID: h.ConvID, Count: uint64(len(msgs)), HasMore: more}
+	s.buf = end.Append(s.buf[:0], 0)
+	p.sendTo(ctx, s, s.buf)
+}
+
+// ClampLimit maps a requested page size to [1, wire.MaxHistoryLimit]; 0
+// means the default of 50.
+func ClampLimit(l uint64) int {
+	switch {
+	case l == 0:
+		return defaultHistoryLimit
+	case l > wire.MaxHistoryLimit:
+		return wire.MaxHistoryLimit
+	}
+	return int(l)
+}
+
+// sendMsg routes one replayed message, compressed when the connection
+// negotiated it and the frame is large enough.
+func (p *Processor) sendMsg(ctx context.Context, s *readScratch, m *store.Message) {
+	s.buf = EncodeMsg(s.buf[:0], m, wire.FlagReplay)
+	frame := s.buf
+	if s.env.Caps&wire.CapZstd != 0 && len(frame) >= wire.CompressMinBytes+wire.HeaderLen {
+		s.out = wire.Compress(s.out[:0], frame)
+		s.buf, s.out = s.out, s.buf
+		frame = s.buf
+	}
+	p.sendTo(ctx, s, frame)
+}
+
+func (p *Processor) sendError(ctx context.Context, s *readScratch, code wire.Code, ref wire.Type, reqID, conv uint64, msg string) {
+	p.cfg.Metrics.Errors.WithLabelValues(code.String()).Inc()
+	e := wire.Error{Code: code, RefType: ref, ReqID: reqID, ConvID: conv, Message: []byte(msg)}
+	s.buf = e.Append(s.buf[:0], 0)
+	p.sendTo(ctx, s, s.buf)
+}
+
+func (p *Processor) sendTo(ctx context.Context, s *readScratch, frame []byte) {
+	conn := [1]uint64{s.env.Conn}
+	s.out = wire.AppendBatch(s.out[:0], conn[:], frame)
+	if err := p.deps.Router.Publish(ctx, string(s.env.Gateway), s.out); err != nil {
+		p.cfg.Metrics.RouteErrors.Inc()
+	}
+}

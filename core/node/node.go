@@ -1,0 +1,379 @@
+// Package node assembles one chatd process: gateway, core (messages and
+// fanout), the HTTP API and the admin listener, on the embedded defaults
+// (kfake, Pebble, in-process registry and router) or on external brokers.
+// cmd/chatd is a thin flag layer over Start; tests start nodes in process.
+//
+// Data directory layout:
+//
+//	DIR/keys/token.key   Ed25519 signing key (PKCS#8 PEM, 0600)
+//	DIR/store/           Pebble message store
+//	DIR/kafka/           embedded kfake log (when no brokers are given)
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/chatd-dev/chatd/core/api"
+	"github.com/chatd-dev/chatd/core/auth"
+	"github.com/chatd-dev/chatd/core/bus"
+	"github.com/chatd-dev/chatd/core/consume"
+	"github.com/chatd-dev/chatd/core/fanout"
+	"github.com/chatd-dev/chatd/core/messages"
+	"github.com/chatd-dev/chatd/core/routing"
+	"github.com/chatd-dev/chatd/core/snowflake"
+	"github.com/chatd-dev/chatd/core/store"
+	"github.com/chatd-dev/chatd/gateway"
+	"github.com/chatd-dev/chatd/wire"
+)
+
+// Config configures a node. Zero values mean defaults.
+type Config struct {
+	DataDir     string // required
+	GatewayAddr string // WebSocket listener, default 127.0.0.1:8080
+	APIAddr     string // HTTP API, default 127.0.0.1:8081
+	AdminAddr   string // metrics, pprof, health; default 127.0.0.1:9090; "off" disables
+	// Dev enables POST /dev/token on the API listener.
+	Dev bool
+	// Brokers are external Kafka brokers; empty starts kfake in process.
+	Brokers []string
+	// KafkaPort is the embedded broker's loopback port (0: any free one).
+	KafkaPort int
+	// Partitions of chat.inbound and chat.events when created here (default 8).
+	Partitions int
+	// NodeID is the Snowflake node id, unique among running cores (default 1).
+	NodeID uint16
+	// Gateway tunes the gateway; its Addr is GatewayAddr.
+	Gateway gateway.Config
+	// Messages tunes the processor.
+	Messages messages.Config
+	Logger   *slog.Logger
+}
+
+// Node is a running chatd process.
+type Node struct {
+	cfg    Config
+	log    *slog.Logger
+	signer *auth.Signer
+
+	store   store.Store
+	emb     *bus.Embedded
+	clients []*kgo.Client
+	proc    *messages.Processor
+	gw      *gateway.Gateway
+	apiSrv  *http.Server
+	apiLn   net.Listener
+	admSrv  *http.Server
+	admLn   net.Listener
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+// Start starts a node. On error everything started so far is stopped.
+func Start(ctx context.Context, cfg Config) (n *Node, err error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("node: DataDir is required")
+	}
+	if cfg.GatewayAddr == "" {
+		cfg.GatewayAddr = "127.0.0.1:8080"
+	}
+	if cfg.APIAddr == "" {
+		cfg.APIAddr = "127.0.0.1:8081"
+	}
+	if cfg.AdminAddr == "" {
+		cfg.AdminAddr = "127.0.0.1:9090"
+	}
+	if cfg.Partitions <= 0 {
+		cfg.Partitions = 8
+	}
+	if cfg.NodeID == 0 {
+		cfg.NodeID = 1
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	n = &Node{cfg: cfg, log: cfg.Logger}
+	defer func() {
+		if err != nil {
+			n.Close(context.Background())
+			n = nil
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return n, fmt.Errorf("node: data dir: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	// Identity.
+	key, err := auth.LoadOrCreateKey(filepath.Join(cfg.DataDir, "keys", "token.key"))
+	if err != nil {
+		return n, fmt.Errorf("node: token key: %w", err)
+	}
+	if n.signer, err = auth.NewSigner(key); err != nil {
+		return n, err
+	}
+	verifier, err := auth.NewVerifier(n.signer.Public())
+	if err != nil {
+		return n, err
+	}
+	authn := Authenticator{V: verifier}
+
+	// Store.
+	pst, err := store.OpenPebble(filepath.Join(cfg.DataDir, "store"), store.PebbleOptions{})
+	if err != nil {
+		return n, fmt.Errorf("node: store: %w", err)
+	}
+	n.store = instrument(pst, reg)
+
+	// Bus.
+	brokers := cfg.Brokers
+	if len(brokers) == 0 {
+		n.emb, err = bus.StartEmbedded(bus.EmbeddedOptions{
+			DataDir:    filepath.Join(cfg.DataDir, "kafka"),
+			Port:       cfg.KafkaPort,
+			Partitions: int32(cfg.Partitions),
+		})
+		if err != nil {
+			return n, fmt.Errorf("node: embedded kafka: %w", err)
+		}
+		brokers = n.emb.Addrs()
+	}
+	bc := bus.Config{Brokers: brokers, ClientID: "chatd"}
+	admin, err := n.newClient(bc.ClientOpts())
+	if err != nil {
+		return n, err
+	}
+	if err := bus.EnsureTopics(ctx, admin, int32(cfg.Partitions), 1, bus.TopicInbound, bus.TopicEvents); err != nil {
+		return n, fmt.Errorf("node: topics: %w", err)
+	}
+	gwProd, err := n.newClient(append(bc.ClientOpts(), bc.ProducerOpts()...))
+	if err != nil {
+		return n, err
+	}
+	evProd, err := n.newClient(append(bc.ClientOpts(), bc.ProducerOpts()...))
+	if err != nil {
+		return n, err
+	}
+
+	// Routing.
+	mem := routing.NewMemory()
+
+	// Core.
+	ids, err := snowflake.New(cfg.NodeID)
+	if err != nil {
+		return n, err
+	}
+	mcfg := cfg.Messages
+	mcfg.Logger = cfg.Logger.With("component", "messages")
+	mcfg.Metrics = messages.NewMetrics(reg)
+	n.proc, err = messages.New(mcfg, messages.Deps{Store: n.store, Router: mem, IDs: ids, Events: evProd})
+	if err != nil {
+		return n, err
+	}
+	fan := fanout.New(fanout.Config{Logger: cfg.Logger.With("component", "fanout"), Metrics: reg},
+		fanout.Deps{Store: n.store, Registry: mem, Router: mem})
+	lag := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chatd_kafka_lag", Help: "Records between a consumer's position and the partition's high watermark, at its last poll."}, []string{"group", "topic", "partition"})
+	reg.MustRegister(lag)
+
+	invalidate := func(context.Context, *kgo.Client, map[string][]int32) { n.proc.Invalidate() }
+	msgCons, err := n.newClient(append(bc.ClientOpts(), append(bc.ConsumerOpts("chatd-messages", bus.TopicInbound),
+		kgo.OnPartitionsAssigned(invalidate), kgo.OnPartitionsRevoked(invalidate), kgo.OnPartitionsLost(invalidate))...))
+	if err != nil {
+		return n, err
+	}
+	fanCons, err := n.newClient(append(bc.ClientOpts(), bc.ConsumerOpts("chatd-fanout", bus.TopicEvents)...))
+	if err != nil {
+		return n, err
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	n.run(runCtx, msgCons, "chatd-messages", lag, n.proc.Handle)
+	n.run(runCtx, fanCons, "chatd-fanout", lag, fan.Handle)
+
+	// Gateway.
+	gcfg := cfg.Gateway
+	gcfg.Addr = cfg.GatewayAddr
+	if gcfg.Logger == nil {
+		gcfg.Logger = cfg.Logger.With("component", "gateway")
+	}
+	n.gw, err = gateway.New(gcfg, gateway.Deps{
+		Auth:     authn,
+		Producer: bus.NewProducer(gwProd, bus.TopicInbound),
+		Registry: mem,
+		Router:   mem,
+		Metrics:  reg,
+	})
+	if err != nil {
+		return n, fmt.Errorf("node: gateway: %w", err)
+	}
+	if err := n.gw.Start(); err != nil {
+		return n, fmt.Errorf("node: gateway: %w", err)
+	}
+
+	// HTTP API.
+	var minter api.Minter
+	if cfg.Dev {
+		minter = n.signer
+	}
+	if n.apiLn, err = net.Listen("tcp", cfg.APIAddr); err != nil {
+		return n, fmt.Errorf("node: api listener: %w", err)
+	}
+	n.apiSrv = &http.Server{
+		Handler:           api.Handler(api.Config{Dev: cfg.Dev, Logger: cfg.Logger.With("component", "api")}, api.Deps{Store: n.store, Verifier: authn, Minter: minter}),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+	}
+	go func() { _ = n.apiSrv.Serve(n.apiLn) }()
+
+	// Admin.
+	if cfg.AdminAddr != "off" {
+		if n.admLn, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
+			return n, fmt.Errorf("node: admin listener: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+		n.admSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = n.admSrv.Serve(n.admLn) }()
+	}
+	n.log.Info("chatd started", "gateway", n.GatewayURL(), "api", n.APIURL(), "admin", n.AdminAddr(), "data_dir", cfg.DataDir, "brokers", brokers, "dev", cfg.Dev)
+	return n, nil
+}
+
+func (n *Node) newClient(opts []kgo.Opt) (*kgo.Client, error) {
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("node: kafka client: %w", err)
+	}
+	n.clients = append(n.clients, cl)
+	return cl, nil
+}
+
+func (n *Node) run(ctx context.Context, cl *kgo.Client, group string, lag *prometheus.GaugeVec, h consume.Handler) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		err := consume.Run(ctx, cl, consume.Config{
+			Logger: n.log.With("component", group),
+			OnBatch: func(_ int, fs kgo.Fetches) {
+				fs.EachPartition(func(p kgo.FetchTopicPartition) {
+					if len(p.Records) == 0 {
+						return
+					}
+					last := p.Records[len(p.Records)-1].Offset
+					lag.WithLabelValues(group, p.Topic, strconv.Itoa(int(p.Partition))).Set(float64(p.HighWatermark - last - 1))
+				})
+			},
+		}, h)
+		if err != nil && !errors.Is(err, context.Canceled) {
+			n.log.Error("consumer stopped", "group", group, "err", err)
+		}
+	}()
+}
+
+// GatewayURL is the WebSocket URL clients dial.
+func (n *Node) GatewayURL() string {
+	if n.gw == nil {
+		return ""
+	}
+	return "ws://" + n.gw.Addr().String() + "/chat/v1/ws"
+}
+
+// APIURL is the HTTP API's base URL.
+func (n *Node) APIURL() string {
+	if n.apiLn == nil {
+		return ""
+	}
+	return "http://" + n.apiLn.Addr().String()
+}
+
+// AdminAddr is the admin listener's address ("" when off).
+func (n *Node) AdminAddr() string {
+	if n.admLn == nil {
+		return ""
+	}
+	return n.admLn.Addr().String()
+}
+
+// Signer mints tokens with the node's key.
+func (n *Node) Signer() *auth.Signer { return n.signer }
+
+// Store is the node's message store (tests inspect it).
+func (n *Node) Store() store.Store { return n.store }
+
+// Gateway is the node's gateway.
+func (n *Node) Gateway() *gateway.Gateway { return n.gw }
+
+// Close stops the node: connections get GOAWAY shutting_down, consumers
+// finish their batch, then clients, broker and store close. Idempotent.
+func (n *Node) Close(ctx context.Context) {
+	n.once.Do(func() {
+		if n.gw != nil {
+			_ = n.gw.Close(ctx)
+		}
+		if n.apiSrv != nil {
+			_ = n.apiSrv.Shutdown(ctx)
+		}
+		if n.admSrv != nil {
+			_ = n.admSrv.Shutdown(ctx)
+		}
+		if n.cancel != nil {
+			n.cancel()
+		}
+		n.wg.Wait()
+		for _, cl := range n.clients {
+			cl.Close()
+		}
+		if n.proc != nil {
+			n.proc.Close()
+		}
+		if n.emb != nil {
+			_ = n.emb.Close()
+		}
+		if n.store != nil {
+			_ = n.store.Close()
+		}
+	})
+}
+
+// Authenticator adapts auth.Verifier to the gateway's and API's interface.
+type Authenticator struct{ V *auth.Verifier }
+
+// Authenticate verifies token at now.
+func (a Authenticator) Authenticate(token []byte, now time.Time) (string, wire.Code) {
+	c, err := a.V.Verify(token, now)
+	switch {
+	case err == nil:
+		return c.User, 0
+	case errors.Is(err, auth.ErrExpired):
+		return "", wire.CodeTokenExpired
+	default:
+		return "", wire.CodeTokenInvalid
+	}
+}

@@ -1,0 +1,442 @@
+package node_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chatd-dev/chatd/bench"
+	"github.com/chatd-dev/chatd/core/node"
+	"github.com/chatd-dev/chatd/wire"
+)
+
+// These tests run a whole node (gateway, kfake, Pebble, core) in process
+// and drive it over real WebSockets with the raw protocol client from
+// bench/, so they can assert on individual frames.
+
+const waitFor = 20 * time.Second // generous upper bound, never asserted as a timing
+
+func startNode(t *testing.T, dir string) *node.Node {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	n, err := node.Start(ctx, node.Config{
+		DataDir:     dir,
+		GatewayAddr: "127.0.0.1:0",
+		APIAddr:     "127.0.0.1:0",
+		AdminAddr:   "127.0.0.1:0",
+		Dev:         true,
+		Partitions:  4,
+		Logger:      slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		t.Fatalf("start node: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		n.Close(ctx)
+	})
+	return n
+}
+
+// client is a raw protocol connection whose frames are read by a goroutine
+// into a channel (copied), so tests can wait for frames with a deadline.
+type client struct {
+	t      *testing.T
+	user   string
+	conn   *bench.Conn
+	frames chan []byte
+	dec    wire.Decoder
+}
+
+func connect(t *testing.T, n *node.Node, user, device string) *client {
+	t.Helper()
+	tok, err := n.Signer().Mint(user, device, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	c, err := bench.Dial(ctx, n.GatewayURL(), tok, device)
+	if err != nil {
+		t.Fatalf("%s: %v", user, err)
+	}
+	cl := &client{t: t, user: user, conn: c, frames: make(chan []byte, 65536)}
+	go func() {
+		defer close(cl.frames)
+		for {
+			f, err := c.Read()
+			if err != nil {
+				return
+			}
+			cl.frames <- bytes.Clone(f)
+		}
+	}()
+	t.Cleanup(func() { c.Close() })
+	return cl
+}
+
+func (c *client) send(frame []byte) {
+	c.t.Helper()
+	if err := c.conn.Write(frame); err != nil {
+		c.t.Fatalf("%s: write: %v", c.user, err)
+	}
+}
+
+// next returns the next frame's type, decoded into c.dec.
+func (c *client) next() wire.Type {
+	c.t.Helper()
+	select {
+	case f, ok := <-c.frames:
+		if !ok {
+			c.t.Fatalf("%s: connection closed", c.user)
+		}
+		t, _, err := c.dec.Decode(f)
+		if err != nil {
+			c.t.Fatalf("%s: bad frame from server: %v", c.user, err)
+		}
+		return t
+	case <-time.After(waitFor):
+		c.t.Fatalf("%s: no frame from the server", c.user)
+	}
+	return 0
+}
+
+// expect reads frames until one of type want arrives; other frames fail
+// the test unless they are of a type in skip.
+func (c *client) expect(want wire.Type, skip ...wire.Type) {
+	c.t.Helper()
+	for {
+		t := c.next()
+		if t == want {
+			return
+		}
+		ok := false
+		for _, s := range skip {
+			ok = ok || s == t
+		}
+		if !ok {
+			if t == wire.TypeError {
+				c.t.Fatalf("%s: want %v, got ERROR %v (%s)", c.user, want, c.dec.Error.Code, c.dec.Error.Message)
+			}
+			c.t.Fatalf("%s: want %v, got %v", c.user, want, t)
+		}
+	}
+}
+
+// quiet asserts that no frame arrives for a short while. It is used only
+// after a marker frame proves everything before it was delivered, so the
+// pause is not a timing assertion but a "nothing more" check.
+func (c *client) noMoreFrames() {
+	c.t.Helper()
+	select {
+	case f := <-c.frames:
+		t, _, _ := wire.ParseHeader(f)
+		c.t.Fatalf("%s: unexpected frame %v", c.user, t)
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+func (c *client) openDirect(peer string) uint64 {
+	c.t.Helper()
+	o := wire.OpenDirect{ReqID: 7, Peer: []byte(peer)}
+	c.send(o.Append(nil, 0))
+	c.expect(wire.TypeConv)
+	if c.dec.Conv.ReqID != 7 || c.dec.Conv.Kind != wire.ConvDirect || len(c.dec.Conv.Members) != 2 {
+		c.t.Fatalf("bad CONV: %+v", c.dec.Conv)
+	}
+	return c.dec.Conv.ConvID
+}
+
+func sendFrame(conv uint64, cmid, body string) []byte {
+	s := wire.Send{ConvID: conv, ClientMsgID: []byte(cmid), Kind: wire.KindText, Body: []byte(body)}
+	return s.Append(nil, 0)
+}
+
+func receiptFrame(conv uint64, kind wire.ReceiptKind, seq uint64) []byte {
+	r := wire.Receipt{ConvID: conv, Kind: kind, UpToSeq: seq}
+	return r.Append(nil, 0)
+}
+
+// TestChatThousandEachWay: Alice and Bob exchange 1,000 messages each way
+// at once; every ACK arrives, each side gets the other's messages in send
+// order with strictly increasing seqs, and delivered/read receipts sent in
+// batches reach the sender up to its last message.
+func TestChatThousandEachWay(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	alice := connect(t, n, "alice", "phone")
+	bob := connect(t, n, "bob", "phone")
+	conv := alice.openDirect("bob")
+	if got := bob.openDirect("alice"); got != conv {
+		t.Fatalf("bob opened %d, alice %d", got, conv)
+	}
+	const N = 1000
+	type result struct {
+		lastOwnSeq  uint64
+		ownSeqs     map[uint64]bool
+		peerSeqs    []uint64
+		delivered   uint64
+		read        uint64
+		errFrames   int
+		peerReceipt [3]uint64
+	}
+	run := func(me *client, prefix, peerPrefix string, res *result, wg *sync.WaitGroup) {
+		defer wg.Done()
+		res.ownSeqs = map[uint64]bool{}
+		go func() {
+			for i := 0; i < N; i++ {
+				me.send(sendFrame(conv, fmt.Sprintf("%s-%d", prefix, i), fmt.Sprintf("%s says %d", prefix, i)))
+			}
+		}()
+		acks, msgs := 0, 0
+		var highest uint64
+		for acks < N || msgs < N || res.peerReceipt[wire.ReceiptRead] < res.lastOwnSeq || res.lastOwnSeq == 0 {
+			switch me.next() {
+			case wire.TypeAck:
+				a := &me.dec.Ack
+				if want := fmt.Sprintf("%s-%d", prefix, acks); string(a.ClientMsgID) != want {
+					t.Errorf("%s: ACK %d for %q, want %q", me.user, acks, a.ClientMsgID, want)
+				}
+				if res.ownSeqs[a.Seq] {
+					t.Errorf("%s: seq %d acked twice", me.user, a.Seq)
+				}
+				res.ownSeqs[a.Seq] = true
+				res.lastOwnSeq = max(res.lastOwnSeq, a.Seq)
+				highest = max(highest, a.Seq)
+				acks++
+			case wire.TypeMsg:
+				m := &me.dec.Msg
+				if want := fmt.Sprintf("%s-%d", peerPrefix, msgs); string(m.ClientMsgID) != want {
+					t.Errorf("%s: message %d is %q, want %q", me.user, msgs, m.ClientMsgID, want)
+				}
+				if k := len(res.peerSeqs); k > 0 && m.Seq <= res.peerSeqs[k-1] {
+					t.Errorf("%s: seq %d after %d", me.user, m.Seq, res.peerSeqs[k-1])
+				}
+				res.peerSeqs = append(res.peerSeqs, m.Seq)
+				highest = max(highest, m.Seq)
+				msgs++
+				// Receipts batched like the SDK does: one per 100 messages,
+				// and the last one.
+				if msgs%100 == 0 {
+					me.send(receiptFrame(conv, wire.ReceiptDelivered, m.Seq))
+				}
+				if msgs == N {
+					me.send(receiptFrame(conv, wire.ReceiptRead, highest))
+				}
+			case wire.TypeReceipt:
+				r := &me.dec.Receipt
+				if string(r.User) == me.user {
+					t.Errorf("%s: got its own receipt", me.user)
+				}
+				if r.UpToSeq < res.peerReceipt[r.Kind] {
+					t.Errorf("%s: receipt went backwards", me.user)
+				}
+				res.peerReceipt[r.Kind] = r.UpToSeq
+			case wire.TypeError:
+				t.Errorf("%s: ERROR %v %s", me.user, me.dec.Error.Code, me.dec.Error.Message)
+				return
+			}
+		}
+		// Bob's read receipt covers everything he had seen, which includes
+		// all of Alice's messages once he has read all of them.
+		res.delivered, res.read = res.peerReceipt[wire.ReceiptDelivered], res.peerReceipt[wire.ReceiptRead]
+	}
+	var ra, rb result
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go run(alice, "a", "b", &ra, &wg)
+	go run(bob, "b", "a", &rb, &wg)
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	for _, r := range []*result{&ra, &rb} {
+		if len(r.ownSeqs) != N || len(r.peerSeqs) != N {
+			t.Fatalf("acks %d msgs %d", len(r.ownSeqs), len(r.peerSeqs))
+		}
+		if r.read < r.lastOwnSeq || r.delivered < r.lastOwnSeq {
+			t.Errorf("receipts delivered=%d read=%d below last own seq %d", r.delivered, r.read, r.lastOwnSeq)
+		}
+	}
+	// The two streams interleave into one gapless conversation log.
+	last, err := n.Store().LastSeq(context.Background(), conv)
+	if err != nil || last != 2*N {
+		t.Fatalf("last seq %d (%v), want %d", last, err, 2*N)
+	}
+	all := map[uint64]bool{}
+	for s := range ra.ownSeqs {
+		all[s] = true
+	}
+	for s := range rb.ownSeqs {
+		all[s] = true
+	}
+	for s := uint64(1); s <= 2*N; s++ {
+		if !all[s] {
+			t.Fatalf("seq %d missing", s)
+		}
+	}
+	p, _ := n.Store().Pointers(context.Background(), conv, "bob")
+	if p.Read < ra.lastOwnSeq {
+		t.Errorf("bob's stored read pointer %d < %d", p.Read, ra.lastOwnSeq)
+	}
+}
+
+// TestResumeAfterOffline: Bob goes offline, Alice sends 100, Bob comes back
+// and resumes: exactly those 100, in order, once, then RESUMED.
+func TestResumeAfterOffline(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	alice := connect(t, n, "alice", "phone")
+	conv := alice.openDirect("bob")
+	alice.send(sendFrame(conv, "hello", "before"))
+	alice.expect(wire.TypeAck)
+	bob := connect(t, n, "bob", "phone")
+	bob.send((&wire.Resume{ReqID: 1}).Append(nil, 0))
+	bob.expect(wire.TypeMsg)
+	cursor := bob.dec.Msg.Seq
+	bob.expect(wire.TypeResumed)
+	bob.conn.Close()
+
+	for i := 0; i < 100; i++ {
+		alice.send(sendFrame(conv, fmt.Sprintf("m%d", i), fmt.Sprintf("offline %d", i)))
+	}
+	for i := 0; i < 100; i++ {
+		alice.expect(wire.TypeAck)
+	}
+	bob = connect(t, n, "bob", "laptop")
+	r := wire.Resume{ReqID: 2, Cursors: []wire.Cursor{{ConvID: conv, LastSeq: cursor}}}
+	bob.send(r.Append(nil, 0))
+	for i := 0; i < 100; i++ {
+		bob.expect(wire.TypeMsg)
+		m := &bob.dec.Msg
+		if m.Seq != cursor+1+uint64(i) || string(m.ClientMsgID) != fmt.Sprintf("m%d", i) {
+			t.Fatalf("replay %d: seq %d cmid %q", i, m.Seq, m.ClientMsgID)
+		}
+	}
+	bob.expect(wire.TypeResumed)
+	if d := bob.dec.Resumed; d.ReqID != 2 || d.Messages != 100 || d.Conversations != 1 || d.Truncated {
+		t.Fatalf("RESUMED %+v", d)
+	}
+	// Exactly once: a marker sent now is the next and only frame.
+	alice.send(sendFrame(conv, "marker", "marker"))
+	bob.expect(wire.TypeMsg)
+	if string(bob.dec.Msg.ClientMsgID) != "marker" {
+		t.Fatalf("after RESUMED got %q", bob.dec.Msg.ClientMsgID)
+	}
+	bob.noMoreFrames()
+}
+
+// TestResendSameClientMsgID: a SEND whose ACK was lost is resent with the
+// same client_msg_id: one message stored, one delivered, the same ACK.
+func TestResendSameClientMsgID(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	alice := connect(t, n, "alice", "phone")
+	bob := connect(t, n, "bob", "phone")
+	conv := alice.openDirect("bob")
+	alice.send(sendFrame(conv, "once", "hi"))
+	alice.expect(wire.TypeAck)
+	first := alice.dec.Ack
+	first.ClientMsgID = bytes.Clone(first.ClientMsgID)
+	// The "lost ACK" resend, on a new connection as a real client would.
+	alice.conn.Close()
+	alice = connect(t, n, "alice", "phone")
+	alice.send(sendFrame(conv, "once", "hi"))
+	alice.expect(wire.TypeAck)
+	if a := alice.dec.Ack; a.MessageID != first.MessageID || a.Seq != first.Seq || !bytes.Equal(a.ClientMsgID, first.ClientMsgID) {
+		t.Fatalf("resend ACK %+v, first %+v", a, first)
+	}
+	bob.expect(wire.TypeMsg)
+	if bob.dec.Msg.MessageID != first.MessageID {
+		t.Fatalf("bob got %d", bob.dec.Msg.MessageID)
+	}
+	alice.send(sendFrame(conv, "marker", "marker"))
+	bob.expect(wire.TypeMsg)
+	if string(bob.dec.Msg.ClientMsgID) != "marker" {
+		t.Fatalf("bob got the message twice (then %q)", bob.dec.Msg.ClientMsgID)
+	}
+	msgs, err := n.Store().MessagesAfter(context.Background(), conv, 0, 100)
+	if err != nil || len(msgs) != 2 {
+		t.Fatalf("stored %d messages (%v), want 2 (the message and the marker)", len(msgs), err)
+	}
+}
+
+// TestHistoryFrame: HISTORY pages backwards with replay MSGs and HISTORY_END.
+func TestHistoryFrame(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	alice := connect(t, n, "alice", "phone")
+	conv := alice.openDirect("bob")
+	for i := 0; i < 30; i++ {
+		alice.send(sendFrame(conv, fmt.Sprintf("h%d", i), "x"))
+	}
+	for i := 0; i < 30; i++ {
+		alice.expect(wire.TypeAck)
+	}
+	h := wire.History{ReqID: 9, ConvID: conv, BeforeSeq: 21, Limit: 10}
+	alice.send(h.Append(nil, 0))
+	for s := uint64(11); s <= 20; s++ {
+		alice.expect(wire.TypeMsg)
+		if alice.dec.Msg.Seq != s {
+			t.Fatalf("history seq %d, want %d", alice.dec.Msg.Seq, s)
+		}
+	}
+	alice.expect(wire.TypeHistoryEnd)
+	if e := alice.dec.HistoryEnd; e.ReqID != 9 || e.Count != 10 || !e.HasMore || e.ConvID != conv {
+		t.Fatalf("HISTORY_END %+v", e)
+	}
+}
+
+// TestRequestErrors: requests on conversations the user is not in, unknown
+// conversations, receipts beyond the latest seq and bad OPEN_DIRECTs get
+// their documented codes, and the connection and earlier messages survive.
+func TestRequestErrors(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	carol := connect(t, n, "carol", "phone")
+	private := carol.openDirect("dave")
+	alice := connect(t, n, "alice", "phone")
+	conv := alice.openDirect("bob")
+	alice.send(sendFrame(conv, "kept", "accepted before the bad input"))
+	alice.expect(wire.TypeAck)
+
+	expectErr := func(name string, frame []byte, code wire.Code, ref wire.Type) {
+		t.Helper()
+		alice.send(frame)
+		alice.expect(wire.TypeError)
+		e := alice.dec.Error
+		if e.Code != code || e.RefType != ref {
+			t.Fatalf("%s: ERROR %v ref %v, want %v ref %v", name, e.Code, e.RefType, code, ref)
+		}
+	}
+	expectErr("send not member", sendFrame(private, "x1", "intrude"), wire.CodeNotMember, wire.TypeSend)
+	if string(alice.dec.Error.ClientMsgID) != "x1" || alice.dec.Error.ConvID != private {
+		t.Fatalf("error refs %+v", alice.dec.Error)
+	}
+	expectErr("history not member", (&wire.History{ReqID: 3, ConvID: private}).Append(nil, 0), wire.CodeNotMember, wire.TypeHistory)
+	if alice.dec.Error.ReqID != 3 {
+		t.Fatalf("history error req id %d", alice.dec.Error.ReqID)
+	}
+	expectErr("receipt not member", receiptFrame(private, wire.ReceiptRead, 1), wire.CodeNotMember, wire.TypeReceipt)
+	expectErr("send unknown conv", sendFrame(12345, "x2", "nowhere"), wire.CodeConvNotFound, wire.TypeSend)
+	expectErr("receipt beyond latest", receiptFrame(conv, wire.ReceiptRead, 99), wire.CodeSeqBeyondLatest, wire.TypeReceipt)
+	expectErr("open direct with self", (&wire.OpenDirect{ReqID: 4, Peer: []byte("alice")}).Append(nil, 0), wire.CodeInvalidArgument, wire.TypeOpenDirect)
+	expectErr("open direct bad id", (&wire.OpenDirect{ReqID: 5, Peer: []byte("no spaces")}).Append(nil, 0), wire.CodeInvalidArgument, wire.TypeOpenDirect)
+
+	// Still connected, nothing lost, and the stored pointer did not move.
+	alice.send(sendFrame(conv, "after", "still works"))
+	alice.expect(wire.TypeAck)
+	if alice.dec.Ack.Seq != 2 {
+		t.Fatalf("seq after errors %d, want 2", alice.dec.Ack.Seq)
+	}
+	p, _ := n.Store().Pointers(context.Background(), conv, "alice")
+	if p.Read != 0 {
+		t.Fatalf("read pointer moved to %d", p.Read)
+	}
+	msgs, _ := n.Store().MessagesAfter(context.Background(), private, 0, 10)
+	if len(msgs) != 0 {
+		t.Fatalf("intruder's message stored")
+	}
+}
