@@ -222,11 +222,9 @@ func (p *Processor) Handle(ctx context.Context, recs []*kgo.Record) error {
 
 	// Durable: acknowledge, then announce.
 	p.evs = p.evs[:0]
-	for _, a := range acks {
-		m := &p.batch.Messages[a.idx]
-		if a.existing != nil {
-			m = a.existing
-		}
+	for i := range acks {
+		a := &acks[i]
+		m := p.ackedMessage(a)
 		ack := wire.Ack{ClientMsgID: []byte(m.ClientMsgID), ConvID: m.ConvID, MessageID: m.MessageID, Seq: m.Seq, ServerTimeMS: m.ServerTimeMS}
 		p.replies = append(p.replies, reply{gateway: a.gateway, conn: a.conn, frame: ack.Append(nil, 0)})
 		if a.emit {
@@ -258,16 +256,20 @@ func (p *Processor) Handle(ctx context.Context, recs []*kgo.Record) error {
 	if len(p.emitted) > maxEmittedMemory {
 		clear(p.emitted)
 	}
-	for _, a := range acks {
-		if a.emit {
-			m := &p.batch.Messages[a.idx]
-			if a.existing != nil {
-				m = a.existing
-			}
-			p.emitted[m.MessageID] = struct{}{}
+	for i := range acks {
+		if acks[i].emit {
+			p.emitted[p.ackedMessage(&acks[i]).MessageID] = struct{}{}
 		}
 	}
 	return nil
+}
+
+// ackedMessage is the message an ACK is owed for.
+func (p *Processor) ackedMessage(a *pendingAck) *store.Message {
+	if a.existing != nil {
+		return a.existing
+	}
+	return &p.batch.Messages[a.idx]
 }
 
 // maxEmittedMemory bounds Processor.emitted.

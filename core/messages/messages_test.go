@@ -1,0 +1,287 @@
+package messages
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/chatd-dev/chatd/core/events"
+	"github.com/chatd-dev/chatd/core/routing"
+	"github.com/chatd-dev/chatd/core/snowflake"
+	"github.com/chatd-dev/chatd/core/store"
+	"github.com/chatd-dev/chatd/wire"
+)
+
+// Unit tests of the processor alone: a real Pebble store on a temp dir, the
+// in-memory router, and a recording event producer standing in for Kafka
+// (the end-to-end tests in core/node run it against kfake).
+
+type recordingEvents struct {
+	mu   sync.Mutex
+	recs []*kgo.Record
+	fail bool
+}
+
+func (r *recordingEvents) ProduceSync(_ context.Context, rs ...*kgo.Record) kgo.ProduceResults {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(kgo.ProduceResults, len(rs))
+	for i, rec := range rs {
+		out[i].Record = rec
+		if r.fail {
+			out[i].Err = errors.New("broker down")
+			continue
+		}
+		r.recs = append(r.recs, rec)
+	}
+	return out
+}
+
+func (r *recordingEvents) msgs() (ids []uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var d wire.Decoder
+	for _, rec := range r.recs {
+		kind, body, _ := events.Split(rec.Value)
+		if kind == events.KindMsg {
+			if _, _, err := d.Decode(body); err == nil {
+				ids = append(ids, d.Msg.MessageID)
+			}
+		}
+	}
+	return ids
+}
+
+// failingStore fails Commit while fail is set.
+type failingStore struct {
+	store.Store
+	fail bool
+}
+
+func (f *failingStore) Commit(ctx context.Context, b *store.Batch) error {
+	if f.fail {
+		return errors.New("disk on fire")
+	}
+	return f.Store.Commit(ctx, b)
+}
+
+type harness struct {
+	t      *testing.T
+	st     *failingStore
+	router *routing.Memory
+	evs    *recordingEvents
+	p      *Processor
+	mu     sync.Mutex
+	frames [][]byte // frames routed to gateway "gw"
+}
+
+func newHarness(t *testing.T, st store.Store) *harness {
+	h := &harness{t: t, st: &failingStore{Store: st}, router: routing.NewMemory(), evs: &recordingEvents{}}
+	ids, err := snowflake.New(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.p, err = New(Config{}, Deps{Store: h.st, Router: h.router, IDs: ids, Events: h.evs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.p.Close)
+	stop, _ := h.router.Subscribe("gw", func(b []byte) {
+		_, frame, err := wire.DecodeBatch(b, nil)
+		if err != nil {
+			t.Errorf("bad batch: %v", err)
+		}
+		h.mu.Lock()
+		h.frames = append(h.frames, append([]byte(nil), frame...))
+		h.mu.Unlock()
+	})
+	t.Cleanup(stop)
+	return h
+}
+
+func openStore(t *testing.T, dir string) store.Store {
+	st, err := store.OpenPebble(dir, store.PebbleOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+func record(user string, frame []byte) *kgo.Record {
+	e := wire.Envelope{Gateway: []byte("gw"), Conn: 1, User: []byte(user), Device: []byte("d"), Frame: frame}
+	return &kgo.Record{Value: e.Append(nil)}
+}
+
+func sendRec(user string, conv uint64, cmid string) *kgo.Record {
+	s := wire.Send{ConvID: conv, ClientMsgID: []byte(cmid), Kind: wire.KindText, Body: []byte("body " + cmid)}
+	return record(user, s.Append(nil, 0))
+}
+
+// acks returns the seqs of the ACK frames routed so far, in order, and
+// clears the frame log.
+func (h *harness) acks() (seqs []uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var d wire.Decoder
+	for _, f := range h.frames {
+		if t, _, err := d.Decode(f); err == nil && t == wire.TypeAck {
+			seqs = append(seqs, d.Ack.Seq)
+		}
+	}
+	h.frames = nil
+	return seqs
+}
+
+func setupConv(t *testing.T, st store.Store) uint64 {
+	c, err := EnsureDirect(context.Background(), st, "alice", "bob", uint64(time.Now().UnixMilli()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.ID
+}
+
+func TestSeqContinuesAcrossProcessors(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, dir)
+	conv := setupConv(t, st)
+	ctx := context.Background()
+	h := newHarness(t, st)
+	if err := h.p.Handle(ctx, []*kgo.Record{sendRec("alice", conv, "1"), sendRec("bob", conv, "2")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.acks(); fmt.Sprint(got) != "[1 2]" {
+		t.Fatalf("acks %v", got)
+	}
+	// A new owner (rebalance or restart) reads the last seq from the store.
+	h2 := newHarness(t, st)
+	if err := h2.p.Handle(ctx, []*kgo.Record{sendRec("alice", conv, "3")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := h2.acks(); fmt.Sprint(got) != "[3]" {
+		t.Fatalf("acks after takeover %v", got)
+	}
+}
+
+func TestFailedCommitReusesNoSeq(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	conv := setupConv(t, st)
+	ctx := context.Background()
+	h := newHarness(t, st)
+	if err := h.p.Handle(ctx, []*kgo.Record{sendRec("alice", conv, "a")}); err != nil {
+		t.Fatal(err)
+	}
+	h.st.fail = true
+	batch := []*kgo.Record{sendRec("alice", conv, "b"), sendRec("alice", conv, "c")}
+	if err := h.p.Handle(ctx, batch); err == nil {
+		t.Fatal("commit failure not reported")
+	}
+	h.st.fail = false
+	// consume.Run retries the same batch: the seqs are 2 and 3, not 4 and 5.
+	if err := h.p.Handle(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.acks(); fmt.Sprint(got) != "[1 2 3]" {
+		t.Fatalf("acks %v", got)
+	}
+	last, _ := st.LastSeq(ctx, conv)
+	if last != 3 {
+		t.Fatalf("last seq %d", last)
+	}
+}
+
+func TestDedupeInBatchAndAcrossBatches(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	conv := setupConv(t, st)
+	ctx := context.Background()
+	h := newHarness(t, st)
+	if err := h.p.Handle(ctx, []*kgo.Record{sendRec("alice", conv, "x"), sendRec("alice", conv, "x"), sendRec("bob", conv, "x")}); err != nil {
+		t.Fatal(err)
+	}
+	// Same client_msg_id from another sender is another message.
+	if got := h.acks(); fmt.Sprint(got) != "[1 1 2]" {
+		t.Fatalf("acks %v", got)
+	}
+	if err := h.p.Handle(ctx, []*kgo.Record{sendRec("alice", conv, "x")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.acks(); fmt.Sprint(got) != "[1]" {
+		t.Fatalf("resend acks %v", got)
+	}
+	// Emitted once per message while this process runs.
+	if got := h.evs.msgs(); len(got) != 2 {
+		t.Fatalf("emitted %d message events, want 2", len(got))
+	}
+	// A new process (after a crash between commit and emit, say) re-emits
+	// on the first resend it sees.
+	h2 := newHarness(t, st)
+	if err := h2.p.Handle(ctx, []*kgo.Record{sendRec("alice", conv, "x")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := h2.evs.msgs(); len(got) != 1 {
+		t.Fatalf("re-emitted %d, want 1", len(got))
+	}
+}
+
+func TestEventFailureRetriesWithoutDuplicates(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	conv := setupConv(t, st)
+	h := newHarness(t, st)
+	h.evs.fail = true
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.p.Handle(ctx, []*kgo.Record{sendRec("alice", conv, "e")}) }()
+	// The processor keeps retrying the produce; it gives up only when its
+	// context ends (shutdown), and the batch is then re-delivered.
+	time.Sleep(50 * time.Millisecond)
+	cancel()
+	if err := <-done; err == nil {
+		t.Fatal("expected an error after cancel")
+	}
+	h.evs.fail = false
+	if err := h.p.Handle(context.Background(), []*kgo.Record{sendRec("alice", conv, "e")}); err != nil {
+		t.Fatal(err)
+	}
+	last, _ := st.LastSeq(context.Background(), conv)
+	if last != 1 {
+		t.Fatalf("stored %d messages, want 1", last)
+	}
+	if got := h.evs.msgs(); len(got) != 1 {
+		t.Fatalf("emitted %d events, want 1", len(got))
+	}
+}
+
+func TestReceiptPointers(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	conv := setupConv(t, st)
+	ctx := context.Background()
+	h := newHarness(t, st)
+	rc := func(seq uint64, kind wire.ReceiptKind) *kgo.Record {
+		r := wire.Receipt{ConvID: conv, Kind: kind, UpToSeq: seq}
+		return record("bob", r.Append(nil, 0))
+	}
+	if err := h.p.Handle(ctx, []*kgo.Record{sendRec("alice", conv, "1"), sendRec("alice", conv, "2"), rc(2, wire.ReceiptRead), rc(1, wire.ReceiptRead)}); err != nil {
+		t.Fatal(err)
+	}
+	p, _ := st.Pointers(ctx, conv, "bob")
+	if p.Read != 2 || p.Delivered != 2 {
+		t.Fatalf("pointers %+v, want read 2 delivered 2 (read implies delivered, never lowered)", p)
+	}
+	// Receipt events: delivered and read advanced once each.
+	h.evs.mu.Lock()
+	n := 0
+	for _, r := range h.evs.recs {
+		if k, _, _ := events.Split(r.Value); k == events.KindReceipt {
+			n++
+		}
+	}
+	h.evs.mu.Unlock()
+	if n != 2 {
+		t.Fatalf("%d receipt events, want 2", n)
+	}
+}
