@@ -137,7 +137,7 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	authn := Authenticator{V: verifier}
 
 	// Store.
-	pst, err := store.OpenPebble(filepath.Join(cfg.DataDir, "store"), store.PebbleOptions{})
+	pst, err := store.OpenPebble(filepath.Join(cfg.DataDir, "store"), store.PebbleOptions{Logger: pebbleLogger{cfg.Logger.With("component", "pebble")}})
 	if err != nil {
 		return n, fmt.Errorf("node: store: %w", err)
 	}

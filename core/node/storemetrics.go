@@ -2,6 +2,9 @@ package node
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -77,3 +80,20 @@ func (i *instrumented) Pointers(ctx context.Context, conv uint64, user string) (
 }
 
 func (i *instrumented) Close() error { return i.s.Close() }
+
+// pebbleLogger routes Pebble's log lines to slog: its chatty info lines at
+// debug level.
+type pebbleLogger struct{ l *slog.Logger }
+
+func (p pebbleLogger) Infof(format string, args ...any) {
+	p.l.Debug(fmt.Sprintf(format, args...))
+}
+
+func (p pebbleLogger) Errorf(format string, args ...any) {
+	p.l.Error(fmt.Sprintf(format, args...))
+}
+
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	p.l.Error(fmt.Sprintf(format, args...))
+	os.Exit(1)
+}
