@@ -149,15 +149,9 @@ func (r *reader) uvarint(field string) uint64 {
 }
 
 func (r *reader) uvarintSlow(field string) uint64 {
+	b := r.b[r.i:]
 	var v uint64
-	var shift uint
-	for n := 0; n < binary.MaxVarintLen64; n++ {
-		if r.i >= len(r.b) {
-			r.fail(field, "truncated")
-			return 0
-		}
-		c := r.b[r.i]
-		r.i++
+	for n, c := range b {
 		if n == binary.MaxVarintLen64-1 && c > 1 {
 			// The 10th byte may only contribute bit 63 and must end the
 			// varint.
@@ -169,12 +163,13 @@ func (r *reader) uvarintSlow(field string) uint64 {
 			return 0
 		}
 		if c < 0x80 {
-			return v | uint64(c)<<shift
+			r.i += n + 1
+			return v | uint64(c)<<(7*n)
 		}
-		v |= uint64(c&0x7F) << shift
-		shift += 7
+		v |= uint64(c&0x7F) << (7 * n)
 	}
-	panic("unreachable: the 10th byte either ends the varint or fails")
+	r.fail(field, "truncated")
+	return 0
 }
 
 // bytes reads a byte string of at most max bytes. The result aliases the

@@ -14,55 +14,86 @@ import (
 )
 
 // fieldsOf renders a frame struct (or an Envelope, or any struct of the
-// same field kinds) as the JSON-ready map used by testdata/vectors.json:
-// snake_case keys in the layout's names, integers as numbers (decimal
-// strings above 2^53, where JSON readers lose precision), byte strings as
-// UTF-8 strings when printable and under "<name>_hex" otherwise.
+// same field kinds) as the JSON-ready object used by testdata/vectors.json:
+// snake_case keys in the layout's names and order, integers as numbers
+// (decimal strings above 2^53, where JSON readers lose precision), byte
+// strings as UTF-8 strings when printable and under "<name>_hex" otherwise.
 //
-// It is also the equality the tests use: comparing maps ignores the
-// difference between nil and empty slices, which the wire cannot carry.
-func fieldsOf(v any) map[string]any {
+// It is also the equality the tests use (see sameFields): comparing these
+// renderings ignores the difference between nil and empty slices, which the
+// wire cannot carry.
+func fieldsOf(v any) ordered {
 	rv := reflect.Indirect(reflect.ValueOf(v))
 	rt := rv.Type()
-	m := make(map[string]any, rt.NumField())
+	var m ordered
 	for i := range rt.NumField() {
 		sf := rt.Field(i)
 		if !sf.IsExported() {
 			continue
 		}
-		putField(m, snake(sf.Name), rv.Field(i))
+		m.putField(snake(sf.Name), rv.Field(i))
 	}
 	return m
 }
 
-func putField(m map[string]any, name string, fv reflect.Value) {
+// ordered is a JSON object that keeps its keys in insertion order.
+type ordered []kv
+
+type kv struct {
+	k string
+	v any
+}
+
+func (m *ordered) put(k string, v any) { *m = append(*m, kv{k, v}) }
+
+func (m ordered) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	for i, e := range m {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		k, _ := json.Marshal(e.k)
+		v, err := json.Marshal(e.v)
+		if err != nil {
+			return nil, err
+		}
+		b.Write(k)
+		b.WriteByte(':')
+		b.Write(v)
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
+}
+
+func (m *ordered) putField(name string, fv reflect.Value) {
 	switch fv.Kind() {
 	case reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		m[name] = jsonUint(fv.Uint())
+		m.put(name, jsonUint(fv.Uint()))
 	case reflect.Bool:
-		m[name] = fv.Bool()
+		m.put(name, fv.Bool())
 	case reflect.Slice:
 		switch elem := fv.Type().Elem(); {
 		case elem.Kind() == reflect.Uint8: // []byte
-			putBytes(m, name, fv.Bytes())
+			m.putBytes(name, fv.Bytes())
 		case elem.Kind() == reflect.Slice: // [][]byte
 			list := make([][]byte, fv.Len())
 			for i := range list {
 				list[i] = fv.Index(i).Bytes()
 			}
-			putBytesList(m, name, list)
+			m.putBytesList(name, list)
 		case elem.Kind() == reflect.Uint64: // []uint64
 			list := make([]any, fv.Len())
 			for i := range list {
 				list[i] = jsonUint(fv.Index(i).Uint())
 			}
-			m[name] = list
+			m.put(name, list)
 		default: // []struct
 			list := make([]any, fv.Len())
 			for i := range list {
 				list[i] = fieldsOf(fv.Index(i).Interface())
 			}
-			m[name] = list
+			m.put(name, list)
 		}
 	default:
 		panic("fieldsOf: unsupported field kind " + fv.Kind().String())
@@ -88,15 +119,15 @@ func printable(b []byte) bool {
 	return true
 }
 
-func putBytes(m map[string]any, name string, b []byte) {
+func (m *ordered) putBytes(name string, b []byte) {
 	if printable(b) {
-		m[name] = string(b)
+		m.put(name, string(b))
 	} else {
-		m[name+"_hex"] = hex.EncodeToString(b)
+		m.put(name+"_hex", hex.EncodeToString(b))
 	}
 }
 
-func putBytesList(m map[string]any, name string, list [][]byte) {
+func (m *ordered) putBytesList(name string, list [][]byte) {
 	all := true
 	for _, b := range list {
 		all = all && printable(b)
@@ -110,9 +141,9 @@ func putBytesList(m map[string]any, name string, list [][]byte) {
 		}
 	}
 	if all {
-		m[name] = out
+		m.put(name, out)
 	} else {
-		m[name+"_hex"] = out
+		m.put(name+"_hex", out)
 	}
 }
 
