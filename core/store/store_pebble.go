@@ -174,27 +174,27 @@ func (p *Pebble) Close() error {
 	return nil
 }
 
-// enter starts a method call: it checks ctx and that the store is open,
-// and holds the store open until the returned func is called.
-func (p *Pebble) enter(ctx context.Context) (func(), error) {
+// enter starts a method call: it checks ctx and that the store is open.
+// On success the caller holds p.mu shared (keeping the store open) and
+// must call p.mu.RUnlock when done.
+func (p *Pebble) enter(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return err
 	}
 	p.mu.RLock()
 	if p.closed {
 		p.mu.RUnlock()
-		return nil, ErrClosed
+		return ErrClosed
 	}
-	return p.mu.RUnlock, nil
+	return nil
 }
 
 // EnsureConversation implements Store.
 func (p *Pebble) EnsureConversation(ctx context.Context, c Conversation) (Conversation, error) {
-	leave, err := p.enter(ctx)
-	if err != nil {
+	if err := p.enter(ctx); err != nil {
 		return Conversation{}, err
 	}
-	defer leave()
+	defer p.mu.RUnlock()
 	p.ensureMu.Lock()
 	defer p.ensureMu.Unlock()
 
@@ -232,11 +232,10 @@ func (p *Pebble) EnsureConversation(ctx context.Context, c Conversation) (Conver
 
 // Conversation implements Store.
 func (p *Pebble) Conversation(ctx context.Context, id uint64) (Conversation, error) {
-	leave, err := p.enter(ctx)
-	if err != nil {
+	if err := p.enter(ctx); err != nil {
 		return Conversation{}, err
 	}
-	defer leave()
+	defer p.mu.RUnlock()
 	var kb [9]byte
 	c, found, err := p.conversation(appendConvKey(kb[:0], id), id)
 	if err == nil && !found {
@@ -264,11 +263,10 @@ func (p *Pebble) conversation(key []byte, id uint64) (Conversation, bool, error)
 
 // UserConversations implements Store.
 func (p *Pebble) UserConversations(ctx context.Context, user string) ([]uint64, error) {
-	leave, err := p.enter(ctx)
-	if err != nil {
+	if err := p.enter(ctx); err != nil {
 		return nil, err
 	}
-	defer leave()
+	defer p.mu.RUnlock()
 	lower := appendUserConvPrefix(nil, user)
 	it, err := p.db.NewIterWithContext(ctx, &pebble.IterOptions{
 		LowerBound: lower,
@@ -294,11 +292,10 @@ func (p *Pebble) UserConversations(ctx context.Context, user string) ([]uint64, 
 
 // LastSeq implements Store.
 func (p *Pebble) LastSeq(ctx context.Context, conv uint64) (uint64, error) {
-	leave, err := p.enter(ctx)
-	if err != nil {
+	if err := p.enter(ctx); err != nil {
 		return 0, err
 	}
-	defer leave()
+	defer p.mu.RUnlock()
 	var kb [9]byte
 	seq, _, err := p.getUvarint(appendLastSeqKey(kb[:0], conv))
 	if err != nil {
@@ -342,11 +339,10 @@ func (p *Pebble) Commit(ctx context.Context, b *Batch) (err error) {
 	for i := range b.Pointers {
 		b.Pointers[i].Advanced = false
 	}
-	leave, err := p.enter(ctx)
-	if err != nil {
+	if err := p.enter(ctx); err != nil {
 		return err
 	}
-	defer leave()
+	defer p.mu.RUnlock()
 	if len(b.Messages) == 0 && len(b.Pointers) == 0 {
 		return nil
 	}
@@ -428,22 +424,22 @@ func (p *Pebble) Commit(ctx context.Context, b *Batch) (err error) {
 
 // LookupClientMsg implements Store.
 func (p *Pebble) LookupClientMsg(ctx context.Context, conv uint64, sender, clientMsgID string) (Message, bool, error) {
-	leave, err := p.enter(ctx)
-	if err != nil {
+	if err := p.enter(ctx); err != nil {
 		return Message{}, false, err
 	}
-	defer leave()
+	defer p.mu.RUnlock()
 	if clientMsgID == "" {
 		return Message{}, false, nil
 	}
-	seq, found, err := p.getUvarint(appendDedupeKey(nil, conv, sender, clientMsgID))
+	kb := make([]byte, 0, 1+8+2*binary.MaxVarintLen64+len(sender)+len(clientMsgID))
+	kb = appendDedupeKey(kb, conv, sender, clientMsgID)
+	seq, found, err := p.getUvarint(kb)
 	if err != nil || !found {
 		if err != nil {
 			err = fmt.Errorf("store: lookup client msg: %w", err)
 		}
 		return Message{}, false, err
 	}
-	var kb [17]byte
 	v, closer, err := p.db.Get(appendMsgKey(kb[:0], conv, seq))
 	if errors.Is(err, pebble.ErrNotFound) {
 		// Cannot happen: the dedupe entry is written in the message's batch.
@@ -454,7 +450,8 @@ func (p *Pebble) LookupClientMsg(ctx context.Context, conv uint64, sender, clien
 	}
 	defer closer.Close()
 	m := Message{ConvID: conv, Seq: seq}
-	var d msgDecoder
+	// Seeded with the strings we looked up, the decoder reuses them.
+	d := msgDecoder{sender: sender, cmid: clientMsgID}
 	if err := d.decode(&m, v); err != nil {
 		return Message{}, false, fmt.Errorf("store: lookup client msg: %w", err)
 	}
@@ -463,11 +460,10 @@ func (p *Pebble) LookupClientMsg(ctx context.Context, conv uint64, sender, clien
 
 // MessagesAfter implements Store.
 func (p *Pebble) MessagesAfter(ctx context.Context, conv, after uint64, limit int) ([]Message, error) {
-	leave, err := p.enter(ctx)
-	if err != nil {
+	if err := p.enter(ctx); err != nil {
 		return nil, err
 	}
-	defer leave()
+	defer p.mu.RUnlock()
 	limit = ClampLimit(limit)
 	if after == ^uint64(0) {
 		return nil, nil
@@ -500,11 +496,10 @@ func (p *Pebble) MessagesAfter(ctx context.Context, conv, after uint64, limit in
 
 // MessagesBefore implements Store.
 func (p *Pebble) MessagesBefore(ctx context.Context, conv, before uint64, limit int) ([]Message, bool, error) {
-	leave, err := p.enter(ctx)
-	if err != nil {
+	if err := p.enter(ctx); err != nil {
 		return nil, false, err
 	}
-	defer leave()
+	defer p.mu.RUnlock()
 	limit = ClampLimit(limit)
 	if before == 1 {
 		return nil, false, nil
@@ -544,13 +539,13 @@ func (p *Pebble) MessagesBefore(ctx context.Context, conv, before uint64, limit 
 
 // Pointers implements Store.
 func (p *Pebble) Pointers(ctx context.Context, conv uint64, user string) (Pointers, error) {
-	leave, err := p.enter(ctx)
-	if err != nil {
+	if err := p.enter(ctx); err != nil {
 		return Pointers{}, err
 	}
-	defer leave()
+	defer p.mu.RUnlock()
 	var kb [64]byte
 	var ps Pointers
+	var err error
 	ps.Delivered, _, err = p.getUvarint(appendPointerKey(kb[:0], conv, user, wire.ReceiptDelivered))
 	if err != nil {
 		return Pointers{}, fmt.Errorf("store: pointers: %w", err)
@@ -683,9 +678,10 @@ func appendMsgVal(b []byte, m *Message) []byte {
 
 // msgDecoder decodes message values, copying them out of Pebble's memory.
 // It reuses the previous message's Sender and SenderDevice strings when
-// they repeat (common within a page), saving allocations.
+// they repeat (common within a page), and cmid when ClientMsgID equals it,
+// saving allocations. Strings are immutable, so sharing them is safe.
 type msgDecoder struct {
-	sender, device string
+	sender, device, cmid string
 }
 
 // decodeKV decodes the message at the iterator's position.
@@ -725,7 +721,11 @@ func (d *msgDecoder) decode(m *Message, v []byte) error {
 		m.SenderDevice = string(s)
 		d.device = m.SenderDevice
 	}
-	m.ClientMsgID = string(r.str())
+	if s := r.str(); string(s) == d.cmid {
+		m.ClientMsgID = d.cmid
+	} else {
+		m.ClientMsgID = string(s)
+	}
 	if r.err != nil {
 		return fmt.Errorf("%w: message %d/%d", errCorrupt, m.ConvID, m.Seq)
 	}
