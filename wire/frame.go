@@ -200,7 +200,9 @@ type Resume struct {
 }
 
 // Resumed (S->C, TypeResumed) ends a RESUME answer. Truncated is set when a
-// cap cut the replay short; the client pages the rest with HISTORY.
+// cap cut the replay short; the replay is oldest first, so the missing
+// messages are the newer ones and the client gets them by sending RESUME
+// again with its new cursors (HISTORY only pages backwards).
 // Layout: req_id uvarint, conversations uvarint, messages uvarint,
 // truncated byte (0/1).
 type Resumed struct {
