@@ -1,6 +1,9 @@
 package wire
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"slices"
+)
 
 // Internal records. These never reach a client; they are documented in the
 // "Internal records" section of docs/protocol.md because gateway and core
@@ -100,7 +103,7 @@ func AppendBatch(dst []byte, conns []uint64, frame []byte) []byte {
 func DecodeBatch(b []byte, conns []uint64) ([]uint64, []byte, error) {
 	r := reader{b: b, frame: "batch"}
 	n := r.count("count", len(b), 1)
-	conns = conns[:0]
+	conns = slices.Grow(conns[:0], n)
 	for range n {
 		c := r.uvarint("conn")
 		if r.err != nil {
