@@ -28,14 +28,18 @@ type CursorStore interface {
 // FileStore is a CursorStore that keeps the cursors in a JSON file. Writes
 // are debounced (at most one per FlushDelay) and atomic: the file is written
 // under a temporary name, synced, and renamed over the old one, so a crash
-// leaves either the old or the new content. Create it with FileCursorStore.
+// leaves either the old or the new content. Writing happens outside the
+// lock Save takes, so a slow disk never blocks Save. Create it with
+// FileCursorStore.
 type FileStore struct {
 	path string
 	// FlushDelay is how long Save waits before writing, to batch bursts.
 	// Default 500ms. Set it before first use.
 	FlushDelay time.Duration
 
-	mu     sync.Mutex
+	wmu sync.Mutex // serializes file writes
+
+	mu     sync.Mutex // guards the fields below
 	cur    map[uint64]uint64
 	loaded bool
 	dirty  bool
@@ -106,10 +110,12 @@ func (f *FileStore) Save(conv, seq uint64) error {
 	if f.timer == nil {
 		f.timer = time.AfterFunc(f.FlushDelay, func() {
 			f.mu.Lock()
-			defer f.mu.Unlock()
 			f.timer = nil
-			if err := f.writeLocked(); err != nil {
+			f.mu.Unlock()
+			if err := f.write(); err != nil {
+				f.mu.Lock()
 				f.err = err
+				f.mu.Unlock()
 			}
 		})
 	}
@@ -121,36 +127,46 @@ func (f *FileStore) Save(conv, seq uint64) error {
 // Flush writes pending changes now.
 func (f *FileStore) Flush() error {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	if f.timer != nil {
 		f.timer.Stop()
 		f.timer = nil
 	}
-	err := f.writeLocked()
-	if err == nil {
-		err = f.err
-	}
+	prev := f.err
 	f.err = nil
-	return err
+	f.mu.Unlock()
+	if err := f.write(); err != nil {
+		return err
+	}
+	return prev
 }
 
-func (f *FileStore) writeLocked() error {
+// write writes a snapshot of the cursors if they changed since the last
+// successful write.
+func (f *FileStore) write() error {
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	f.mu.Lock()
 	if !f.dirty {
+		f.mu.Unlock()
 		return nil
 	}
 	cf := cursorFile{Version: 1, Cursors: make(map[string]uint64, len(f.cur))}
 	for k, v := range f.cur {
 		cf.Cursors[strconv.FormatUint(k, 10)] = v
 	}
-	b, err := json.MarshalIndent(cf, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := writeFileAtomic(f.path, append(b, '\n')); err != nil {
-		return err
-	}
 	f.dirty = false
-	return nil
+	f.mu.Unlock()
+
+	b, err := json.MarshalIndent(cf, "", "  ")
+	if err == nil {
+		err = writeFileAtomic(f.path, append(b, '\n'))
+	}
+	if err != nil {
+		f.mu.Lock()
+		f.dirty = true // try again with the next Save or Flush
+		f.mu.Unlock()
+	}
+	return err
 }
 
 func writeFileAtomic(path string, data []byte) error {
@@ -174,5 +190,14 @@ func writeFileAtomic(path string, data []byte) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), path)
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	// Make the rename itself durable (best effort: not every platform can
+	// sync a directory).
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
 }
