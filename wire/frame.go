@@ -188,9 +188,9 @@ type Cursor struct {
 	LastSeq uint64
 }
 
-// Resume (C->S, TypeResume) asks for everything after each cursor, and for
-// conversations the client does not list, everything from the start (both
-// capped). Answered by MSG frames with FlagReplay in seq order per
+// Resume (C->S, TypeResume) asks for everything after each cursor (at most
+// 1,000 per conversation, oldest first) and, for conversations the client
+// does not list, the newest 50 messages. Answered by MSG frames with FlagReplay in seq order per
 // conversation, then RESUMED.
 // Layout: req_id uvarint, count uvarint (<= MaxResumeConvs), count x
 // (conv_id uvarint, last_seq uvarint).

@@ -49,9 +49,13 @@ type EventProducer interface {
 
 // Config tunes the processor. Zero values mean defaults.
 type Config struct {
-	// ResumeCap bounds the messages replayed per conversation for one
-	// RESUME (default 1,000); the rest is paged with HISTORY.
+	// ResumeCap bounds the messages replayed for one RESUME cursor
+	// (default 1,000); RESUMED then says truncated and the client resumes
+	// again from its new cursor.
 	ResumeCap int
+	// ResumeNewCap is how many of the newest messages a RESUME replays for
+	// a conversation the client did not list (default 50).
+	ResumeNewCap int
 	// ReadWorkers bounds concurrent RESUME/HISTORY handling (default 64).
 	ReadWorkers int
 	Logger      *slog.Logger
@@ -117,6 +121,9 @@ type reply struct {
 func New(cfg Config, deps Deps) (*Processor, error) {
 	if cfg.ResumeCap <= 0 {
 		cfg.ResumeCap = 1000
+	}
+	if cfg.ResumeNewCap <= 0 {
+		cfg.ResumeNewCap = 50
 	}
 	if cfg.ReadWorkers <= 0 {
 		cfg.ReadWorkers = 64

@@ -40,11 +40,17 @@ func (p *Processor) read(ctx context.Context, value []byte) {
 	}
 }
 
-// resume replays, for every conversation of the user, the messages after the
-// client's cursor (from the start for conversations it did not list), oldest
-// first, at most ResumeCap per conversation, then RESUMED. Oldest first keeps
-// the client's stream gapless; when a cap cut a replay short RESUMED says
-// truncated and the client resumes again from its new cursors.
+// resume replays, for every conversation of the user, what the client is
+// missing, then RESUMED:
+//
+//   - a conversation the client listed: the messages after its cursor,
+//     oldest first, at most ResumeCap. Oldest first keeps the client's
+//     stream gapless; when the cap cut a replay short RESUMED says
+//     truncated and the client resumes again from its new cursors.
+//   - a conversation it did not list (new to this device): the newest
+//     ResumeNewCap messages, ascending. A new device starts at the recent
+//     end and pages older messages with HISTORY on demand, instead of
+//     downloading every conversation from seq 1.
 func (p *Processor) resume(ctx context.Context, s *readScratch, r *wire.Resume) {
 	user := string(s.env.User)
 	convs, err := p.deps.Store.UserConversations(ctx, user)
@@ -56,9 +62,10 @@ func (p *Processor) resume(ctx context.Context, s *readScratch, r *wire.Resume) 
 	done := wire.Resumed{ReqID: r.ReqID}
 	for _, conv := range convs {
 		var after uint64
+		listed := false
 		for _, c := range r.Cursors {
 			if c.ConvID == conv {
-				after = c.LastSeq
+				after, listed = c.LastSeq, true
 				break
 			}
 		}
@@ -70,10 +77,15 @@ func (p *Processor) resume(ctx context.Context, s *readScratch, r *wire.Resume) 
 		if last <= after {
 			continue
 		}
-		if last-after > uint64(p.cfg.ResumeCap) {
-			done.Truncated = true
+		var msgs []store.Message
+		if listed {
+			if last-after > uint64(p.cfg.ResumeCap) {
+				done.Truncated = true
+			}
+			msgs, err = p.deps.Store.MessagesAfter(ctx, conv, after, p.cfg.ResumeCap)
+		} else {
+			msgs, _, err = p.deps.Store.MessagesBefore(ctx, conv, 0, p.cfg.ResumeNewCap)
 		}
-		msgs, err := p.deps.Store.MessagesAfter(ctx, conv, after, p.cfg.ResumeCap)
 		if err != nil {
 			p.sendError(ctx, s, wire.CodeUnavailable, wire.TypeResume, r.ReqID, conv, "store unavailable")
 			return
