@@ -1,0 +1,261 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// Retention defaults of the embedded cluster, per partition.
+//
+// Retention deletes records whether or not a consumer has read them, so
+// both bounds are sized to outlast any consumer lag worth surviving, while
+// keeping a single binary's disk and memory bounded. Messages are durable in
+// the message store, not in Kafka: the topics are a hand-off log.
+//
+//   - DefaultRetention (24h): a core or fanout that is down or stuck for
+//     less than a day resumes without losing an acknowledged send.
+//   - DefaultRetentionBytes (128 MiB): the hard bound when traffic is
+//     heavy. Worst case on disk: 2 topics x 8 partitions x (128 MiB +
+//     one segment) ~ 2.3 GiB. kfake also keeps ~72 bytes of heap per
+//     retained record batch (its batch index), and at low latency a batch
+//     is often one small record, so this also caps that index (a few
+//     hundred MiB in the worst case, far less with typical traffic).
+//   - DefaultSegmentBytes (16 MiB): kfake, like Kafka, deletes whole segment
+//     files only, so disk usage can exceed RetentionBytes by up to one
+//     segment; smaller segments than Kafka's default (1 GiB, kfake 100 MiB)
+//     keep that overshoot small.
+//   - DefaultRetentionCheck (1 min): how often retention is applied;
+//     between passes a partition can grow by what is produced in that time.
+const (
+	DefaultRetention      = 24 * time.Hour
+	DefaultRetentionBytes = 128 << 20
+	DefaultSegmentBytes   = 16 << 20
+	DefaultRetentionCheck = time.Minute
+)
+
+// EmbeddedOptions configures StartEmbedded. The zero value is an in-memory
+// cluster on a free loopback port with the defaults above.
+type EmbeddedOptions struct {
+	// Port is the loopback port to listen on; 0 picks a free one.
+	Port int
+	// DataDir, when set, makes the cluster persistent: records, topics and
+	// committed group offsets are written there and reloaded on the next
+	// start. Empty keeps everything in memory (retention still applies).
+	DataDir string
+	// SyncWrites fsyncs every produced batch and group log entry before it
+	// is acknowledged. Without it, kfake has already write(2)-ten each
+	// batch before acknowledging (so a killed process loses nothing: the
+	// page cache survives it), but an OS crash or power loss can lose
+	// recent records, as with Kafka's default flush policy.
+	SyncWrites bool
+	// Partitions of TopicInbound and TopicEvents when they are created; 0
+	// means DefaultPartitions. Existing topics (reloaded from DataDir) keep
+	// their partition count.
+	Partitions int32
+	// Retention is the maximum age of a record batch (by its max
+	// timestamp, which the producer sets); 0 means DefaultRetention, < 0
+	// means unlimited. Time retention trusts client timestamps, so
+	// RetentionBytes is the bound that always holds.
+	Retention time.Duration
+	// RetentionBytes is the maximum log size per partition; 0 means
+	// DefaultRetentionBytes, < 0 means unlimited.
+	RetentionBytes int64
+	// SegmentBytes is the segment file size at which the log rolls; 0
+	// means DefaultSegmentBytes.
+	SegmentBytes int64
+	// RetentionCheck is the interval between retention passes; 0 means
+	// DefaultRetentionCheck.
+	RetentionCheck time.Duration
+	// Logger receives kfake's warnings and errors; nil discards them.
+	Logger *slog.Logger
+}
+
+// Embedded is a one-broker kfake cluster running in this process, listening
+// on 127.0.0.1.
+type Embedded struct {
+	c      *kfake.Cluster
+	log    *kfakeLogger
+	addrs  []string
+	stop   chan struct{}
+	done   chan struct{}
+	once   sync.Once
+	closeE error
+}
+
+// StartEmbedded starts the embedded cluster and makes sure TopicInbound and
+// TopicEvents exist.
+//
+// Retention: kfake implements retention.ms and retention.bytes (topic
+// configs, falling back to the broker's log.retention.ms and
+// log.retention.bytes) in applyRetention, advancing the log start offset and
+// deleting segment files that fell entirely below it. But it only runs them
+// from a cleaner ticker that is armed when some topic has retention.* or
+// cleanup.policy=compact set at the topic level (broker-level values alone
+// never arm it), every log.cleaner.backoff.ms (default 1h), and that is not
+// re-armed when topics are reloaded from disk. We therefore set our bounds as
+// broker configs (so they apply to every topic and changing the options
+// takes effect on restart, which persisted topic configs would not) and
+// drive the passes ourselves with Cluster.ApplyRetention every
+// RetentionCheck.
+func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
+	if o.Partitions <= 0 {
+		o.Partitions = DefaultPartitions
+	}
+	retMs := int64(-1)
+	switch {
+	case o.Retention == 0:
+		retMs = DefaultRetention.Milliseconds()
+	case o.Retention > 0:
+		retMs = max(o.Retention.Milliseconds(), 1)
+	}
+	retBytes := o.RetentionBytes
+	switch {
+	case retBytes == 0:
+		retBytes = DefaultRetentionBytes
+	case retBytes < 0:
+		retBytes = -1
+	}
+	if o.SegmentBytes <= 0 {
+		o.SegmentBytes = DefaultSegmentBytes
+	}
+	if o.RetentionCheck <= 0 {
+		o.RetentionCheck = DefaultRetentionCheck
+	}
+
+	log := &kfakeLogger{l: o.Logger}
+	opts := []kfake.Opt{
+		kfake.NumBrokers(1),
+		kfake.DefaultNumPartitions(int(o.Partitions)),
+		kfake.SeedTopics(o.Partitions, TopicInbound, TopicEvents),
+		kfake.WithLogger(log),
+		kfake.BrokerConfigs(map[string]string{
+			"log.retention.ms":    strconv.FormatInt(retMs, 10),
+			"log.retention.bytes": strconv.FormatInt(retBytes, 10),
+			"log.segment.bytes":   strconv.FormatInt(o.SegmentBytes, 10),
+		}),
+	}
+	if o.Port != 0 {
+		opts = append(opts, kfake.Ports(o.Port))
+	}
+	if o.DataDir != "" {
+		opts = append(opts, kfake.DataDir(o.DataDir))
+		if o.SyncWrites {
+			opts = append(opts, kfake.SyncWrites())
+		}
+	}
+	c, err := kfake.NewCluster(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("bus: start embedded kafka: %w", err)
+	}
+	// Seed topics are skipped when state was reloaded from DataDir; create
+	// any that the reloaded state lacks.
+	for _, t := range []string{TopicInbound, TopicEvents} {
+		if err := c.CreateTopic(t, o.Partitions, nil); err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+			c.Close()
+			return nil, fmt.Errorf("bus: create %s: %w", t, err)
+		}
+	}
+	e := &Embedded{
+		c:     c,
+		log:   log,
+		addrs: c.ListenAddrs(),
+		stop:  make(chan struct{}),
+		done:  make(chan struct{}),
+	}
+	c.ApplyRetention() // reloaded logs may exceed new, smaller bounds
+	go e.retentionLoop(o.RetentionCheck)
+	return e, nil
+}
+
+func (e *Embedded) retentionLoop(every time.Duration) {
+	defer close(e.done)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-t.C:
+			e.c.ApplyRetention()
+		}
+	}
+}
+
+// Addrs returns the broker addresses (host:port) to use as seed brokers.
+func (e *Embedded) Addrs() []string { return append([]string(nil), e.addrs...) }
+
+// Config returns a Config pointing at the embedded cluster.
+func (e *Embedded) Config() Config { return Config{Brokers: e.Addrs()} }
+
+// Close shuts the cluster down gracefully: it stops listening, lets pending
+// requests finish, and with DataDir writes its state (partition snapshots,
+// producer state, groups) and syncs and closes every file, so that the next
+// start reloads quickly and exactly. It returns an error if kfake reported
+// one while persisting. Close clients first: a group member still connected
+// is saved as a member and the restarted group waits for it (up to its
+// session timeout) before rebalancing. Close is idempotent.
+func (e *Embedded) Close() error {
+	e.once.Do(func() {
+		close(e.stop)
+		<-e.done // ApplyRetention would block forever on a closed cluster
+		e.log.capture()
+		e.c.Close()
+		e.closeE = e.log.captured()
+	})
+	return e.closeE
+}
+
+// kfakeLogger forwards kfake's warnings and errors to slog and, during
+// Close, collects errors (kfake's Close reports persistence failures only
+// through its logger).
+type kfakeLogger struct {
+	l         *slog.Logger
+	mu        sync.Mutex
+	capturing bool
+	errs      []error
+}
+
+func (k *kfakeLogger) Logf(level kfake.LogLevel, format string, args ...any) {
+	if level != kfake.LogLevelError && level != kfake.LogLevelWarn {
+		return
+	}
+	msg := fmt.Sprintf(format, args...)
+	if level == kfake.LogLevelError {
+		k.mu.Lock()
+		if k.capturing {
+			k.errs = append(k.errs, errors.New(msg))
+		}
+		k.mu.Unlock()
+	}
+	if k.l == nil {
+		return
+	}
+	sl := slog.LevelWarn
+	if level == kfake.LogLevelError {
+		sl = slog.LevelError
+	}
+	k.l.Log(context.Background(), sl, msg, "component", "kfake")
+}
+
+func (k *kfakeLogger) capture() {
+	k.mu.Lock()
+	k.capturing = true
+	k.mu.Unlock()
+}
+
+func (k *kfakeLogger) captured() error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if len(k.errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("bus: embedded kafka close: %w", errors.Join(k.errs...))
+}
