@@ -94,6 +94,7 @@ func run(ctx context.Context, c *sdk.Client, in io.Reader, out io.Writer, opts u
 
 	u.printf("* chatd as %s; /help for commands\n", u.me)
 	openAtStart := opts.Peer
+	var early []string // lines typed before openAtStart was opened
 	events := c.Events()
 	for {
 		select {
@@ -102,6 +103,11 @@ func run(ctx context.Context, c *sdk.Client, in io.Reader, out io.Writer, opts u
 		case line, ok := <-lines:
 			if !ok {
 				return nil
+			}
+			if openAtStart != "" && !isQuit(line) {
+				// Typed ahead: wait for the conversation to open.
+				early = append(early, line)
+				continue
 			}
 			if quit := u.command(ctx, line); quit {
 				return nil
@@ -115,6 +121,12 @@ func run(ctx context.Context, c *sdk.Client, in io.Reader, out io.Writer, opts u
 				// Once connected, so that "* connected" comes first.
 				u.open(ctx, openAtStart)
 				openAtStart = ""
+				for _, line := range early {
+					if quit := u.command(ctx, line); quit {
+						return nil
+					}
+				}
+				early = nil
 			}
 		}
 	}
@@ -137,7 +149,7 @@ func (u *ui) command(ctx context.Context, line string) bool {
 	fields := strings.Fields(line)
 	switch cmd, args := fields[0], fields[1:]; cmd {
 	case "/quit", "/exit":
-		return true
+		return true // see isQuit
 	case "/open":
 		if len(args) != 1 {
 			u.printf("* usage: /open <user>\n")
@@ -171,6 +183,11 @@ func (u *ui) command(ctx context.Context, line string) bool {
 		u.printf("* unknown command %s; try /help\n", cmd)
 	}
 	return false
+}
+
+func isQuit(line string) bool {
+	f := strings.Fields(line)
+	return len(f) > 0 && (f[0] == "/quit" || f[0] == "/exit")
 }
 
 func (u *ui) open(ctx context.Context, peer string) {

@@ -250,6 +250,21 @@ func TestHistoryAfterRestart(t *testing.T) {
 	out.expect(t, `\* no older messages`)
 }
 
+func TestTypeAheadWaitsForPeer(t *testing.T) {
+	srv := sdktest.NewServer(sdktest.Options{})
+	defer srv.Close()
+	alice := startTerminal(t, srv, "alice", "bob", nil)
+	alice.typeLine(t, "early bird") // before the conversation is open
+	out := alice.out
+	out.expect(t, `\* connected`)
+	out.expect(t, `\* talking to bob \(conversation 1\)`)
+	out.expect(t, `… you: early bird`)
+	out.expect(t, `  ✓ sent: "early bird"`)
+	if strings.Contains(out.String(), "no conversation open") {
+		t.Fatalf("typed-ahead line refused:\n%s", out.String())
+	}
+}
+
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	t.Cleanup(cancel)
