@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -448,6 +449,9 @@ func TestPersistence(t *testing.T) {
 	e2 := startEmbedded(t, EmbeddedOptions{DataDir: dir})
 	if e2.Addrs()[0] == firstAddr {
 		t.Logf("same port reused: %s", firstAddr)
+	}
+	if stored := fetchCommitted(t, e2, "core", TopicInbound); !maps.Equal(stored, committed) {
+		t.Fatalf("stored commits %v, committed %v", stored, committed)
 	}
 	all := readAll(t, e2.Addrs(), TopicInbound, n)
 	got := map[string]bool{}

@@ -48,13 +48,18 @@ type EmbeddedOptions struct {
 	Port int
 	// DataDir, when set, makes the cluster persistent: records, topics and
 	// committed group offsets are written there and reloaded on the next
-	// start. Empty keeps everything in memory (retention still applies).
+	// start. Empty keeps everything in memory, record data included, so
+	// the retention bounds then bound RAM.
 	DataDir string
 	// SyncWrites fsyncs every produced batch and group log entry before it
 	// is acknowledged. Without it, kfake has already write(2)-ten each
-	// batch before acknowledging (so a killed process loses nothing: the
-	// page cache survives it), but an OS crash or power loss can lose
-	// recent records, as with Kafka's default flush policy.
+	// batch to its segment file before acknowledging, so a killed process
+	// loses nothing (the page cache survives it; TestKill checks both
+	// modes), but an OS crash or power loss can lose recent records, as
+	// with Kafka's default flush policy. Even with SyncWrites, kfake (this
+	// version) never fsyncs directories, so a segment file created just
+	// before a power loss may vanish, and it ignores the error of the
+	// per-batch fsync.
 	SyncWrites bool
 	// Partitions of TopicInbound and TopicEvents when they are created; 0
 	// means DefaultPartitions. Existing topics (reloaded from DataDir) keep
@@ -195,13 +200,17 @@ func (e *Embedded) Addrs() []string { return append([]string(nil), e.addrs...) }
 // Config returns a Config pointing at the embedded cluster.
 func (e *Embedded) Config() Config { return Config{Brokers: e.Addrs()} }
 
-// Close shuts the cluster down gracefully: it stops listening, lets pending
-// requests finish, and with DataDir writes its state (partition snapshots,
-// producer state, groups) and syncs and closes every file, so that the next
-// start reloads quickly and exactly. It returns an error if kfake reported
-// one while persisting. Close clients first: a group member still connected
-// is saved as a member and the restarted group waits for it (up to its
-// session timeout) before rebalancing. Close is idempotent.
+// Close shuts the cluster down gracefully: it stops the retention passes
+// and the listeners, applies offset commits already received, and with
+// DataDir writes its full state (partition snapshots with log start
+// offsets, producer sequence windows, groups, group sessions) and syncs and
+// closes every file, so that the next start reloads quickly and exactly.
+// (After a crash instead, kfake rebuilds from the segment files and logs:
+// acknowledged records and commits are kept, but the log start offset is
+// rounded down to the oldest remaining batch.) It returns an error if kfake
+// reported one while persisting. Close clients first: a group member still
+// connected is saved with the group and, on restart, the group waits for it
+// (up to its session timeout) before rebalancing. Close is idempotent.
 func (e *Embedded) Close() error {
 	e.once.Do(func() {
 		close(e.stop)
