@@ -15,6 +15,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 func startEmbedded(t testing.TB, o EmbeddedOptions) *Embedded {
@@ -525,5 +526,46 @@ func TestFixedPort(t *testing.T) {
 	defer e2.Close()
 	if got := e2.Addrs()[0]; got != addr || !strings.HasPrefix(got, "127.0.0.1:") {
 		t.Fatalf("listening on %s, want %s", got, addr)
+	}
+}
+
+// TestEmbeddedDefaults checks that the retention defaults reach the broker
+// configs. (kfake's DescribeConfigs of a topic lists its static topic
+// defaults next to the broker values instead of resolving them; retention
+// uses the broker values, as TestRetentionBytes shows.)
+func TestEmbeddedDefaults(t *testing.T) {
+	e := startEmbedded(t, EmbeddedOptions{})
+	cl := newClient(t, e.Config().ClientOpts()...)
+	req := kmsg.NewPtrDescribeConfigsRequest()
+	rr := kmsg.NewDescribeConfigsRequestResource()
+	rr.ResourceType = kmsg.ConfigResourceTypeBroker
+	rr.ResourceName = "0"
+	rr.ConfigNames = []string{"log.retention.ms", "log.retention.bytes", "log.segment.bytes"}
+	req.Resources = append(req.Resources, rr)
+	resp, err := req.RequestWith(ctxT(t, 10*time.Second), cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, r := range resp.Resources {
+		if err := kerr.ErrorForCode(r.ErrorCode); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range r.Configs {
+			if c.Value != nil {
+				got[c.Name] = *c.Value
+			}
+		}
+	}
+	want := map[string]string{
+		"log.retention.ms":    fmt.Sprint(DefaultRetention.Milliseconds()),
+		"log.retention.bytes": fmt.Sprint(DefaultRetentionBytes),
+		"log.segment.bytes":   fmt.Sprint(DefaultSegmentBytes),
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("broker configs %v, want %v", got, want)
+	}
+	if n := len(e.c.PartitionInfos(TopicEvents)); n != DefaultPartitions {
+		t.Fatalf("%s has %d partitions", TopicEvents, n)
 	}
 }

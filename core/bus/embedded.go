@@ -22,12 +22,16 @@ import (
 //
 //   - DefaultRetention (24h): a core or fanout that is down or stuck for
 //     less than a day resumes without losing an acknowledged send.
-//   - DefaultRetentionBytes (128 MiB): the hard bound when traffic is
-//     heavy. Worst case on disk: 2 topics x 8 partitions x (128 MiB +
-//     one segment) ~ 2.3 GiB. kfake also keeps ~72 bytes of heap per
-//     retained record batch (its batch index), and at low latency a batch
-//     is often one small record, so this also caps that index (a few
-//     hundred MiB in the worst case, far less with typical traffic).
+//   - DefaultRetentionBytes (64 MiB): the hard bound when traffic is heavy;
+//     ~240k messages of 200 bytes per partition, ~1.9M per topic, far more
+//     than a healthy consumer lags. Worst case on disk: 2 topics x 8
+//     partitions x (64 MiB + one 16 MiB segment) = 1.25 GiB. It also bounds
+//     heap: kfake keeps an in-memory index entry per retained record batch
+//     (a 72-byte struct; measured ~76 bytes of heap per batch), and with
+//     ProducerLinger(0) a batch is often one message (~276 bytes for a
+//     200-byte value), so the index can reach ~27% of the retained bytes:
+//     ~280 MiB if all 16 partitions are full of single-message batches.
+//     Kafka-like 256 MiB+ would multiply that.
 //   - DefaultSegmentBytes (16 MiB): kfake, like Kafka, deletes whole segment
 //     files only, so disk usage can exceed RetentionBytes by up to one
 //     segment; smaller segments than Kafka's default (1 GiB, kfake 100 MiB)
@@ -36,7 +40,7 @@ import (
 //     between passes a partition can grow by what is produced in that time.
 const (
 	DefaultRetention      = 24 * time.Hour
-	DefaultRetentionBytes = 128 << 20
+	DefaultRetentionBytes = 64 << 20
 	DefaultSegmentBytes   = 16 << 20
 	DefaultRetentionCheck = time.Minute
 )
