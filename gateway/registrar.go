@@ -1,0 +1,242 @@
+package gateway
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/chatd-dev/chatd/core/routing"
+	"github.com/chatd-dev/chatd/wire"
+)
+
+// registryBatch is the most routes one Register or Unregister call carries.
+const registryBatch = 1000
+
+// registrar batches every registry call of the gateway in one goroutine:
+//
+//   - new connections: a HELLO queues its connection; whatever queued while
+//     the previous call ran goes out in the next Register (so under load
+//     there is one call per batch of connecting clients, never one per
+//     connection). Only after Register returns is the WELCOME queued: what
+//     is persisted after the client sees WELCOME is routed to it live, what
+//     was persisted before is in the store for its RESUME.
+//   - closed connections: their routes go out in batched Unregister calls.
+//   - refresh: every RegistryTTL/3 every live route is registered again, in
+//     chunks of registryBatch, interleaved with the two queues above so
+//     that a refresh of many routes does not delay new connections.
+//
+// One goroutine keeps the calls ordered: an Unregister always follows the
+// Register it undoes, because a connection is unregistered only after it
+// was registered (conn.registered) and by the same goroutine.
+type registrar struct {
+	mu      sync.Mutex
+	pending []*conn         // HELLO accepted, waiting for Register
+	gone    []routing.Route // closed, waiting for Unregister
+	wake    chan struct{}
+}
+
+func (r *registrar) init() { r.wake = make(chan struct{}, 1) }
+
+func (r *registrar) add(g *Gateway, c *conn) {
+	r.mu.Lock()
+	r.pending = append(r.pending, c)
+	r.mu.Unlock()
+	r.signal()
+}
+
+func (r *registrar) unregister(g *Gateway, rt routing.Route) {
+	r.mu.Lock()
+	r.gone = append(r.gone, rt)
+	r.mu.Unlock()
+	r.signal()
+}
+
+func (r *registrar) signal() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (r *registrar) take() ([]*conn, []routing.Route) {
+	r.mu.Lock()
+	p, gone := r.pending, r.gone
+	r.pending, r.gone = nil, nil
+	r.mu.Unlock()
+	return p, gone
+}
+
+// runRegistrar is the registrar's goroutine.
+func (g *Gateway) runRegistrar() {
+	defer g.wg.Done()
+	tick := time.NewTicker(g.cfg.RegistryTTL / 3)
+	defer tick.Stop()
+	var refresh []*conn // connections still to refresh in this round
+	for {
+		stopping := false
+		select {
+		case <-g.stop:
+			stopping = true
+		case <-g.reg.wake:
+		case <-tick.C:
+			if len(refresh) == 0 {
+				refresh = g.authenticated(refresh[:0])
+			}
+		}
+		for {
+			pending, gone := g.reg.take()
+			if len(pending) == 0 && len(gone) == 0 && (len(refresh) == 0 || stopping) {
+				break
+			}
+			for len(pending) > 0 {
+				n := min(len(pending), registryBatch)
+				g.registerNew(pending[:n], stopping)
+				pending = pending[n:]
+			}
+			for len(gone) > 0 {
+				n := min(len(gone), registryBatch)
+				g.unregisterRoutes(gone[:n])
+				gone = gone[n:]
+			}
+			if len(refresh) > 0 && !stopping {
+				n := min(len(refresh), registryBatch)
+				g.refreshRoutes(refresh[:n])
+				clear(refresh[:n])
+				refresh = refresh[n:]
+			}
+		}
+		if stopping {
+			return
+		}
+	}
+}
+
+func (g *Gateway) registryCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(g.ctx, g.cfg.HandshakeTimeout)
+}
+
+// registerNew registers the routes of newly authenticated connections and
+// then queues their WELCOME.
+func (g *Gateway) registerNew(cs []*conn, stopping bool) {
+	var err error
+	if stopping {
+		err = errStopping
+	} else {
+		routes := make([]routing.Route, 0, len(cs))
+		for _, c := range cs {
+			routes = append(routes, c.route())
+		}
+		ctx, cancel := g.registryCtx()
+		err = g.deps.Registry.Register(ctx, routes, g.cfg.RegistryTTL)
+		cancel()
+		g.m.registryCalls.WithLabelValues("register").Inc()
+	}
+	if err != nil {
+		if !stopping {
+			g.m.registryErrors.Inc()
+			g.log.Warn("gateway: register routes", "routes", len(cs), "err", err)
+		}
+		for _, c := range cs {
+			g.m.handshakeFailed("registry_error")
+			code := wire.CodeUnavailable
+			if stopping {
+				code = wire.CodeShuttingDown
+			}
+			c.goaway(code, 1000, ws.StatusGoingAway, reasonRegistry)
+		}
+		return
+	}
+	nowMS := uint64(time.Now().UnixMilli())
+	var undo []routing.Route
+	for _, c := range cs {
+		w := wire.Welcome{
+			Version:       wire.Version,
+			Caps:          c.caps,
+			HeartbeatMS:   uint64(g.cfg.HeartbeatInterval.Milliseconds()),
+			IdleTimeoutMS: uint64(g.cfg.IdleTimeout.Milliseconds()),
+			MaxFrame:      wire.MaxFrameSize,
+			ServerTimeMS:  nowMS,
+			UserID:        c.userBytes(),
+			DeviceID:      c.deviceBytes(),
+		}
+		welcome := encodeFrame(&w)
+		g.wheel.set(c, g.nowTick()+g.idTicks)
+		c.mu.Lock()
+		if c.state.Load() != stateRegistering {
+			// Closed (or closing) while its Register was in flight.
+			c.mu.Unlock()
+			undo = append(undo, c.route())
+			continue
+		}
+		c.state.Store(stateAuthenticated)
+		c.registered = true
+		c.appendOutLocked(welcome, wire.TypeWelcome)
+		// Routed frames may now follow the WELCOME in the queue.
+		g.connsMu.Lock()
+		g.conns[c.id] = c
+		g.connsMu.Unlock()
+		// Input that arrived between HELLO and WELCOME is held in pend;
+		// the drain task processes it after the WELCOME (cheap if none).
+		c.resume = true
+		sched := c.scheduleLocked()
+		c.mu.Unlock()
+		g.m.authenticated.Inc()
+		if sched {
+			g.schedule(c)
+		}
+	}
+	if len(undo) > 0 {
+		g.unregisterRoutes(undo)
+	}
+}
+
+func (g *Gateway) unregisterRoutes(routes []routing.Route) {
+	ctx, cancel := g.registryCtx()
+	defer cancel()
+	g.m.registryCalls.WithLabelValues("unregister").Inc()
+	if err := g.deps.Registry.Unregister(ctx, routes); err != nil {
+		// The routes expire with their TTL.
+		g.m.registryErrors.Inc()
+		g.log.Warn("gateway: unregister routes", "routes", len(routes), "err", err)
+	}
+}
+
+// authenticated appends every routable connection to dst.
+func (g *Gateway) authenticated(dst []*conn) []*conn {
+	g.connsMu.RLock()
+	for _, c := range g.conns {
+		dst = append(dst, c)
+	}
+	g.connsMu.RUnlock()
+	return dst
+}
+
+// refreshRoutes registers again the routes of cs that are still live. A
+// connection that closes after this check is unregistered after this call
+// (same goroutine), so a refresh never resurrects a closed route.
+func (g *Gateway) refreshRoutes(cs []*conn) {
+	routes := make([]routing.Route, 0, len(cs))
+	for _, c := range cs {
+		if c.state.Load() == stateAuthenticated {
+			routes = append(routes, c.route())
+		}
+	}
+	if len(routes) == 0 {
+		return
+	}
+	ctx, cancel := g.registryCtx()
+	defer cancel()
+	g.m.registryCalls.WithLabelValues("refresh").Inc()
+	if err := g.deps.Registry.Register(ctx, routes, g.cfg.RegistryTTL); err != nil {
+		g.m.registryErrors.Inc()
+		g.log.Warn("gateway: refresh routes", "routes", len(routes), "err", err)
+	}
+}
+
+type stoppingError struct{}
+
+func (stoppingError) Error() string { return "gateway: stopping" }
+
+var errStopping error = stoppingError{}

@@ -1,0 +1,58 @@
+package gateway
+
+import (
+	"sync"
+
+	"github.com/gobwas/ws"
+
+	"github.com/chatd-dev/chatd/wire"
+)
+
+// batchScratch is the per-call scratch of onBatch.
+type batchScratch struct {
+	ids   []uint64
+	conns []*conn
+}
+
+var batchPool = sync.Pool{New: func() any { return &batchScratch{ids: make([]uint64, 0, 64), conns: make([]*conn, 0, 64)} }}
+
+// onBatch is the router's handler: one frame for some of this gateway's
+// connections (wire.DecodeBatch). The frame is copied once, with its
+// WebSocket header (server frames are unmasked, so the header is the same
+// for everyone), into an immutable slice that every target queue shares.
+// Unknown connection ids (closed since the core looked them up) are
+// skipped. It never blocks: queueing is a lock and an append per target, and
+// writing happens on the worker pool.
+func (g *Gateway) onBatch(batch []byte) {
+	s := batchPool.Get().(*batchScratch)
+	ids, frame, err := wire.DecodeBatch(batch, s.ids[:0])
+	s.ids = ids
+	if err != nil {
+		g.m.badBatches.Inc()
+		g.log.Warn("gateway: bad routed batch", "err", err)
+		batchPool.Put(s)
+		return
+	}
+	g.connsMu.RLock()
+	for _, id := range ids {
+		if c := g.conns[id]; c != nil {
+			s.conns = append(s.conns, c)
+		}
+	}
+	g.connsMu.RUnlock()
+	g.m.routedUnknown.Add(float64(len(ids) - len(s.conns)))
+	if len(s.conns) > 0 {
+		out := make([]byte, 0, serverHeaderLen(len(frame))+len(frame))
+		out = appendServerHeader(out, ws.OpBinary, len(frame))
+		out = append(out, frame...)
+		t := wire.Type(frame[0])
+		for _, c := range s.conns {
+			c.send(out, t)
+		}
+	}
+	clear(s.conns)
+	s.conns = s.conns[:0]
+	if cap(s.ids) <= 1<<16 && cap(s.conns) <= 1<<16 {
+		batchPool.Put(s)
+	}
+}
