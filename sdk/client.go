@@ -28,23 +28,24 @@ type Client struct {
 	randN func(n int64) int64 // uniform in [0, n)
 	sleep func(ctx context.Context, d time.Duration) bool
 
-	mu       sync.Mutex
-	started  bool
-	closed   bool
-	cancel   context.CancelFunc
-	sess     *session // the connection past WELCOME, nil while offline
-	userID   string
-	nextReq  uint64
-	pingSeq  uint64 // nonce of the last PING written
-	stats    Stats
-	convs    map[uint64]*convState
-	seen     idRing // recently seen message ids
-	pending  []*pendingSend
-	byCMID   map[string]*pendingSend
-	reqs     map[uint64]*request // OpenDirect and History calls in progress
-	fills    map[uint64]*fill    // HISTORY requests of the gap filler, by req id
-	resumeID uint64              // req id of the RESUME in flight, 0 if none
-	rcpt     receipts
+	mu        sync.Mutex
+	started   bool
+	closed    bool
+	cancel    context.CancelFunc
+	sess      *session // the connection past WELCOME, nil while offline
+	userID    string
+	nextReq   uint64
+	pingSeq   uint64 // nonce of the last PING written
+	stats     Stats
+	convs     map[uint64]*convState
+	seen      idRing // recently seen message ids
+	pending   []*pendingSend
+	byCMID    map[string]*pendingSend
+	reqs      map[uint64]*request // OpenDirect and History calls in progress
+	fills     map[uint64]*fill    // HISTORY requests of the gap filler, by req id
+	resumeID  uint64              // req id of the RESUME in flight, 0 if none
+	resumeGot uint64              // new messages accepted since that RESUME was sent
+	rcpt      receipts
 
 	evq    []queued // events not yet received by the app
 	evWake chan struct{}
@@ -85,6 +86,7 @@ func New(cfg Config) (*Client, error) {
 		for conv, seq := range cur {
 			cv := c.convLocked(conv)
 			cv.cursor, cv.latest, cv.committed = seq, seq, seq
+			cv.started = true
 		}
 	}
 	c.wg.Add(1)

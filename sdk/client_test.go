@@ -320,13 +320,14 @@ func TestLargeGapFilledBottomUp(t *testing.T) {
 	sc := connected(t, srv, alice, arec)
 
 	m := storeN(srv, conv, "bob", 450)
+	sc.Write(m[0].Frame(0)) // the stream starts at 1
 	sc.Write(m[449].Frame(0))
 	checkSeqs(t, arec.waitMessages(t, conv, 450), 450)
 	h := historyReqs(t, srv)
 	want := []wire.History{
-		{ConvID: conv, BeforeSeq: 201, Limit: 200},
-		{ConvID: conv, BeforeSeq: 401, Limit: 200},
-		{ConvID: conv, BeforeSeq: 450, Limit: 49},
+		{ConvID: conv, BeforeSeq: 202, Limit: 200},
+		{ConvID: conv, BeforeSeq: 402, Limit: 200},
+		{ConvID: conv, BeforeSeq: 450, Limit: 48},
 	}
 	if len(h) != len(want) {
 		t.Fatalf("HISTORY requests %+v", h)
@@ -336,6 +337,61 @@ func TestLargeGapFilledBottomUp(t *testing.T) {
 		if h[i] != want[i] {
 			t.Fatalf("HISTORY %d = %+v, want %+v", i, h[i], want[i])
 		}
+	}
+}
+
+// A conversation new to the client starts at its recent end.
+func TestNewConversationsStartAtTheirRecentEnd(t *testing.T) {
+	srv := sdktest.NewServer(sdktest.Options{})
+	defer srv.Close()
+	old := srv.Direct("alice", "bob")
+	storeN(srv, old, "bob", 120)
+	alice, arec := newClient(t, srv, "alice", "laptop", nil)
+	sc := connected(t, srv, alice, arec)
+
+	// Not listed in RESUME: the server replayed the newest 50.
+	msgs := arec.messages(old)
+	if len(msgs) != 50 || msgs[0].Seq != 71 || msgs[49].Seq != 120 {
+		t.Fatalf("replayed %v", seqsOf(msgs))
+	}
+	// Older ones are scrollback, not events.
+	page, more, err := alice.History(testCtx(t), old, 71, 20)
+	if err != nil || !more || len(page) != 20 || page[0].Seq != 51 {
+		t.Fatalf("History = %v, %v, %v", seqsOf(page), more, err)
+	}
+
+	// A conversation first seen live, mid-session, at seq 80: the stream
+	// starts 50 below, fetched with HISTORY.
+	group := srv.CreateConv(wire.ConvGroup, "alice", "bob", "carol")
+	m := storeN(srv, group, "carol", 80)
+	sc.Write(m[79].Frame(0))
+	got := arec.waitMessages(t, group, 51)
+	for i, msg := range got {
+		if msg.Seq != uint64(30+i) {
+			t.Fatalf("seqs %v", seqsOf(got))
+		}
+	}
+	// A new conversation whose first messages arrive out of order.
+	fresh := srv.Direct("alice", "dave")
+	f := storeN(srv, fresh, "dave", 2)
+	sc.Write(f[1].Frame(0))
+	sc.Write(f[0].Frame(0))
+	checkSeqs(t, arec.waitMessages(t, fresh, 2), 2)
+
+	if h := historyReqs(t, srv); len(h) == 0 || h[0].ConvID != old {
+		t.Fatalf("HISTORY requests %+v", h)
+	}
+	if st := alice.Stats(); st.Buffered != 0 || st.SkippedSeqs != 0 {
+		t.Fatalf("Stats = %+v", st)
+	}
+	// After a reconnect, all three are listed in RESUME.
+	sc.Close()
+	waitEvent[Connected](t, arec)
+	waitEvent[Resumed](t, arec)
+	resumes := srv.Log(wire.TypeResume)
+	r := decode(t, resumes[len(resumes)-1].Frame).Resume
+	if len(r.Cursors) != 3 {
+		t.Fatalf("RESUME cursors %v", r.Cursors)
 	}
 }
 
@@ -429,11 +485,27 @@ func TestResumeWithCursorsAndTruncation(t *testing.T) {
 			t.Fatalf("seqs %v", seqsOf(msgs))
 		}
 	}
-	if r := decode(t, srv.Log(wire.TypeResume)[0].Frame).Resume; len(r.Cursors) != 2 {
-		t.Fatalf("RESUME cursors %v", r.Cursors)
+	// Cap 10: RESUME after 2 gets 3..12 (truncated), again after 12 gets
+	// 13..22 (truncated), again after 22 gets 23..25.
+	for i, want := range []bool{true, true, false} {
+		if r := waitEvent[Resumed](t, arec); r.Truncated != want {
+			t.Fatalf("Resumed %d = %+v", i, r)
+		}
 	}
-	if r := waitEvent[Resumed](t, arec); !r.Truncated {
-		t.Fatalf("Resumed = %+v", r)
+	var lastSeqs []uint64
+	for _, l := range srv.Log(wire.TypeResume) {
+		r := decode(t, l.Frame).Resume
+		for _, c := range r.Cursors {
+			if c.ConvID == conv {
+				lastSeqs = append(lastSeqs, c.LastSeq)
+			}
+		}
+	}
+	if !slices.Equal(lastSeqs, []uint64{2, 12, 22}) {
+		t.Fatalf("RESUME cursors for conv: %v", lastSeqs)
+	}
+	if h := historyReqs(t, srv); len(h) != 0 {
+		t.Fatalf("HISTORY requests %+v", h)
 	}
 	eventually(t, "cursor saved", func() bool { return store.get(conv) == 25 })
 	if got := arec.messages(quiet); len(got) != 0 {
@@ -489,7 +561,6 @@ func TestReceiptBatching(t *testing.T) {
 		c.DisableAutoDelivered = true
 	})
 	connected(t, srv, alice, arec)
-	arec.waitMessages(t, conv, 100)
 
 	for seq := uint64(1); seq <= 100; seq++ {
 		alice.MarkRead(conv, seq)
@@ -511,8 +582,8 @@ func TestReceiptBatching(t *testing.T) {
 	if got := receiptsOf(t, srv, wire.ReceiptRead); !slices.Equal(got, []uint64{1, 100}) {
 		t.Fatalf("read receipts %v", got)
 	}
-	if got := receiptsOf(t, srv, wire.ReceiptDelivered); !slices.Equal(got, []uint64{1, 100}) {
-		t.Fatalf("delivered receipts %v (MarkRead implies delivered)", got)
+	if got := receiptsOf(t, srv, wire.ReceiptDelivered); len(got) != 0 {
+		t.Fatalf("delivered receipts %v: read implies delivered on the server", got)
 	}
 	// Nothing moved: nothing is sent.
 	alice.mu.Lock()
@@ -796,6 +867,10 @@ func TestSlowAppDoesNotStallConnection(t *testing.T) {
 	}
 	defer c.Close()
 	start(t, c)
+	// Opening the conversation gives its stream a start (seq 1).
+	if _, err := c.OpenDirect(testCtx(t), "bob"); err != nil {
+		t.Fatal(err)
+	}
 	for i := range 300 {
 		srv.Post(conv, "bob", "phone", wire.KindText, []byte{byte(i)})
 	}

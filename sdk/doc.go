@@ -13,6 +13,8 @@
 //     connection changes.
 //   - MarkRead and MarkDelivered move the user's receipt pointers, batched.
 //
+// docs/protocol.md in the repository is the protocol specification.
+//
 // # Connection
 //
 // Start runs the connection loop: dial, HELLO (token from Config.Token,
@@ -53,9 +55,16 @@
 //     counts as the ACK. (Messages this device sent before the Client was
 //     created, e.g. before a restart, do come back as Message events with
 //     SenderDevice equal to Config.DeviceID.)
-//   - When a RESUME answer was truncated by the server's cap, the Client
-//     asks each replayed conversation for its latest message and fills what
-//     lies between with HISTORY as above.
+//   - A conversation new to this Client starts at its recent end, not at
+//     seq 1: for a conversation RESUME did not list, the server replays its
+//     newest 50 messages and the stream starts at the first of them; a
+//     conversation first seen otherwise (a live MSG, an ACK, OpenDirect)
+//     starts 50 messages below the first seq seen, and those 50 are fetched
+//     with HISTORY. Older messages are for History (scrollback). The
+//     conversations listed in RESUME are those with a starting point.
+//   - When RESUMED says the replay was truncated by the server's cap, the
+//     Client sends RESUME again with its updated cursors, until it is not.
+//     Gap requests wait until then.
 //
 // Only once the app has received a message from Events does the cursor
 // saved to the CursorStore (and reported by Cursors) move past it. After a
@@ -68,7 +77,8 @@
 // MarkRead(conv, seq) and MarkDelivered(conv, seq) record the highest value
 // per conversation. At most one RECEIPT per conversation and kind is written
 // per Config.ReceiptInterval, only when the value moved: the first at once,
-// later ones at the end of the interval with the latest value. Values not
+// later ones at the end of the interval with the latest value. A read
+// receipt also moves the delivered pointer on the server. Values not
 // yet written, or written just before a connection dropped, are written on
 // the next connection. By default every message the app receives is marked
 // delivered (Config.DisableAutoDelivered turns that off). Receipt events

@@ -88,11 +88,11 @@ type Disconnected struct {
 	RetryIn time.Duration
 }
 
-// Resumed reports that the server finished replaying what this client
-// missed (the answer to RESUME). Messages replayed so far precede it on the
-// Events channel. Truncated means the server capped the replay; the Client
-// fetches the rest with HISTORY by itself, so more replayed Messages may
-// follow.
+// Resumed reports the end of a server replay of what this client missed
+// (the answer to RESUME). Messages replayed by it precede it on the Events
+// channel. Truncated means the server capped the replay; the Client then
+// resumes again by itself, so more replayed Messages and another Resumed
+// follow. A Resumed with Truncated false means the client is caught up.
 type Resumed struct {
 	Conversations uint64
 	Messages      uint64

@@ -104,8 +104,9 @@ func (r *receipts) refused(conv uint64, retryable bool) {
 	}
 }
 
-// MarkRead records that the user has seen conv's messages up to seq. It
-// also implies MarkDelivered. The value is sent to the server (and from
+// MarkRead records that the user has seen conv's messages up to seq. Read
+// implies delivered: the server moves both pointers, so no separate
+// delivered receipt is sent for seqs up to this one. The value is sent to the server (and from
 // there to the other members and to the user's other devices) by the
 // receipt flusher, at most once per Config.ReceiptInterval per
 // conversation; it survives reconnects. Lower values than one already
@@ -113,7 +114,12 @@ func (r *receipts) refused(conv uint64, retryable bool) {
 func (c *Client) MarkRead(conv, seq uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.markLocked(conv, wire.ReceiptDelivered, seq)
+	if c.closed || conv == 0 || seq == 0 {
+		return
+	}
+	// The read receipt carries delivered along on the server.
+	d := c.rcpt.get(receiptKey{conv, wire.ReceiptDelivered})
+	d.want, d.sent, d.confirmed = max(d.want, seq), max(d.sent, seq), max(d.confirmed, seq)
 	c.markLocked(conv, wire.ReceiptRead, seq)
 }
 

@@ -136,7 +136,11 @@ func (c *Client) completeSendLocked(p *pendingSend, a Ack) {
 	// seq (for contiguity) without being emitted as a Message.
 	c.seen.add(a.MessageID)
 	if a.Conv != 0 && a.Seq != 0 {
-		c.acceptLocked(c.convLocked(a.Conv), a.Seq, a.MessageID, nil, false)
+		cv := c.convLocked(a.Conv)
+		if !cv.started {
+			c.startLocked(cv, a.Seq-1-min(a.Seq-1, newConvBackfill))
+		}
+		c.acceptLocked(cv, a.Seq, a.MessageID, nil, false)
 	}
 }
 

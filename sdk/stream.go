@@ -21,9 +21,20 @@ import (
 //     min(lowest buffered, cursor+1+200, latest+1), limit = before-cursor-1.
 //   - committed: what the app has actually received (see pump); this is
 //     what CursorStore and Cursors() see, while RESUME uses cursor.
+//   - started: the stream has a starting point. A conversation new to this
+//     Client does not start at seq 1 but at its recent end, as the server's
+//     RESUME does for conversations a client does not list (it replays the
+//     newest 50): the first replayed seq of such a conversation, or, for a
+//     conversation first seen otherwise (live MSG, ACK, CONV), newConvBackfill
+//     messages below the first seq seen. Older messages are for History.
 
 // resumeListMax caps the cursors listed in one RESUME (wire.MaxResumeConvs).
 const resumeListMax = wire.MaxResumeConvs
+
+// newConvBackfill is how many messages below the first one seen a stream
+// of a conversation new to this Client starts (the server replays the
+// newest 50 of a conversation a RESUME does not list).
+const newConvBackfill = 50
 
 type convState struct {
 	id        uint64
@@ -32,16 +43,17 @@ type convState struct {
 	committed uint64
 	buf       map[uint64]*Message
 
-	fillReq     uint64 // req id of the gap-filling HISTORY in flight
-	fillWait    bool   // a retry of a failed fill is scheduled
-	resumeCount uint64 // replayed MSGs received during the current RESUME
+	started bool // the stream has a starting point (see above)
+	listed  bool // listed in the RESUME in flight
+
+	fillReq  uint64 // req id of the gap-filling HISTORY in flight
+	fillWait bool   // a retry of a failed fill is scheduled
 }
 
 // fill is a HISTORY request of the gap filler.
 type fill struct {
-	conv  uint64
-	from  uint64 // cursor when the request was sent
-	probe bool   // "what is the latest seq?" (before=0, limit=1)
+	conv uint64
+	from uint64 // cursor when the request was sent
 }
 
 func (c *Client) convLocked(id uint64) *convState {
@@ -68,10 +80,6 @@ func (c *Client) onMsgLocked(m *wire.Msg, replay bool) {
 		c.log.Warn("chatd: MSG without conversation or seq", "conv", m.ConvID, "seq", m.Seq)
 		return
 	}
-	cv := c.convLocked(m.ConvID)
-	if replay && c.resumeID != 0 {
-		cv.resumeCount++
-	}
 	msg := Message{
 		Conv: m.ConvID, ID: m.MessageID, Seq: m.Seq,
 		Sender: string(m.Sender), SenderDevice: string(m.SenderDevice),
@@ -79,6 +87,20 @@ func (c *Client) onMsgLocked(m *wire.Msg, replay bool) {
 		ServerTime: millisTime(m.ServerTimeMS), Replay: replay,
 	}
 	wanted := replay && c.offerHistoryLocked(&msg)
+	cv := c.convLocked(m.ConvID)
+	if !cv.started {
+		switch {
+		case replay && c.resumeID != 0 && !cv.listed:
+			// The newest messages of a conversation RESUME did not list,
+			// oldest first: the stream starts here.
+			c.startLocked(cv, m.Seq-1)
+		case wanted && c.resumeID == 0:
+			// Scrollback the app asked for does not start a stream.
+			return
+		default:
+			c.startLocked(cv, m.Seq-1-min(m.Seq-1, newConvBackfill))
+		}
+	}
 
 	// One of our own pending sends, replayed (RESUME or HISTORY) before its
 	// ACK arrived, e.g. because the connection dropped in between: the
@@ -92,6 +114,23 @@ func (c *Client) onMsgLocked(m *wire.Msg, replay bool) {
 		}
 	}
 	c.acceptLocked(cv, msg.Seq, msg.ID, &msg, !wanted)
+}
+
+// startLocked gives a new conversation's stream its starting point: the
+// seqs up to base are not part of it.
+func (c *Client) startLocked(cv *convState, base uint64) {
+	cv.started = true
+	if base > cv.cursor {
+		cv.cursor = base
+		cv.latest = max(cv.latest, base)
+		for seq := range cv.buf {
+			if seq <= base {
+				delete(cv.buf, seq)
+			}
+		}
+		c.queueLocked(queued{conv: cv.id, seq: base})
+		c.drainLocked(cv)
+	}
 }
 
 // acceptLocked places seq into the conversation's stream. msg nil holds the
@@ -116,6 +155,7 @@ func (c *Client) acceptLocked(cv *convState, seq, msgID uint64, msg *Message, co
 		msg = nil
 	}
 	c.seen.add(msgID)
+	c.resumeGot++
 	cv.buf[seq] = msg
 	cv.latest = max(cv.latest, seq)
 	c.drainLocked(cv)
@@ -162,20 +202,6 @@ func (c *Client) maybeFillLocked(cv *convState) {
 	s.send(h.Append(nil, 0))
 }
 
-// probeLocked asks for the latest message of a conversation, to learn
-// whether a capped RESUME left anything out.
-func (c *Client) probeLocked(cv *convState) {
-	s := c.sess
-	if s == nil || cv.fillReq != 0 {
-		return
-	}
-	id := c.newReqLocked()
-	cv.fillReq = id
-	c.fills[id] = &fill{conv: cv.id, from: cv.cursor, probe: true}
-	h := wire.History{ReqID: id, ConvID: cv.id, BeforeSeq: 0, Limit: 1}
-	s.send(h.Append(nil, 0))
-}
-
 // skipGapLocked gives up on the seqs between the cursor and the lowest
 // buffered message: the server answered a request for them with nothing.
 func (c *Client) skipGapLocked(cv *convState) {
@@ -199,7 +225,7 @@ func (c *Client) onHistoryEndLocked(e *wire.HistoryEnd) {
 		delete(c.fills, e.ReqID)
 		cv := c.convLocked(f.conv)
 		cv.fillReq = 0
-		if !f.probe && cv.cursor == f.from && cv.latest > cv.cursor {
+		if cv.cursor == f.from && cv.latest > cv.cursor {
 			c.skipGapLocked(cv)
 		}
 		c.maybeFillLocked(cv)
@@ -218,9 +244,7 @@ func (c *Client) fillErrorLocked(id uint64, f *fill, se *ServerError) {
 	cv.fillReq = 0
 	if !se.Retryable() {
 		c.log.Warn("chatd: gap request refused", "conv", cv.id, "err", se)
-		if !f.probe {
-			c.skipGapLocked(cv)
-		}
+		c.skipGapLocked(cv)
 		c.maybeFillLocked(cv)
 		return
 	}
@@ -241,8 +265,8 @@ func (c *Client) sendResumeLocked() {
 	}
 	r := wire.Resume{ReqID: c.newReqLocked()}
 	for _, cv := range c.convs {
-		cv.resumeCount = 0
-		if cv.cursor > 0 {
+		cv.listed = false
+		if cv.started {
 			r.Cursors = append(r.Cursors, wire.Cursor{ConvID: cv.id, LastSeq: cv.cursor})
 		}
 	}
@@ -261,7 +285,11 @@ func (c *Client) sendResumeLocked() {
 		})
 		r.Cursors = r.Cursors[:resumeListMax]
 	}
+	for _, cur := range r.Cursors {
+		c.convs[cur.ConvID].listed = true
+	}
 	c.resumeID = r.ReqID
+	c.resumeGot = 0
 	s.send(r.Append(nil, 0))
 }
 
@@ -269,15 +297,21 @@ func (c *Client) onResumedLocked(r *wire.Resumed) {
 	if r.ReqID != c.resumeID {
 		return
 	}
-	c.resumeID = 0
 	c.emitLocked(Resumed{Conversations: r.Conversations, Messages: r.Messages, Truncated: r.Truncated})
-	for _, cv := range c.sortedConvsLocked() {
-		if r.Truncated && cv.resumeCount > 0 {
-			// The replay may have stopped short of the end; only the
-			// latest message tells.
-			c.probeLocked(cv)
+	if r.Truncated {
+		if c.resumeGot > 0 {
+			// A cap cut the replay short: resume again from the new
+			// cursors (the protocol's way to page a long outage).
+			c.sendResumeLocked()
+			return
 		}
-		cv.resumeCount = 0
+		c.log.Warn("chatd: truncated RESUME brought nothing new; filling gaps with HISTORY instead")
+	}
+	c.resumeID = 0
+	for _, cv := range c.convs {
+		cv.listed = false
+	}
+	for _, cv := range c.sortedConvsLocked() {
 		c.maybeFillLocked(cv)
 	}
 }
@@ -308,6 +342,9 @@ func (c *Client) onConvLocked(m *wire.Conv) {
 	}
 	if m.ConvID != 0 {
 		cv := c.convLocked(m.ConvID)
+		if !cv.started {
+			c.startLocked(cv, m.LastSeq-min(m.LastSeq, newConvBackfill))
+		}
 		cv.latest = max(cv.latest, m.LastSeq)
 		c.maybeFillLocked(cv)
 	}

@@ -49,7 +49,8 @@ const WSPath = "/chat/v1/ws"
 type Options struct {
 	HeartbeatMS   uint64 // WELCOME heartbeat_ms; default 30000
 	IdleTimeoutMS uint64 // WELCOME idle_timeout_ms; default 3 x HeartbeatMS
-	ResumeCap     int    // replayed messages per conversation in a RESUME answer; default 1000
+	ResumeCap     int    // replayed messages per listed conversation in a RESUME answer; default 1000
+	ResumeNewCap  int    // newest messages replayed for a conversation RESUME does not list; default 50
 	Compression   bool   // accept CapZstd in HELLO
 }
 
@@ -137,6 +138,9 @@ func NewServer(opts Options) *Server {
 	}
 	if opts.ResumeCap == 0 {
 		opts.ResumeCap = 1000
+	}
+	if opts.ResumeNewCap == 0 {
+		opts.ResumeNewCap = 50
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -637,6 +641,8 @@ func (s *Server) resume(c *Conn, r *wire.Resume) {
 	for _, cur := range r.Cursors {
 		from[cur.ConvID] = cur.LastSeq
 	}
+	// As docs/protocol.md §6.3: listed conversations replay after their
+	// cursor, oldest first, capped (truncated); others their newest few.
 	s.mu.Lock()
 	var frames [][]byte
 	var convs, msgs uint64
@@ -650,12 +656,15 @@ func (s *Server) resume(c *Conn, r *wire.Resume) {
 	slices.Sort(ids)
 	for _, id := range ids {
 		cv := s.convs[id]
-		last := from[id]
+		last, listed := from[id]
 		if last >= uint64(len(cv.msgs)) {
 			continue
 		}
 		pend := cv.msgs[last:]
-		if len(pend) > s.opts.ResumeCap {
+		switch {
+		case !listed && len(pend) > s.opts.ResumeNewCap:
+			pend = pend[len(pend)-s.opts.ResumeNewCap:]
+		case listed && len(pend) > s.opts.ResumeCap:
 			pend = pend[:s.opts.ResumeCap]
 			truncated = true
 		}
@@ -717,18 +726,23 @@ func (s *Server) receipt(c *Conn, r *wire.Receipt) {
 		p = new([3]uint64)
 		cv.pointers[c.user] = p
 	}
-	moved := r.UpToSeq > p[r.Kind]
-	if moved {
-		p[r.Kind] = r.UpToSeq
+	kinds := []wire.ReceiptKind{r.Kind}
+	if r.Kind == wire.ReceiptRead {
+		kinds = []wire.ReceiptKind{wire.ReceiptDelivered, wire.ReceiptRead} // read implies delivered
+	}
+	var frames [][]byte
+	for _, k := range kinds {
+		if r.UpToSeq > p[k] {
+			p[k] = r.UpToSeq
+			out := wire.Receipt{ConvID: r.ConvID, Kind: k, UpToSeq: r.UpToSeq, User: []byte(c.user)}
+			frames = append(frames, out.Append(nil, 0))
+		}
 	}
 	s.mu.Unlock()
-	if !moved {
-		return
-	}
-	out := wire.Receipt{ConvID: r.ConvID, Kind: r.Kind, UpToSeq: r.UpToSeq, User: []byte(c.user)}
-	frame := out.Append(nil, 0)
 	for _, o := range s.memberConns(r.ConvID, func(o *Conn) bool { return o == c }) {
-		o.Write(frame)
+		for _, f := range frames {
+			o.Write(f)
+		}
 	}
 }
 
