@@ -348,7 +348,7 @@ func (n *Node) Close(ctx context.Context) {
 		}
 		n.wg.Wait()
 		for _, cl := range n.clients {
-			cl.Close()
+			cl.CloseAllowingRebalance()
 		}
 		if n.proc != nil {
 			n.proc.Close()
