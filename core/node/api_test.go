@@ -100,7 +100,10 @@ func TestHTTPHistory(t *testing.T) {
 	}
 
 	tokC, _ := n.Signer().Mint("carol", "", time.Hour)
-	expired, _ := n.Signer().Mint("alice", "", -time.Minute)
+	expired, err := n.Signer().MintAt("alice", "", time.Now().Add(-2*time.Hour), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name, url, token string
 		status           int
