@@ -400,3 +400,9 @@ func (e *testEnv) publish(t testing.TB, conns []uint64, frame []byte) {
 		t.Fatal(err)
 	}
 }
+
+func (p *recProducer) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.records)
+}
