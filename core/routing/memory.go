@@ -12,7 +12,12 @@ type Memory struct {
 	devices map[string]map[string]memEntry // user -> device -> entry
 	subs    map[string]func([]byte)        // gateway -> handler
 	now     func() time.Time
+	swept   time.Time // last sweep of expired entries
 }
+
+// sweepEvery bounds how long expired entries (a crashed gateway's) stay in
+// memory: Register removes them at most this often.
+const sweepEvery = time.Minute
 
 type memEntry struct {
 	route   Route
@@ -35,9 +40,23 @@ func NewMemory() *Memory {
 
 // Register implements Registry.
 func (m *Memory) Register(_ context.Context, routes []Route, ttl time.Duration) error {
-	exp := m.now().Add(ttl)
+	now := m.now()
+	exp := now.Add(ttl)
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if now.Sub(m.swept) > sweepEvery {
+		m.swept = now
+		for u, devs := range m.devices {
+			for d, e := range devs {
+				if !now.Before(e.expires) {
+					delete(devs, d)
+				}
+			}
+			if len(devs) == 0 {
+				delete(m.devices, u)
+			}
+		}
+	}
 	for _, r := range routes {
 		devs := m.devices[r.User]
 		if devs == nil {

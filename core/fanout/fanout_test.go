@@ -1,0 +1,103 @@
+package fanout
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/chatd-dev/chatd/core/events"
+	"github.com/chatd-dev/chatd/core/routing"
+	"github.com/chatd-dev/chatd/core/store"
+	"github.com/chatd-dev/chatd/wire"
+)
+
+// Unit test of fanout alone: a real Pebble store and the in-memory
+// registry/router; records are built by hand instead of read from Kafka.
+
+type sink struct {
+	mu      sync.Mutex
+	batches map[string][][]byte // gateway -> batches
+}
+
+func (s *sink) subscribe(t *testing.T, r *routing.Memory, gw string) {
+	stop, _ := r.Subscribe(gw, func(b []byte) {
+		s.mu.Lock()
+		s.batches[gw] = append(s.batches[gw], append([]byte(nil), b...))
+		s.mu.Unlock()
+	})
+	t.Cleanup(stop)
+}
+
+func TestFanoutEncodesOncePerGatewayAndVariant(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.OpenPebble(t.TempDir(), store.PebbleOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	conv := store.Conversation{ID: 42, Kind: wire.ConvDirect, Members: []string{"alice", "bob"}}
+	if _, err := st.EnsureConversation(ctx, conv); err != nil {
+		t.Fatal(err)
+	}
+	mem := routing.NewMemory()
+	_ = mem.Register(ctx, []routing.Route{
+		{User: "alice", Device: "phone", Gateway: "g1", Conn: 1},                   // the sender: skipped
+		{User: "alice", Device: "laptop", Gateway: "g1", Conn: 2},                  // sender's other device
+		{User: "bob", Device: "phone", Gateway: "g1", Conn: 3, Caps: wire.CapZstd}, // compressed variant
+		{User: "bob", Device: "tablet", Gateway: "g2", Conn: 4},                    // another gateway
+		{User: "carol", Device: "phone", Gateway: "g2", Conn: 5},                   // not a member
+	}, time.Minute)
+	s := &sink{batches: map[string][][]byte{}}
+	s.subscribe(t, mem, "g1")
+	s.subscribe(t, mem, "g2")
+	f := New(Config{}, Deps{Store: st, Registry: mem, Router: mem})
+
+	body := []byte(strings.Repeat("compressible text ", 100))
+	m := wire.Msg{ConvID: 42, MessageID: 7, Seq: 1, Sender: []byte("alice"), SenderDevice: []byte("phone"), Kind: wire.KindText, Body: body}
+	frame := m.Append(nil, 0)
+	r := events.Receipt{Conv: 42, Kind: wire.ReceiptRead, Seq: 1, User: []byte("bob"), Device: []byte("phone")}
+	recs := []*kgo.Record{{Value: events.AppendMsg(nil, frame)}, {Value: r.Append(nil)}}
+	if err := f.Handle(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	type got struct {
+		conns      []uint64
+		compressed bool
+		typ        wire.Type
+	}
+	decode := func(gw string) []got {
+		var out []got
+		for _, b := range s.batches[gw] {
+			conns, fr, err := wire.DecodeBatch(b, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			typ, flags, _, _ := wire.ParseHeader(fr)
+			if typ == wire.TypeMsg && flags&wire.FlagCompressed == 0 && !slices.Equal(fr, frame) {
+				t.Fatalf("plain MSG was re-encoded")
+			}
+			slices.Sort(conns)
+			out = append(out, got{conns, flags&wire.FlagCompressed != 0, typ})
+		}
+		return out
+	}
+	g1, g2 := decode("g1"), decode("g2")
+	// MSG: g1 gets one plain batch (alice's laptop) and one zstd batch
+	// (bob's phone); g2 one plain batch (bob's tablet). RECEIPT: everyone
+	// but bob's phone, which sent it.
+	want1 := []got{{[]uint64{2}, false, wire.TypeMsg}, {[]uint64{3}, true, wire.TypeMsg}, {[]uint64{1, 2}, false, wire.TypeReceipt}}
+	want2 := []got{{[]uint64{4}, false, wire.TypeMsg}, {[]uint64{4}, false, wire.TypeReceipt}}
+	eq := func(a, b []got) bool {
+		return slices.EqualFunc(a, b, func(x, y got) bool {
+			return slices.Equal(x.conns, y.conns) && x.compressed == y.compressed && x.typ == y.typ
+		})
+	}
+	if !eq(g1, want1) || !eq(g2, want2) {
+		t.Fatalf("g1 %+v\ng2 %+v", g1, g2)
+	}
+}
