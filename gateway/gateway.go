@@ -208,6 +208,7 @@ type Gateway struct {
 	evl         netpoll.EventLoop
 	unsubscribe func()
 
+	lifeMu  sync.Mutex      // serializes Start with the beginning of Close
 	ctx     context.Context // cancelled when Close finishes
 	cancel  context.CancelFunc
 	stop    chan struct{} // closed by Close: stops the background goroutines
@@ -321,30 +322,41 @@ func setDefault[T comparable](p *T, v T) {
 	}
 }
 
-// ticks converts a duration to wheel ticks, rounding up.
+// ticks converts a duration to wheel ticks: rounded up, plus one because
+// the wheel's clock (the last tick) may be up to a tick behind real time. A
+// deadline therefore fires between d and d+2 ticks after it was set.
 func (g *Gateway) ticks(d time.Duration) int64 {
-	return int64((d + g.tickDur - 1) / g.tickDur)
+	return int64((d+g.tickDur-1)/g.tickDur) + 1
 }
 
 // Start listens on Config.Addr, subscribes to the router and serves in the
 // background. It returns once the listener is bound.
 func (g *Gateway) Start() error {
+	g.lifeMu.Lock()
+	defer g.lifeMu.Unlock()
 	if !g.started.CompareAndSwap(false, true) {
 		return errors.New("gateway: already started")
 	}
+	if g.closing.Load() {
+		return errors.New("gateway: closed")
+	}
+	fail := func(err error) error {
+		g.started.Store(false)
+		return err
+	}
 	ln, err := listen(g.cfg.Addr, g.cfg.ReusePort)
 	if err != nil {
-		return fmt.Errorf("gateway: listen %s: %w", g.cfg.Addr, err)
+		return fail(fmt.Errorf("gateway: listen %s: %w", g.cfg.Addr, err))
 	}
 	evl, err := netpoll.NewEventLoop(g.onRequest, netpoll.WithOnPrepare(g.onPrepare))
 	if err != nil {
 		ln.Close()
-		return fmt.Errorf("gateway: event loop: %w", err)
+		return fail(fmt.Errorf("gateway: event loop: %w", err))
 	}
 	unsub, err := g.deps.Router.Subscribe(g.id, g.onBatch)
 	if err != nil {
 		ln.Close()
-		return fmt.Errorf("gateway: router subscribe: %w", err)
+		return fail(fmt.Errorf("gateway: router subscribe: %w", err))
 	}
 	g.ln, g.evl, g.unsubscribe = ln, evl, unsub
 
@@ -388,7 +400,10 @@ func (g *Gateway) Close(ctx context.Context) error {
 	}
 	defer close(g.closed)
 	var firstErr error
-	if g.started.Load() {
+	g.lifeMu.Lock() // wait for a Start in progress; none can begin now
+	started := g.started.Load()
+	g.lifeMu.Unlock()
+	if started {
 		// New connections are now accepted and closed at once by
 		// gatedListener. Tell everyone else to go away.
 		for _, c := range g.wheel.all(nil) {
