@@ -191,10 +191,10 @@ func (c *conn) closeWith(final []byte, t wire.Type, status ws.StatusCode, reason
 		c.appendOutLocked(wsCloseFrame(status), 0)
 	}
 	c.closeAfter = true
+	c.g.wheel.set(c, c.g.nowTick()+c.g.wrTicks) // grace to flush the final frames
 	sched := c.scheduleLocked()
 	c.mu.Unlock()
 	c.g.m.closes.WithLabelValues(reason).Inc()
-	c.g.wheel.set(c, c.g.nowTick()+c.g.wrTicks+1)
 	if sched {
 		c.g.schedule(c)
 	}
@@ -237,6 +237,7 @@ func (c *conn) slowConsumer() {
 		c.appendOutLocked(encodeFrame(&f), wire.TypeGoaway)
 		c.appendOutLocked(wsCloseFrame(ws.StatusPolicyViolation), 0)
 		c.closeAfter = true
+		c.g.wheel.set(c, c.g.nowTick()+c.g.wrTicks)
 	}
 	sched := !hard && c.scheduleLocked()
 	c.mu.Unlock()
@@ -248,7 +249,6 @@ func (c *conn) slowConsumer() {
 		c.nc.Close()
 		return
 	}
-	g.wheel.set(c, g.nowTick()+g.wrTicks+1)
 	if sched {
 		g.schedule(c)
 	}

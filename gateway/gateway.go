@@ -55,8 +55,11 @@
 //	conn.mu       the connection's state transitions and outbound queue
 //	Gateway.connsMu   routing table (id -> authenticated conn), taken under
 //	              conn.mu by the transitions that add and remove entries
-//	wheel.mu, registrar.mu, Gateway.backlogMu   leaves: nothing is taken
-//	              while holding them
+//	wheel.mu      the timing wheel, taken under conn.mu by state
+//	              transitions (a deadline changes with the state)
+//	registrar.mu, Gateway.backlogMu   leaves: nothing is taken while
+//	              holding them, and they are never taken under conn.mu
+//	Gateway.lifeMu    Start against the beginning of Close only
 //
 // conn.mu is never held across I/O, a registry call, a produce or a netpoll
 // Close (whose close callback takes conn.mu).

@@ -238,12 +238,12 @@ func (g *Gateway) handshake(c *conn, b []byte) int {
 		c.closeWith(resp, 0, 0, reasonHandshakeFailed)
 		return 0
 	}
-	g.wheel.set(c, g.nowTick()+g.hiTicks)
 	c.mu.Lock()
 	if c.state.Load() != stateAccepted {
 		c.mu.Unlock()
 		return 0
 	}
+	g.wheel.set(c, g.nowTick()+g.hiTicks)
 	c.state.Store(stateUpgraded)
 	c.appendOutLocked(resp, 0)
 	sched := c.scheduleLocked()

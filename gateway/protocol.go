@@ -146,10 +146,10 @@ func (g *Gateway) hello(c *conn, rx *rxScratch, frame []byte) {
 	c.ud = user + string(h.DeviceID)
 	c.ulen = uint8(len(user))
 	c.caps = h.Caps & wire.CapZstd
-	g.wheel.set(c, g.nowTick()+g.hsTicks)
 	c.mu.Lock()
 	ok := c.state.Load() == stateUpgraded
 	if ok {
+		g.wheel.set(c, g.nowTick()+g.hsTicks) // the registry call's deadline
 		c.state.Store(stateRegistering)
 	}
 	c.mu.Unlock()
@@ -325,14 +325,14 @@ func (p *produceReq) complete(err error) {
 
 // expire handles a connection whose wheel deadline passed.
 func (g *Gateway) expire(c *conn, now int64) {
+	c.mu.Lock()
 	st := c.state.Load()
-	if st == stateClosed {
-		return
-	}
-	if d := c.deadline.Load(); d > now {
+	if d := c.deadline.Load(); d > now && st != stateClosed {
 		g.wheel.set(c, d) // pushed forward after the sweep looked
+		c.mu.Unlock()
 		return
 	}
+	c.mu.Unlock()
 	switch st {
 	case stateAccepted:
 		g.m.handshakeFailed("timeout")

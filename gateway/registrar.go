@@ -162,7 +162,6 @@ func (g *Gateway) registerNew(cs []*conn, stopping bool) {
 			DeviceID:      c.deviceBytes(),
 		}
 		welcome := encodeFrame(&w)
-		g.wheel.set(c, g.nowTick()+g.idTicks)
 		c.mu.Lock()
 		if c.state.Load() != stateRegistering {
 			// Closed (or closing) while its Register was in flight.
@@ -170,6 +169,7 @@ func (g *Gateway) registerNew(cs []*conn, stopping bool) {
 			undo = append(undo, c.route())
 			continue
 		}
+		g.wheel.set(c, g.nowTick()+g.idTicks)
 		c.state.Store(stateAuthenticated)
 		c.registered = true
 		c.appendOutLocked(welcome, wire.TypeWelcome)
