@@ -386,42 +386,25 @@ func (g *Gateway) runBacklog() {
 // runConn is the pool's task: drain c's queue ("drain, then flush once"),
 // and process input held while c was registering.
 func (g *Gateway) runConn(c *conn) {
+	defer func() {
+		if p := recover(); p != nil { // a bug: drop the connection, keep the gateway
+			g.log.Error("gateway: panic in writer", "conn", c.id, "panic", p)
+			c.mu.Lock()
+			c.scheduled, c.writing = false, false
+			c.mu.Unlock()
+			c.terminate("internal_error")
+		}
+	}()
 	w := c.nc.Writer()
 	for {
-		c.mu.Lock()
-		if c.resume {
-			c.resume = false
-			c.mu.Unlock()
+		n, last, resume, more, err := c.fill(w)
+		if resume {
 			g.resumeInput(c)
 			continue
 		}
-		st := c.state.Load()
-		if len(c.out) == 0 || st == stateClosed {
-			c.scheduled = false
-			c.mu.Unlock()
+		if !more {
 			return
 		}
-		q := c.out
-		c.out = nil
-		n := c.queued
-		c.queued = 0
-		c.inflight = n
-		last := c.closeAfter
-		// Copy into netpoll's output buffer under c.mu: a concurrent close
-		// waits for the lock, so the buffer cannot be freed under us.
-		buf, err := w.Malloc(n)
-		if err == nil {
-			off := 0
-			for _, it := range q {
-				off += copy(buf[off:], it.b)
-				if it.t != 0 {
-					g.m.framesOut(it.t).Inc()
-				}
-			}
-		}
-		c.writing = true
-		c.mu.Unlock()
-		releaseQueue(q)
 		if err == nil {
 			err = w.Flush()
 		}
@@ -442,4 +425,42 @@ func (g *Gateway) runConn(c *conn) {
 			c.terminate("")
 		}
 	}
+}
+
+// fill takes c's queue and copies it into netpoll's output buffer (n
+// bytes), marking a write in flight. It does so under c.mu: a concurrent
+// close waits for the lock, so the buffer cannot be freed under the copy.
+// more is false when there is nothing to write (the task then ends);
+// resume asks the caller to process held input first; last says the
+// socket closes after this write.
+func (c *conn) fill(w netpoll.Writer) (n int, last, resume, more bool, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.resume {
+		c.resume = false
+		return 0, false, true, true, nil
+	}
+	if len(c.out) == 0 || c.state.Load() == stateClosed {
+		c.scheduled = false
+		return 0, false, false, false, nil
+	}
+	q := c.out
+	c.out = nil
+	n = c.queued
+	c.queued = 0
+	c.inflight = n
+	var buf []byte
+	buf, err = w.Malloc(n)
+	if err == nil {
+		off := 0
+		for _, it := range q {
+			off += copy(buf[off:], it.b)
+			if it.t != 0 {
+				c.g.m.framesOut(it.t).Inc()
+			}
+		}
+	}
+	releaseQueue(q)
+	c.writing = true
+	return n, c.closeAfter, false, true, err
 }

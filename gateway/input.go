@@ -84,6 +84,7 @@ func (g *Gateway) onRequest(ctx context.Context, nc netpoll.Connection) error {
 	}
 	g.m.bytesIn.Add(float64(n))
 	c.in.Lock()
+	defer c.in.Unlock() // deferred: a panic must not leave the input locked
 	// Peek returns the buffered bytes in place when they sit in one node,
 	// or a copy netpoll frees at Release. Either way b is ours until Release.
 	b, err := r.Peek(n)
@@ -105,7 +106,6 @@ func (g *Gateway) onRequest(ctx context.Context, nc netpoll.Connection) error {
 			c.pend = append([]byte(nil), b[used:]...)
 		}
 	}
-	c.in.Unlock()
 	_ = r.Skip(n)
 	return r.Release()
 }
