@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -36,7 +39,7 @@ func startNode(t *testing.T, dir string) *node.Node {
 		// The tests pipeline thousands of frames per connection, far above
 		// the per-connection flood limit meant for people.
 		Gateway: gateway.Config{InboundRate: 1_000_000, InboundBurst: 1_000_000},
-		Logger:      slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Logger:  slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {
 		t.Fatalf("start node: %v", err)
@@ -448,5 +451,58 @@ func TestRequestErrors(t *testing.T) {
 	msgs, _ := n.Store().MessagesAfter(context.Background(), private, 0, 10)
 	if len(msgs) != 0 {
 		t.Fatalf("intruder's message stored")
+	}
+}
+
+// TestAuthAtTheGateway: real tokens from the node's key: a bad and an
+// expired token are refused with their codes, a good one is welcomed.
+func TestAuthAtTheGateway(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	expired, err := n.Signer().MintAt("alice", "", time.Now().Add(-2*time.Hour), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		token string
+		code  wire.Code
+	}{
+		{"not-a-token", wire.CodeTokenInvalid},
+		{expired, wire.CodeTokenExpired},
+	} {
+		_, err := bench.Dial(ctx, n.GatewayURL(), c.token, "phone")
+		if err == nil || !strings.Contains(err.Error(), c.code.String()) {
+			t.Fatalf("token %.10q: %v, want %v", c.token, err, c.code)
+		}
+	}
+	connect(t, n, "alice", "phone")
+}
+
+// TestMetricsEndpoint: the admin listener serves the metrics operators
+// need: connections, frames, queue drops, Kafka lag, store latency.
+func TestMetricsEndpoint(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	alice := connect(t, n, "alice", "phone")
+	conv := alice.openDirect("bob")
+	alice.send(sendFrame(conv, "m", "x"))
+	alice.expect(wire.TypeAck)
+	resp, err := http.Get("http://" + n.AdminAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, name := range []string{
+		"chatd_gateway_connections_open", "chatd_gateway_frames_in_total", "chatd_gateway_frames_out_total",
+		"chatd_kafka_lag", "chatd_store_op_seconds", "chatd_store_commit_seconds", "chatd_messages_acked_total",
+		"chatd_fanout_deliveries_total", "go_goroutines",
+	} {
+		if !strings.Contains(string(body), name) {
+			t.Errorf("metric %s missing", name)
+		}
+	}
+	if resp, err := http.Get("http://" + n.AdminAddr() + "/debug/pprof/"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("pprof: %v", err)
 	}
 }
