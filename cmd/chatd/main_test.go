@@ -359,4 +359,3 @@ func TestOfflineResumeWithSDK(t *testing.T) {
 	// Bob's client sent delivered receipts for what it got: Alice sees them.
 	ar.waitUntil(t, "delivered receipt", func() bool { return ar.receipts[wire.ReceiptDelivered] >= 102 })
 }
-
