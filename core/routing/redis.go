@@ -1,0 +1,708 @@
+package routing
+
+import (
+	"context"
+	"crypto/sha1"
+	"crypto/tls"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/redis/rueidis"
+)
+
+// Redis is the Registry and Router shared by every gateway and core process
+// of a deployment. See docs/routing.md for the data model and the commands
+// each operation sends.
+//
+// Registry: one hash per user, "{prefix}u:{user}", field = device, value =
+// the route and its own expiry (see appendRouteValue). The key's TTL is the
+// latest expiry of any of its fields, so a user whose gateways all crashed
+// disappears on its own; an expired field inside a live key (one device of a
+// crashed gateway while another device stays online) is skipped by Lookup and
+// deleted in the background. Redis 7.0 has no per-field TTL (HPEXPIRE came in
+// 7.4), which is why the expiry is in the value.
+//
+// Router: PUBLISH "{prefix}gw:{gateway}" batch. Each Subscribe holds its own
+// connection (rueidis Dedicate + Receive) so a slow handler never stalls the
+// pipelined connections the registry uses, and it resubscribes by itself
+// after the connection or Redis is lost.
+//
+// Round trips: Lookup of any number of users is one pipelined round trip;
+// Register and Unregister are one per RegisterChunk routes; Publish is one.
+// Stats counts them.
+type Redis struct {
+	c      rueidis.Client
+	prefix string
+	cfg    RedisConfig
+
+	channels  sync.Map // gateway id -> channel name, so Publish does not build it
+	nchannels atomic.Int64
+
+	reaping atomic.Bool // a background delete of expired fields is running
+
+	mu     sync.Mutex
+	subs   map[*redisSub]struct{}
+	closed bool
+	wg     sync.WaitGroup // subscription loops and reapers
+
+	stats redisCounters
+}
+
+var (
+	_ Registry = (*Redis)(nil)
+	_ Router   = (*Redis)(nil)
+)
+
+// RedisConfig configures NewRedis. The zero value of every field but Addrs
+// means its default.
+type RedisConfig struct {
+	// Addrs are "host:port" addresses. One address is a single server (or
+	// a seed of a Redis Cluster, which is detected). Required.
+	Addrs []string
+	// Username and Password for AUTH; empty means none.
+	Username string
+	Password string
+	// DB is the database SELECTed on every connection (standalone only).
+	// Default 0.
+	DB int
+	// TLS, when set, wraps every connection.
+	TLS *tls.Config
+	// KeyPrefix starts every key and channel name. Default "chatd:".
+	KeyPrefix string
+	// DialTimeout bounds connecting (and reconnecting) to Redis. Default 1s.
+	DialTimeout time.Duration
+	// Timeout bounds how long a connection may go without answering before
+	// it is closed and every command waiting on it fails; an idle
+	// connection is PINGed once a second to find out. It is the bound on a
+	// Register, Unregister, Lookup or Publish while Redis hangs (a Redis
+	// that is down fails them at once). Default 1s.
+	Timeout time.Duration
+	// RegisterChunk is the number of routes written per pipelined round
+	// trip by Register (3 commands each) and Unregister (1 each). Batches
+	// larger than that take several round trips, one chunk at a time, so a
+	// heartbeat of a very large gateway never holds the shared connection
+	// for long. Default 500 (1,500 commands, under rueidis'
+	// BlockingPipeline threshold of 2,000 that would move a pipeline off
+	// the shared connections).
+	RegisterChunk int
+	// SubscribeTimeout bounds how long Subscribe waits for Redis to
+	// confirm the first SUBSCRIBE. Default 5s.
+	SubscribeTimeout time.Duration
+}
+
+const (
+	defaultKeyPrefix        = "chatd:"
+	defaultDialTimeout      = time.Second
+	defaultTimeout          = time.Second
+	defaultRegisterChunk    = 500
+	defaultSubscribeTimeout = 5 * time.Second
+	// maxChannelCache bounds the gateway -> channel name cache; gateway
+	// ids are per process lifetime, so it is reset when it grows past this.
+	maxChannelCache = 4096
+)
+
+// NewRedis connects to Redis and returns a Registry and Router on it. It
+// fails if Redis cannot be reached within DialTimeout.
+func NewRedis(cfg RedisConfig) (*Redis, error) {
+	if len(cfg.Addrs) == 0 {
+		return nil, errors.New("routing: RedisConfig.Addrs is empty")
+	}
+	if cfg.KeyPrefix == "" {
+		cfg.KeyPrefix = defaultKeyPrefix
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = defaultDialTimeout
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = defaultTimeout
+	}
+	if cfg.RegisterChunk <= 0 {
+		cfg.RegisterChunk = defaultRegisterChunk
+	}
+	if cfg.SubscribeTimeout <= 0 {
+		cfg.SubscribeTimeout = defaultSubscribeTimeout
+	}
+	c, err := rueidis.NewClient(rueidis.ClientOption{
+		InitAddress: cfg.Addrs,
+		Username:    cfg.Username,
+		Password:    cfg.Password,
+		SelectDB:    cfg.DB,
+		TLSConfig:   cfg.TLS,
+		ClientName:  "chatd-routing",
+		Dialer:      net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: time.Second},
+		// Bounds a silent Redis: a connection with commands waiting and no
+		// reply for this long is closed and its commands fail.
+		ConnWriteTimeout: cfg.Timeout,
+		// No client-side caching: every heartbeat rewrites every user's
+		// hash, so cached lookups would be invalidated about as often as
+		// they are read, and invalidations arrive on another connection
+		// than the write, which would let a Lookup right after a Register
+		// miss it. See docs/routing.md.
+		DisableCache: true,
+		// One quick retry of a read (Lookup) that hit a connection broken
+		// by a Redis restart, then fail: routing is best effort and must
+		// fail fast rather than queue up behind a dead Redis.
+		RetryDelay: func(attempts int, _ rueidis.Completed, _ error) time.Duration {
+			if attempts > 1 {
+				return -1
+			}
+			return 10 * time.Millisecond
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("routing: connect redis %v: %w", cfg.Addrs, err)
+	}
+	return &Redis{c: c, prefix: cfg.KeyPrefix, cfg: cfg, subs: make(map[*redisSub]struct{})}, nil
+}
+
+// Close stops every subscription, waits for their handlers to return and
+// closes the connections. Calls after Close fail.
+func (r *Redis) Close() {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.closed = true
+	subs := make([]*redisSub, 0, len(r.subs))
+	for s := range r.subs {
+		subs = append(subs, s)
+	}
+	r.mu.Unlock()
+	for _, s := range subs {
+		s.stop()
+	}
+	r.wg.Wait()
+	r.c.Close()
+}
+
+// RedisStats are cumulative counters of one Redis since NewRedis.
+type RedisStats struct {
+	// RoundTrips counts pipelined writes this package handed to Redis and
+	// waited on: each Do or DoMulti is one (a rueidis-internal retry after
+	// a broken connection is not counted).
+	RoundTrips uint64
+	// Commands counts the Redis commands in those round trips.
+	Commands uint64
+	// Published counts Publish calls that Redis accepted.
+	Published uint64
+	// Received counts batches handed to Subscribe handlers.
+	Received uint64
+	// Resubscribes counts subscriptions re-established after their
+	// connection was lost (a Redis restart, a network cut).
+	Resubscribes uint64
+	// Reaped counts expired fields deleted after Lookup found them.
+	Reaped uint64
+}
+
+type redisCounters struct {
+	roundTrips, commands, published, received, resubscribes, reaped atomic.Uint64
+}
+
+// Stats returns the counters. Reading them is cheap; benchmarks divide
+// RoundTrips and Commands by the operations they ran.
+func (r *Redis) Stats() RedisStats {
+	return RedisStats{
+		RoundTrips:   r.stats.roundTrips.Load(),
+		Commands:     r.stats.commands.Load(),
+		Published:    r.stats.published.Load(),
+		Received:     r.stats.received.Load(),
+		Resubscribes: r.stats.resubscribes.Load(),
+		Reaped:       r.stats.reaped.Load(),
+	}
+}
+
+func (r *Redis) count(commands int) {
+	r.stats.roundTrips.Add(1)
+	r.stats.commands.Add(uint64(commands))
+}
+
+// ---- Registry ----
+
+// The route value stored in a user's hash, under the device's field:
+//
+//	byte 0     format version (1)
+//	bytes 1-8  expiry, unix milliseconds, big-endian
+//	uvarint    conn
+//	byte       len(gateway)
+//	           gateway
+//	uvarint    caps
+//
+// Everything from byte 9 on is prefix-free (uvarints, then a length-prefixed
+// string), so comparing a stored value from offset 10 (1-based, as Lua
+// counts) with the encoding of (conn, gateway) tells whether it names that
+// connection, whatever caps follow: that is how Unregister's script matches.
+const (
+	routeVersion   = 1
+	routeIdentOff  = 10 // 1-based offset of (conn, gateway) in a value
+	maxGatewayLen  = 255
+	maxRouteValLen = 1 + 8 + binary.MaxVarintLen64 + 1 + maxGatewayLen + binary.MaxVarintLen64
+)
+
+func appendRouteValue(b []byte, rt *Route, expiresMs int64) []byte {
+	b = append(b, routeVersion)
+	b = binary.BigEndian.AppendUint64(b, uint64(expiresMs))
+	b = appendRouteIdent(b, rt)
+	return binary.AppendUvarint(b, rt.Caps)
+}
+
+func appendRouteIdent(b []byte, rt *Route) []byte {
+	b = binary.AppendUvarint(b, rt.Conn)
+	b = append(b, byte(len(rt.Gateway)))
+	return append(b, rt.Gateway...)
+}
+
+var errBadRouteValue = errors.New("routing: malformed route value in redis")
+
+// parseRouteValue decodes v into rt (Gateway aliases v). It returns the
+// entry's expiry in unix milliseconds.
+func parseRouteValue(v string, rt *Route) (expiresMs int64, err error) {
+	if len(v) < 1+8+1+1 || v[0] != routeVersion {
+		return 0, errBadRouteValue
+	}
+	expiresMs = int64(binary.BigEndian.Uint64(unsafe.Slice(unsafe.StringData(v[1:9]), 8)))
+	i := 9
+	conn, n := uvarintString(v[i:])
+	if n <= 0 {
+		return 0, errBadRouteValue
+	}
+	i += n
+	if i >= len(v) {
+		return 0, errBadRouteValue
+	}
+	gl := int(v[i])
+	i++
+	if i+gl > len(v) {
+		return 0, errBadRouteValue
+	}
+	gw := v[i : i+gl]
+	i += gl
+	caps, n := uvarintString(v[i:])
+	if n <= 0 {
+		return 0, errBadRouteValue
+	}
+	rt.Conn, rt.Gateway, rt.Caps = conn, gw, caps
+	return expiresMs, nil
+}
+
+func uvarintString(s string) (uint64, int) {
+	var x uint64
+	var shift uint
+	for i := 0; i < len(s) && i < binary.MaxVarintLen64; i++ {
+		c := s[i]
+		if c < 0x80 {
+			if i == binary.MaxVarintLen64-1 && c > 1 {
+				return 0, -1
+			}
+			return x | uint64(c)<<shift, i + 1
+		}
+		x |= uint64(c&0x7f) << shift
+		shift += 7
+	}
+	return 0, 0
+}
+
+// delIfMatchScript deletes field ARGV[1] of hash KEYS[1] if its value,
+// from 1-based byte ARGV[3] on, starts with ARGV[2]. Unregister passes the
+// (conn, gateway) encoding at routeIdentOff; the reaper passes the whole
+// expired value at 1, so a route refreshed since it was read is kept.
+const delIfMatchScript = `local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v then
+  local off = tonumber(ARGV[3])
+  if string.sub(v, off, off + #ARGV[2] - 1) == ARGV[2] then
+    return redis.call('HDEL', KEYS[1], ARGV[1])
+  end
+end
+return 0`
+
+var delIfMatchSHA = func() string {
+	sum := sha1.Sum([]byte(delIfMatchScript))
+	return hex.EncodeToString(sum[:])
+}()
+
+func (r *Redis) userKey(arena []byte, user string) ([]byte, string) {
+	n := len(arena)
+	arena = append(arena, r.prefix...)
+	arena = append(arena, "u:"...)
+	arena = append(arena, user...)
+	return arena, arenaString(arena, n)
+}
+
+// arenaString returns arena[from:] as a string without copying. Callers
+// never write to an arena again after taking strings from it and never reuse
+// it for another call: rueidis may still hold the strings after a command
+// returns early on a cancelled context, and a fresh arena per call keeps
+// them valid for as long as anything refers to them.
+func arenaString(arena []byte, from int) string {
+	return unsafe.String(unsafe.SliceData(arena[from:]), len(arena)-from)
+}
+
+// Register implements Registry: per route HSET of the device's field, then
+// PEXPIRE NX (a new key gets the ttl) and PEXPIRE GT (an existing key's TTL
+// only ever grows, so a device registered with a shorter ttl never cuts a
+// longer-lived device's entry short). One round trip per RegisterChunk routes.
+func (r *Redis) Register(ctx context.Context, routes []Route, ttl time.Duration) error {
+	ttlMs := ttl.Milliseconds()
+	if ttlMs < 1 {
+		ttlMs = 1
+	}
+	exp := time.Now().UnixMilli() + ttlMs
+	for start := 0; start < len(routes); start += r.cfg.RegisterChunk {
+		chunk := routes[start:min(start+r.cfg.RegisterChunk, len(routes))]
+		if err := r.registerChunk(ctx, chunk, ttlMs, exp); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *Redis) registerChunk(ctx context.Context, routes []Route, ttlMs, exp int64) error {
+	size := 0
+	for i := range routes {
+		if len(routes[i].Gateway) > maxGatewayLen {
+			return fmt.Errorf("routing: register: gateway id %.16q... longer than %d bytes", routes[i].Gateway, maxGatewayLen)
+		}
+		size += len(r.prefix) + 2 + len(routes[i].User) + maxRouteValLen
+	}
+	arena := make([]byte, 0, size)
+	cmds := make(rueidis.Commands, 0, 3*len(routes))
+	var key string
+	for i := range routes {
+		rt := &routes[i]
+		arena, key = r.userKey(arena, rt.User)
+		n := len(arena)
+		arena = appendRouteValue(arena, rt, exp)
+		val := arenaString(arena, n)
+		cmds = append(cmds,
+			r.c.B().Hset().Key(key).FieldValue().FieldValue(rt.Device, val).Build(),
+			r.c.B().Pexpire().Key(key).Milliseconds(ttlMs).Nx().Build(),
+			r.c.B().Pexpire().Key(key).Milliseconds(ttlMs).Gt().Build(),
+		)
+	}
+	r.count(len(cmds))
+	for _, res := range r.c.DoMulti(ctx, cmds...) {
+		if err := res.Error(); err != nil {
+			return fmt.Errorf("routing: register: %w", err)
+		}
+	}
+	return nil
+}
+
+// Unregister implements Registry: per route one EVALSHA of delIfMatchScript,
+// pipelined, one round trip per RegisterChunk routes (plus one, with the
+// script's source, the first time after Redis lost its script cache).
+func (r *Redis) Unregister(ctx context.Context, routes []Route) error {
+	for start := 0; start < len(routes); start += r.cfg.RegisterChunk {
+		chunk := routes[start:min(start+r.cfg.RegisterChunk, len(routes))]
+		size := 0
+		for i := range chunk {
+			if len(chunk[i].Gateway) > maxGatewayLen {
+				continue // never registered
+			}
+			size += len(r.prefix) + 2 + len(chunk[i].User) + maxRouteValLen
+		}
+		arena := make([]byte, 0, size)
+		dels := make([]delIfMatch, 0, len(chunk))
+		var key string
+		for i := range chunk {
+			rt := &chunk[i]
+			if len(rt.Gateway) > maxGatewayLen {
+				continue
+			}
+			arena, key = r.userKey(arena, rt.User)
+			n := len(arena)
+			arena = appendRouteIdent(arena, rt)
+			dels = append(dels, delIfMatch{key: key, field: rt.Device, match: arenaString(arena, n), off: routeIdentOffArg})
+		}
+		if _, err := r.delIfMatch(ctx, dels); err != nil {
+			return fmt.Errorf("routing: unregister: %w", err)
+		}
+	}
+	return nil
+}
+
+const (
+	routeIdentOffArg = "10" // routeIdentOff as the script's argument
+	wholeValueOffArg = "1"
+)
+
+type delIfMatch struct{ key, field, match, off string }
+
+// delIfMatch runs delIfMatchScript for each d in one pipelined round trip of
+// EVALSHA; entries that failed with NOSCRIPT (Redis restarted or its script
+// cache was flushed) are sent again with EVAL, which also reloads the script.
+// It returns the number of fields deleted.
+func (r *Redis) delIfMatch(ctx context.Context, dels []delIfMatch) (int, error) {
+	if len(dels) == 0 {
+		return 0, nil
+	}
+	cmds := make(rueidis.Commands, len(dels))
+	for i, d := range dels {
+		cmds[i] = r.c.B().Evalsha().Sha1(delIfMatchSHA).Numkeys(1).Key(d.key).Arg(d.field, d.match, d.off).Build()
+	}
+	r.count(len(cmds))
+	res := r.c.DoMulti(ctx, cmds...)
+	deleted := 0
+	var retry []int
+	for i, re := range res {
+		if err := re.Error(); err != nil {
+			if rerr, ok := rueidis.IsRedisErr(err); ok && rerr.IsNoScript() {
+				retry = append(retry, i)
+				continue
+			}
+			return deleted, err
+		}
+		if n, _ := re.AsInt64(); n > 0 {
+			deleted++
+		}
+	}
+	if len(retry) == 0 {
+		return deleted, nil
+	}
+	cmds = cmds[:0]
+	for _, i := range retry {
+		d := dels[i]
+		cmds = append(cmds, r.c.B().Eval().Script(delIfMatchScript).Numkeys(1).Key(d.key).Arg(d.field, d.match, d.off).Build())
+	}
+	r.count(len(cmds))
+	for _, re := range r.c.DoMulti(ctx, cmds...) {
+		if err := re.Error(); err != nil {
+			return deleted, err
+		}
+		if n, _ := re.AsInt64(); n > 0 {
+			deleted++
+		}
+	}
+	return deleted, nil
+}
+
+// Lookup implements Registry: one HGETALL per user, all in one pipelined
+// round trip. Fields whose expiry has passed are skipped and handed to a
+// background delete (delIfMatchScript with the whole value, so a route
+// refreshed meanwhile survives). Route.User aliases users[i]; Device and
+// Gateway alias strings rueidis allocated for the reply.
+func (r *Redis) Lookup(ctx context.Context, users []string, dst []Route) ([]Route, error) {
+	if len(users) == 0 {
+		return dst, nil
+	}
+	size := 0
+	for _, u := range users {
+		size += len(r.prefix) + 2 + len(u)
+	}
+	arena := make([]byte, 0, size)
+	keys := make([]string, len(users))
+	cmds := make(rueidis.Commands, len(users))
+	for i, u := range users {
+		arena, keys[i] = r.userKey(arena, u)
+		cmds[i] = r.c.B().Hgetall().Key(keys[i]).Build()
+	}
+	r.count(len(cmds))
+	res := r.c.DoMulti(ctx, cmds...)
+	now := time.Now().UnixMilli()
+	var expired []delIfMatch
+	for i, re := range res {
+		m, err := re.AsMap()
+		if err != nil {
+			return dst, fmt.Errorf("routing: lookup: %w", err)
+		}
+		for dev, msg := range m {
+			v, err := msg.ToString()
+			if err != nil {
+				return dst, fmt.Errorf("routing: lookup %q: %w", keys[i], err)
+			}
+			rt := Route{User: users[i], Device: dev}
+			exp, err := parseRouteValue(v, &rt)
+			if err != nil || exp <= now {
+				// Expired, or written by an unknown version: not routable.
+				if err == nil {
+					expired = append(expired, delIfMatch{key: keys[i], field: dev, match: v, off: wholeValueOffArg})
+				}
+				continue
+			}
+			dst = append(dst, rt)
+		}
+	}
+	if len(expired) > 0 {
+		r.reap(expired)
+	}
+	return dst, nil
+}
+
+// reap deletes expired fields in the background, one at a time per Redis:
+// if a reap is already running the fields are left for a later Lookup.
+func (r *Redis) reap(dels []delIfMatch) {
+	if !r.reaping.CompareAndSwap(false, true) {
+		return
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		r.reaping.Store(false)
+		return
+	}
+	r.wg.Add(1)
+	r.mu.Unlock()
+	go func() {
+		defer r.wg.Done()
+		defer r.reaping.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.Timeout+r.cfg.DialTimeout)
+		defer cancel()
+		n, _ := r.delIfMatch(ctx, dels) // best effort: a failure leaves them for the next Lookup
+		r.stats.reaped.Add(uint64(n))
+	}()
+}
+
+// ---- Router ----
+
+func (r *Redis) channel(gateway string) string {
+	if ch, ok := r.channels.Load(gateway); ok {
+		return ch.(string)
+	}
+	ch := r.prefix + "gw:" + gateway
+	if r.nchannels.Add(1) > maxChannelCache {
+		r.channels.Clear()
+		r.nchannels.Store(1)
+	}
+	r.channels.Store(gateway, ch)
+	return ch
+}
+
+// Publish implements Router: one PUBLISH of batch on the gateway's channel.
+//
+// batch goes to rueidis without a copy, so once the command is queued
+// Publish waits for Redis' reply even if ctx is cancelled (it is bounded by
+// Timeout instead): returning earlier would let the caller reuse batch while
+// rueidis still has to write it.
+func (r *Redis) Publish(ctx context.Context, gateway string, batch []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	cmd := r.c.B().Publish().Channel(r.channel(gateway)).Message(rueidis.BinaryString(batch)).Build()
+	r.count(1)
+	if err := r.c.Do(context.Background(), cmd).Error(); err != nil {
+		return fmt.Errorf("routing: publish %s: %w", gateway, err)
+	}
+	r.stats.published.Add(1)
+	return nil
+}
+
+// redisSub is one Subscribe: a goroutine that holds a dedicated connection
+// in Receive and calls h for every message, reconnecting when the
+// connection is lost.
+//
+//	Subscribe ──> run: Dedicate ─> SUBSCRIBE ─> confirmed ─> deliver ... ─┐
+//	                    ^                                                   │ connection lost
+//	                    └──────────── backoff (50ms doubling to 1s) <──────┘
+//	stop: stopped=true, cancel ctx ─> Receive returns ─> run exits (done)
+type redisSub struct {
+	r       *Redis
+	channel string
+	h       func([]byte)
+	ctx     context.Context
+	cancel  context.CancelFunc
+	stopped atomic.Bool
+	done    chan struct{}
+	once    sync.Once
+}
+
+// Subscribe implements Router. It returns once Redis confirmed the
+// subscription (or fails after SubscribeTimeout). h runs on one goroutine,
+// in publish order; batch aliases the received message and is valid only
+// until h returns. After the connection is lost the subscription is
+// re-established with backoff; batches published meanwhile are lost (the
+// Router is at-most-once; clients recover them by RESUME).
+//
+// stop waits until h has returned for the last time; it must not be called
+// from h.
+func (r *Redis) Subscribe(gateway string, h func(batch []byte)) (func(), error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &redisSub{r: r, channel: r.channel(gateway), h: h, ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		cancel()
+		return nil, fmt.Errorf("routing: subscribe %s: %w", gateway, rueidis.ErrClosing)
+	}
+	r.subs[s] = struct{}{}
+	r.wg.Add(1)
+	r.mu.Unlock()
+
+	ready := make(chan struct{})
+	go s.run(ready)
+	t := time.NewTimer(r.cfg.SubscribeTimeout)
+	defer t.Stop()
+	select {
+	case <-ready:
+		return s.stop, nil
+	case <-t.C:
+		s.stop()
+		return nil, fmt.Errorf("routing: subscribe %s: not confirmed by redis within %v", gateway, r.cfg.SubscribeTimeout)
+	}
+}
+
+func (s *redisSub) stop() {
+	s.once.Do(func() {
+		s.stopped.Store(true)
+		s.cancel()
+		<-s.done
+		s.r.mu.Lock()
+		delete(s.r.subs, s)
+		s.r.mu.Unlock()
+	})
+}
+
+func (s *redisSub) run(ready chan struct{}) {
+	defer s.r.wg.Done()
+	defer close(s.done)
+	// The hook runs on the connection's reader goroutine, a new one after
+	// each reconnect.
+	var confirmed atomic.Bool
+	hookCtx := rueidis.WithOnSubscriptionHook(s.ctx, func(ps rueidis.PubSubSubscription) {
+		if ps.Kind != "subscribe" {
+			return
+		}
+		if confirmed.CompareAndSwap(false, true) {
+			close(ready)
+		} else {
+			s.r.stats.resubscribes.Add(1)
+		}
+	})
+	backoff := 50 * time.Millisecond
+	for {
+		dc, release := s.r.c.Dedicate()
+		s.r.count(1)
+		start := time.Now()
+		_ = dc.Receive(hookCtx, dc.B().Subscribe().Channel(s.channel).Build(), s.deliver)
+		release()
+		if s.ctx.Err() != nil {
+			return
+		}
+		// The connection was lost (or SUBSCRIBE failed): try again.
+		if time.Since(start) > 5*time.Second {
+			backoff = 50 * time.Millisecond // it had been working
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-s.ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+func (s *redisSub) deliver(m rueidis.PubSubMessage) {
+	if s.stopped.Load() {
+		return
+	}
+	s.r.stats.received.Add(1)
+	s.h(unsafe.Slice(unsafe.StringData(m.Message), len(m.Message)))
+}
