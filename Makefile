@@ -28,8 +28,11 @@ lint: ## gofmt and go vet.
 	$(GO) vet ./...
 
 .PHONY: test-deps
-test-deps: ## Install what the tests need (Go modules).
+test-deps: ## Install what the tests need (Go modules; redis-server from apt when missing).
 	$(GO) mod download
+	@command -v redis-server >/dev/null || { \
+	  sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  $$sudo apt-get update && $$sudo apt-get install -y redis-server; }
 
 .PHONY: test
 test: test-deps lint ## Install test dependencies, then run every test with the race detector.
