@@ -1,0 +1,371 @@
+package routing_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/chatd-dev/chatd/core/routing"
+	"github.com/chatd-dev/chatd/core/routing/redistest"
+)
+
+// rawClient is a plain rueidis client for looking at what Redis holds.
+func rawClient(t testing.TB, addr string) rueidis.Client {
+	t.Helper()
+	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}, DisableCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// collector records batches and checks that the handler is never running
+// twice at once.
+type collector struct {
+	mu         sync.Mutex
+	got        []string
+	inflight   atomic.Int32
+	concurrent atomic.Bool
+}
+
+func (c *collector) h(b []byte) {
+	if c.inflight.Add(1) > 1 {
+		c.concurrent.Store(true)
+	}
+	c.mu.Lock()
+	c.got = append(c.got, string(b))
+	c.mu.Unlock()
+	c.inflight.Add(-1)
+}
+
+func (c *collector) has(pred func(string) bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, s := range c.got {
+		if pred(s) {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *collector) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.got)
+}
+
+func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestRedisRestart kills redis-server under a live Redis: every operation
+// fails fast while it is down, and once it is back (empty, on the same
+// port) the same Redis value works again without being recreated, its
+// subscription included.
+func TestRedisRestart(t *testing.T) {
+	srv := redistest.StartServer(t)
+	r := newRedis(t, srv.Addr)
+	ctx := context.Background()
+	var c collector
+	stop, err := r.Subscribe("g1", c.h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	route := routing.Route{User: "alice", Device: "phone", Gateway: "g1", Conn: 1}
+	if err := r.Register(ctx, []routing.Route{route}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Publish(ctx, "g1", []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 5*time.Second, "batch before the restart", func() bool { return c.count() == 1 })
+
+	srv.Kill()
+	// Down: errors, and fast (DialTimeout and Timeout are 1s each; a
+	// refused connection fails at once).
+	for name, op := range map[string]func() error{
+		"Register":   func() error { return r.Register(ctx, []routing.Route{route}, time.Minute) },
+		"Lookup":     func() error { _, err := r.Lookup(ctx, []string{"alice"}, nil); return err },
+		"Unregister": func() error { return r.Unregister(ctx, []routing.Route{route}) },
+		"Publish":    func() error { return r.Publish(ctx, "g1", []byte("lost")) },
+	} {
+		start := time.Now()
+		err := op()
+		if err == nil {
+			t.Errorf("%s with redis down: no error", name)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("%s with redis down took %v", name, d)
+		}
+	}
+
+	srv.Restart()
+	// Publishes after the restart reach the subscriber once it has
+	// resubscribed by itself; until then they go nowhere (at-most-once).
+	i := 0
+	waitUntil(t, 15*time.Second, "a batch published after the restart", func() bool {
+		i++
+		_ = r.Publish(ctx, "g1", []byte(fmt.Sprintf("after-%d", i)))
+		return c.has(func(s string) bool { return strings.HasPrefix(s, "after-") })
+	})
+	if c.has(func(s string) bool { return s == "lost" }) {
+		t.Fatal("a batch published while redis was down arrived")
+	}
+	if c.concurrent.Load() {
+		t.Fatal("handler ran concurrently")
+	}
+	if got := r.Stats().Resubscribes; got < 1 {
+		t.Fatalf("Resubscribes = %d, want >= 1", got)
+	}
+
+	// The registry works again; the new server is empty, so re-register
+	// (as the gateway's next heartbeat would). Unregister meets an empty
+	// script cache and falls back to EVAL.
+	if err := r.Register(ctx, []routing.Route{route}, time.Minute); err != nil {
+		t.Fatalf("Register after restart: %v", err)
+	}
+	got, err := r.Lookup(ctx, []string{"alice"}, nil)
+	if err != nil || len(got) != 1 || got[0] != route {
+		t.Fatalf("Lookup after restart: %v, %v", got, err)
+	}
+	if err := r.Unregister(ctx, []routing.Route{route}); err != nil {
+		t.Fatalf("Unregister after restart: %v", err)
+	}
+	if got, err = r.Lookup(ctx, []string{"alice"}, nil); err != nil || len(got) != 0 {
+		t.Fatalf("Lookup after Unregister: %v, %v", got, err)
+	}
+}
+
+func TestRedisNewFailsWhenDown(t *testing.T) {
+	srv := redistest.StartServer(t)
+	srv.Kill()
+	start := time.Now()
+	r, err := routing.NewRedis(routing.RedisConfig{Addrs: []string{srv.Addr}})
+	if err == nil {
+		r.Close()
+		t.Fatal("NewRedis succeeded with redis down")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("NewRedis with redis down took %v", d)
+	}
+	if _, err := routing.NewRedis(routing.RedisConfig{}); err == nil {
+		t.Fatal("NewRedis without Addrs succeeded")
+	}
+}
+
+// TestRedisRoundTrips pins the number of round trips and commands each
+// operation costs; docs/routing.md quotes them.
+func TestRedisRoundTrips(t *testing.T) {
+	addr, _ := redistest.Start(t)
+	r := newRedis(t, addr)
+	ctx := context.Background()
+	routes := make([]routing.Route, 1000)
+	users := make([]string, 100)
+	for i := range routes {
+		routes[i] = routing.Route{User: fmt.Sprintf("u%d", i), Device: "d", Gateway: "g1", Conn: uint64(i)}
+	}
+	for i := range users {
+		users[i] = routes[i].User
+	}
+	stop, err := r.Subscribe("g1", func([]byte) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+
+	check := func(name string, wantRT, wantCmds uint64, op func() error) {
+		t.Helper()
+		before := r.Stats()
+		if err := op(); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		after := r.Stats()
+		if rt, cmds := after.RoundTrips-before.RoundTrips, after.Commands-before.Commands; rt != wantRT || cmds != wantCmds {
+			t.Errorf("%s: %d round trips, %d commands; want %d, %d", name, rt, cmds, wantRT, wantCmds)
+		}
+	}
+	check("Register 100 routes", 1, 300, func() error { return r.Register(ctx, routes[:100], time.Minute) })
+	check("Register 1000 routes", 2, 3000, func() error { return r.Register(ctx, routes, time.Minute) })
+	var dst []routing.Route
+	check("Lookup 100 users", 1, 100, func() error {
+		var err error
+		dst, err = r.Lookup(ctx, users, dst[:0])
+		return err
+	})
+	if len(dst) != 100 {
+		t.Fatalf("Lookup found %d routes", len(dst))
+	}
+	check("Lookup 0 users", 0, 0, func() error { _, err := r.Lookup(ctx, nil, nil); return err })
+	check("Publish", 1, 1, func() error { return r.Publish(ctx, "g1", []byte("x")) })
+	// The first Unregister after start may load the script (one more
+	// round trip); warm it first.
+	if err := r.Unregister(ctx, routes[999:]); err != nil {
+		t.Fatal(err)
+	}
+	check("Unregister 100 routes", 1, 100, func() error { return r.Unregister(ctx, routes[:100]) })
+}
+
+// TestRedisExpiredFieldsReaped: an expired device inside a user's live hash
+// is skipped by Lookup and then deleted in the background, leaving the live
+// device and the key's TTL alone.
+func TestRedisExpiredFieldsReaped(t *testing.T) {
+	addr, _ := redistest.Start(t)
+	r, err := routing.NewRedis(routing.RedisConfig{Addrs: []string{addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	raw := rawClient(t, addr)
+	ctx := context.Background()
+	live := routing.Route{User: "alice", Device: "laptop", Gateway: "g1", Conn: 1}
+	dead := routing.Route{User: "alice", Device: "phone", Gateway: "g2", Conn: 2}
+	if err := r.Register(ctx, []routing.Route{live}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Register(ctx, []routing.Route{dead}, 200*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, "expired field reaped", func() bool {
+		got, err := r.Lookup(ctx, []string{"alice"}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) == 2 {
+			return false
+		}
+		if len(got) != 1 || got[0] != live {
+			t.Fatalf("Lookup: %v", got)
+		}
+		return r.Stats().Reaped == 1
+	})
+	fields, err := raw.Do(ctx, raw.B().Hkeys().Key("chatd:u:alice").Build()).AsStrSlice()
+	if err != nil || len(fields) != 1 || fields[0] != "laptop" {
+		t.Fatalf("fields left: %v, %v", fields, err)
+	}
+	pttl, err := raw.Do(ctx, raw.B().Pttl().Key("chatd:u:alice").Build()).AsInt64()
+	if err != nil || pttl < 30_000 {
+		t.Fatalf("key TTL %dms, %v: want the live device's minute", pttl, err)
+	}
+}
+
+// TestRedisBadValueSkipped: a field Lookup cannot decode (another writer,
+// a future format) is not routed to and is no error.
+func TestRedisBadValueSkipped(t *testing.T) {
+	addr, _ := redistest.Start(t)
+	r, err := routing.NewRedis(routing.RedisConfig{Addrs: []string{addr}, KeyPrefix: "bad:"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	raw := rawClient(t, addr)
+	ctx := context.Background()
+	ok := routing.Route{User: "bob", Device: "phone", Gateway: "g1", Conn: 5}
+	if err := r.Register(ctx, []routing.Route{ok}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	const prefix = "bad:"
+	for _, v := range []string{"", "x", "\x01short", "\x02" + strings.Repeat("\xff", 20), "\x01\xff\xff\xff\xff\xff\xff\xff\xff\x80"} {
+		if err := raw.Do(ctx, raw.B().Hset().Key(prefix+"u:bob").FieldValue().FieldValue("junk", v).Build()).Error(); err != nil {
+			t.Fatal(err)
+		}
+		got, err := r.Lookup(ctx, []string{"bob"}, nil)
+		if err != nil || len(got) != 1 || got[0] != ok {
+			t.Fatalf("value %q: Lookup %v, %v", v, got, err)
+		}
+	}
+	// A key of the wrong type is an error, not a silent miss.
+	if err := raw.Do(ctx, raw.B().Set().Key(prefix+"u:carol").Value("x").Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Lookup(ctx, []string{"bob", "carol"}, nil); err == nil {
+		t.Fatal("Lookup of a non-hash key: no error")
+	}
+}
+
+// TestRedisSubscribeOneGoroutine: with many concurrent publishers the
+// handler still runs on one goroutine at a time, and sees every batch.
+func TestRedisSubscribeOneGoroutine(t *testing.T) {
+	addr, _ := redistest.Start(t)
+	r := newRedis(t, addr)
+	var c collector
+	stop, err := r.Subscribe("g1", c.h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	const pubs, per = 8, 200
+	var wg sync.WaitGroup
+	for p := range pubs {
+		wg.Go(func() {
+			for i := range per {
+				if err := r.Publish(context.Background(), "g1", fmt.Appendf(nil, "%d:%d", p, i)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	waitUntil(t, 10*time.Second, "all batches", func() bool { return c.count() == pubs*per })
+	if c.concurrent.Load() {
+		t.Fatal("handler ran concurrently")
+	}
+	stop()
+	n := r.Stats().Received
+	if err := r.Publish(context.Background(), "g1", []byte("late")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if r.Stats().Received != n {
+		t.Fatal("handler called after stop returned")
+	}
+}
+
+func TestRedisCloseStopsSubscriptions(t *testing.T) {
+	addr, _ := redistest.Start(t)
+	r, err := routing.NewRedis(routing.RedisConfig{Addrs: []string{addr}, KeyPrefix: "close:"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop, err := r.Subscribe("g1", func([]byte) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	stop() // after Close: no-op
+	r.Close()
+	if _, err := r.Subscribe("g1", func([]byte) {}); err == nil {
+		t.Fatal("Subscribe after Close succeeded")
+	}
+	if err := r.Publish(context.Background(), "g1", []byte("x")); err == nil {
+		t.Fatal("Publish after Close succeeded")
+	}
+}
+
+func TestRedisGatewayIDTooLong(t *testing.T) {
+	addr, _ := redistest.Start(t)
+	r := newRedis(t, addr)
+	long := strings.Repeat("g", 256)
+	if err := r.Register(context.Background(), []routing.Route{{User: "u", Device: "d", Gateway: long}}, time.Minute); err == nil {
+		t.Fatal("Register with a 256-byte gateway id succeeded")
+	}
+	if err := r.Unregister(context.Background(), []routing.Route{{User: "u", Device: "d", Gateway: long}}); err != nil {
+		t.Fatalf("Unregister with a 256-byte gateway id: %v", err)
+	}
+}
