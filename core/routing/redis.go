@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -234,23 +235,30 @@ func (r *Redis) count(commands int) {
 //	byte       len(gateway)
 //	           gateway
 //	uvarint    caps
+//	           device (the rest; the same as the field name)
+//
+// The device is repeated in the value so that Lookup can read a user with
+// HVALS, whose reply is a flat array, instead of HGETALL, whose RESP3 map
+// rueidis only hands out as a Go map: that halves Lookup's allocations and
+// bytes for about 20 more bytes per route in Redis.
 //
 // Everything from byte 9 on is prefix-free (uvarints, then a length-prefixed
 // string), so comparing a stored value from offset 10 (1-based, as Lua
 // counts) with the encoding of (conn, gateway) tells whether it names that
-// connection, whatever caps follow: that is how Unregister's script matches.
+// connection, whatever caps and device follow: that is how Unregister's
+// script matches.
 const (
-	routeVersion   = 1
-	routeIdentOff  = 10 // 1-based offset of (conn, gateway) in a value
-	maxGatewayLen  = 255
-	maxRouteValLen = 1 + 8 + binary.MaxVarintLen64 + 1 + maxGatewayLen + binary.MaxVarintLen64
+	routeVersion  = 1
+	maxGatewayLen = 255
+	routeValLen   = 1 + 8 + binary.MaxVarintLen64 + 1 + binary.MaxVarintLen64 // + gateway + device
 )
 
 func appendRouteValue(b []byte, rt *Route, expiresMs int64) []byte {
 	b = append(b, routeVersion)
 	b = binary.BigEndian.AppendUint64(b, uint64(expiresMs))
 	b = appendRouteIdent(b, rt)
-	return binary.AppendUvarint(b, rt.Caps)
+	b = binary.AppendUvarint(b, rt.Caps)
+	return append(b, rt.Device...)
 }
 
 func appendRouteIdent(b []byte, rt *Route) []byte {
@@ -261,10 +269,11 @@ func appendRouteIdent(b []byte, rt *Route) []byte {
 
 var errBadRouteValue = errors.New("routing: malformed route value in redis")
 
-// parseRouteValue decodes v into rt (Gateway aliases v). It returns the
-// entry's expiry in unix milliseconds.
+// parseRouteValue decodes v into rt's Device, Gateway, Conn and Caps
+// (Device and Gateway alias v). It returns the entry's expiry in unix
+// milliseconds.
 func parseRouteValue(v string, rt *Route) (expiresMs int64, err error) {
-	if len(v) < 1+8+1+1 || v[0] != routeVersion {
+	if len(v) < 1+8+1+1+1 || v[0] != routeVersion {
 		return 0, errBadRouteValue
 	}
 	expiresMs = int64(binary.BigEndian.Uint64(unsafe.Slice(unsafe.StringData(v[1:9]), 8)))
@@ -288,7 +297,7 @@ func parseRouteValue(v string, rt *Route) (expiresMs int64, err error) {
 	if n <= 0 {
 		return 0, errBadRouteValue
 	}
-	rt.Conn, rt.Gateway, rt.Caps = conn, gw, caps
+	rt.Conn, rt.Gateway, rt.Caps, rt.Device = conn, gw, caps, v[i+n:]
 	return expiresMs, nil
 }
 
@@ -309,17 +318,16 @@ func uvarintString(s string) (uint64, int) {
 	return 0, 0
 }
 
-// delIfMatchScript deletes field ARGV[1] of hash KEYS[1] if its value,
-// from 1-based byte ARGV[3] on, starts with ARGV[2]. Unregister passes the
-// (conn, gateway) encoding at routeIdentOff; the reaper passes the whole
-// expired value at 1, so a route refreshed since it was read is kept.
+// delIfMatchScript deletes field ARGV[1] of hash KEYS[1] if its value
+// matches ARGV[2]: from 1-based byte ARGV[3] on when ARGV[3] is a number,
+// else whole. Unregister passes the (conn, gateway) encoding at offset 10;
+// the reaper passes the whole expired value, so a route refreshed since it
+// was read is kept. HDEL of the last field deletes the key.
 const delIfMatchScript = `local v = redis.call('HGET', KEYS[1], ARGV[1])
-if v then
-  local off = tonumber(ARGV[3])
-  if string.sub(v, off, off + #ARGV[2] - 1) == ARGV[2] then
-    return redis.call('HDEL', KEYS[1], ARGV[1])
-  end
-end
+if not v then return 0 end
+local off = tonumber(ARGV[3])
+if off then v = string.sub(v, off, off + #ARGV[2] - 1) end
+if v == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
 return 0`
 
 var delIfMatchSHA = func() string {
@@ -369,10 +377,13 @@ func (r *Redis) registerChunk(ctx context.Context, routes []Route, ttlMs, exp in
 		if len(routes[i].Gateway) > maxGatewayLen {
 			return fmt.Errorf("routing: register: gateway id %.16q... longer than %d bytes", routes[i].Gateway, maxGatewayLen)
 		}
-		size += len(r.prefix) + 2 + len(routes[i].User) + maxRouteValLen
+		size += len(r.prefix) + 2 + len(routes[i].User) + routeValLen + len(routes[i].Gateway) + len(routes[i].Device)
 	}
 	arena := make([]byte, 0, size)
 	cmds := make(rueidis.Commands, 0, 3*len(routes))
+	// The typed PEXPIRE builder formats the ttl on every call; format it
+	// once (two allocations per route saved on the heartbeat path).
+	ttlArg := strconv.FormatInt(ttlMs, 10)
 	var key string
 	for i := range routes {
 		rt := &routes[i]
@@ -382,8 +393,8 @@ func (r *Redis) registerChunk(ctx context.Context, routes []Route, ttlMs, exp in
 		val := arenaString(arena, n)
 		cmds = append(cmds,
 			r.c.B().Hset().Key(key).FieldValue().FieldValue(rt.Device, val).Build(),
-			r.c.B().Pexpire().Key(key).Milliseconds(ttlMs).Nx().Build(),
-			r.c.B().Pexpire().Key(key).Milliseconds(ttlMs).Gt().Build(),
+			r.c.B().Arbitrary("PEXPIRE").Keys(key).Args(ttlArg, "NX").Build(),
+			r.c.B().Arbitrary("PEXPIRE").Keys(key).Args(ttlArg, "GT").Build(),
 		)
 	}
 	r.count(len(cmds))
@@ -406,7 +417,7 @@ func (r *Redis) Unregister(ctx context.Context, routes []Route) error {
 			if len(chunk[i].Gateway) > maxGatewayLen {
 				continue // never registered
 			}
-			size += len(r.prefix) + 2 + len(chunk[i].User) + maxRouteValLen
+			size += len(r.prefix) + 2 + len(chunk[i].User) + routeValLen + len(chunk[i].Gateway)
 		}
 		arena := make([]byte, 0, size)
 		dels := make([]delIfMatch, 0, len(chunk))
@@ -429,8 +440,8 @@ func (r *Redis) Unregister(ctx context.Context, routes []Route) error {
 }
 
 const (
-	routeIdentOffArg = "10" // routeIdentOff as the script's argument
-	wholeValueOffArg = "1"
+	routeIdentOffArg = "10" // 1-based offset of (conn, gateway) in a value
+	wholeValueOffArg = ""   // compare the whole value
 )
 
 type delIfMatch struct{ key, field, match, off string }
@@ -483,11 +494,12 @@ func (r *Redis) delIfMatch(ctx context.Context, dels []delIfMatch) (int, error) 
 	return deleted, nil
 }
 
-// Lookup implements Registry: one HGETALL per user, all in one pipelined
+// Lookup implements Registry: one HVALS per user, all in one pipelined
 // round trip. Fields whose expiry has passed are skipped and handed to a
 // background delete (delIfMatchScript with the whole value, so a route
-// refreshed meanwhile survives). Route.User aliases users[i]; Device and
-// Gateway alias strings rueidis allocated for the reply.
+// refreshed meanwhile survives); fields that do not decode are skipped.
+// Route.User aliases users[i]; Device and Gateway alias the strings rueidis
+// allocated for the reply.
 func (r *Redis) Lookup(ctx context.Context, users []string, dst []Route) ([]Route, error) {
 	if len(users) == 0 {
 		return dst, nil
@@ -497,33 +509,34 @@ func (r *Redis) Lookup(ctx context.Context, users []string, dst []Route) ([]Rout
 		size += len(r.prefix) + 2 + len(u)
 	}
 	arena := make([]byte, 0, size)
-	keys := make([]string, len(users))
 	cmds := make(rueidis.Commands, len(users))
+	var key string
 	for i, u := range users {
-		arena, keys[i] = r.userKey(arena, u)
-		cmds[i] = r.c.B().Hgetall().Key(keys[i]).Build()
+		arena, key = r.userKey(arena, u)
+		cmds[i] = r.c.B().Hvals().Key(key).Build()
 	}
 	r.count(len(cmds))
 	res := r.c.DoMulti(ctx, cmds...)
 	now := time.Now().UnixMilli()
 	var expired []delIfMatch
-	for i, re := range res {
-		m, err := re.AsMap()
+	for i := range res {
+		vals, err := res[i].ToArray()
 		if err != nil {
-			return dst, fmt.Errorf("routing: lookup: %w", err)
+			return dst, fmt.Errorf("routing: lookup %q: %w", users[i], err)
 		}
-		for dev, msg := range m {
-			v, err := msg.ToString()
+		for j := range vals {
+			v, err := vals[j].ToString()
 			if err != nil {
-				return dst, fmt.Errorf("routing: lookup %q: %w", keys[i], err)
+				return dst, fmt.Errorf("routing: lookup %q: %w", users[i], err)
 			}
-			rt := Route{User: users[i], Device: dev}
+			rt := Route{User: users[i]}
 			exp, err := parseRouteValue(v, &rt)
-			if err != nil || exp <= now {
-				// Expired, or written by an unknown version: not routable.
-				if err == nil {
-					expired = append(expired, delIfMatch{key: keys[i], field: dev, match: v, off: wholeValueOffArg})
-				}
+			if err != nil {
+				continue // another writer's or a future format: not routable
+			}
+			if exp <= now {
+				_, key := r.userKey(nil, users[i])
+				expired = append(expired, delIfMatch{key: key, field: rt.Device, match: v, off: wholeValueOffArg})
 				continue
 			}
 			dst = append(dst, rt)

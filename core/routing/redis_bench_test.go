@@ -1,0 +1,162 @@
+package routing_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/chatd-dev/chatd/core/routing"
+	"github.com/chatd-dev/chatd/core/routing/redistest"
+)
+
+// reportRedis reports Redis round trips and commands per operation from
+// the Stats counters, measured over the timed loop.
+func reportRedis(b *testing.B, r *routing.Redis, before routing.RedisStats) {
+	after := r.Stats()
+	n := float64(b.N)
+	b.ReportMetric(float64(after.RoundTrips-before.RoundTrips)/n, "roundtrips/op")
+	b.ReportMetric(float64(after.Commands-before.Commands)/n, "cmds/op")
+}
+
+func benchRoutes(n int) ([]routing.Route, []string) {
+	routes := make([]routing.Route, 0, 2*n)
+	users := make([]string, n)
+	for i := range n {
+		users[i] = fmt.Sprintf("user-%07d", i)
+		routes = append(routes,
+			routing.Route{User: users[i], Device: "phone-1", Gateway: fmt.Sprintf("gw-%02d", i%50), Conn: uint64(i) << 20, Caps: 7},
+			routing.Route{User: users[i], Device: "desktop-1", Gateway: fmt.Sprintf("gw-%02d", (i+7)%50), Conn: uint64(i)<<20 + 1, Caps: 7})
+	}
+	return routes, users
+}
+
+// BenchmarkRedisLookup100Users: the per-message lookup of a 100-member
+// group, every member with two online devices (200 routes back).
+func BenchmarkRedisLookup100Users(b *testing.B) {
+	addr, _ := redistest.Start(b)
+	r := newRedis(b, addr)
+	ctx := context.Background()
+	routes, users := benchRoutes(100)
+	if err := r.Register(ctx, routes, time.Hour); err != nil {
+		b.Fatal(err)
+	}
+	dst := make([]routing.Route, 0, 256)
+	b.ReportAllocs()
+	before := r.Stats()
+	for b.Loop() {
+		var err error
+		if dst, err = r.Lookup(ctx, users, dst[:0]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	reportRedis(b, r, before)
+	if len(dst) != 200 {
+		b.Fatalf("found %d routes", len(dst))
+	}
+}
+
+// BenchmarkRedisRegister1000Routes: one heartbeat batch of a gateway with
+// 1,000 connections (two chunks of 500).
+func BenchmarkRedisRegister1000Routes(b *testing.B) {
+	addr, _ := redistest.Start(b)
+	r := newRedis(b, addr)
+	ctx := context.Background()
+	routes, _ := benchRoutes(500)
+	b.ReportAllocs()
+	before := r.Stats()
+	for b.Loop() {
+		if err := r.Register(ctx, routes, time.Minute); err != nil {
+			b.Fatal(err)
+		}
+	}
+	reportRedis(b, r, before)
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(routes)), "ns/route")
+}
+
+// BenchmarkRedisUnregister1000Routes: a gateway closing 1,000 connections.
+func BenchmarkRedisUnregister1000Routes(b *testing.B) {
+	addr, _ := redistest.Start(b)
+	r := newRedis(b, addr)
+	ctx := context.Background()
+	routes, _ := benchRoutes(500)
+	if err := r.Unregister(ctx, routes[:1]); err != nil { // load the script
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	before := r.Stats()
+	for b.Loop() {
+		if err := r.Unregister(ctx, routes); err != nil {
+			b.Fatal(err)
+		}
+	}
+	reportRedis(b, r, before)
+}
+
+// BenchmarkRedisPublish: one routed batch (about a text message to a few
+// connections) to a gateway that is subscribed, from one goroutine, so
+// each op is a full round trip.
+func BenchmarkRedisPublish(b *testing.B) {
+	benchPublish(b, false)
+}
+
+// BenchmarkRedisPublishParallel: the same from GOMAXPROCS*8 goroutines,
+// which rueidis pipelines onto shared connections (fan-out workers).
+func BenchmarkRedisPublishParallel(b *testing.B) {
+	benchPublish(b, true)
+}
+
+func benchPublish(b *testing.B, parallel bool) {
+	addr, _ := redistest.Start(b)
+	r := newRedis(b, addr)
+	ctx := context.Background()
+	stop, err := r.Subscribe("gw-01", func([]byte) {})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer stop()
+	batch := make([]byte, 200)
+	for i := range batch {
+		batch[i] = byte(i)
+	}
+	b.SetBytes(int64(len(batch)))
+	b.ReportAllocs()
+	before := r.Stats()
+	if parallel {
+		b.SetParallelism(8)
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if err := r.Publish(ctx, "gw-01", batch); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	} else {
+		for b.Loop() {
+			if err := r.Publish(ctx, "gw-01", batch); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	reportRedis(b, r, before)
+}
+
+// TestRedisPublishAllocs pins Publish's allocations: none of its own (the
+// channel name is cached, the batch is not copied); what is left is
+// rueidis'.
+func TestRedisPublishAllocs(t *testing.T) {
+	addr, _ := redistest.Start(t)
+	r := newRedis(t, addr)
+	ctx := context.Background()
+	batch := []byte("batch")
+	allocs := testing.AllocsPerRun(1000, func() {
+		if err := r.Publish(ctx, "gw-01", batch); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Logf("Publish: %.1f allocs/op", allocs)
+	if allocs > 1 {
+		t.Fatalf("Publish allocates %.1f times per call", allocs)
+	}
+}
