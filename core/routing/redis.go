@@ -440,7 +440,8 @@ func (r *Redis) Unregister(ctx context.Context, routes []Route) error {
 }
 
 const (
-	routeIdentOffArg = "10" // 1-based offset of (conn, gateway) in a value
+	routeIdentOff    = 10   // 1-based offset of (conn, gateway) in a value
+	routeIdentOffArg = "10" // routeIdentOff as the script's argument
 	wholeValueOffArg = ""   // compare the whole value
 )
 
