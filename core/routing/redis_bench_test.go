@@ -3,20 +3,58 @@ package routing_test
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/rueidis"
 
 	"github.com/chatd-dev/chatd/core/routing"
 	"github.com/chatd-dev/chatd/core/routing/redistest"
 )
 
-// reportRedis reports Redis round trips and commands per operation from
-// the Stats counters, measured over the timed loop.
-func reportRedis(b *testing.B, r *routing.Redis, before routing.RedisStats) {
+// redisMark is where a benchmark's timed loop started: the client's
+// counters and redis-server's own CPU time.
+type redisMark struct {
+	stats routing.RedisStats
+	cpu   float64 // seconds, user+sys, from INFO cpu
+}
+
+func markRedis(b *testing.B, r *routing.Redis, raw rueidis.Client) redisMark {
+	return redisMark{stats: r.Stats(), cpu: serverCPU(b, raw)}
+}
+
+// serverCPU returns redis-server's user+sys CPU seconds.
+func serverCPU(b *testing.B, raw rueidis.Client) float64 {
+	info, err := raw.Do(context.Background(), raw.B().Info().Section("cpu").Build()).ToString()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var sum float64
+	for _, line := range strings.Split(info, "\n") {
+		k, v, _ := strings.Cut(strings.TrimSpace(line), ":")
+		if k == "used_cpu_user" || k == "used_cpu_sys" {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				b.Fatalf("INFO cpu %q: %v", line, err)
+			}
+			sum += f
+		}
+	}
+	return sum
+}
+
+// reportRedis reports, per operation of the timed loop: Redis round trips
+// and commands (from Stats) and the CPU time redis-server spent (from INFO
+// cpu: what the operation costs the shared Redis).
+func reportRedis(b *testing.B, r *routing.Redis, raw rueidis.Client, m redisMark) {
 	after := r.Stats()
+	cpu := serverCPU(b, raw)
 	n := float64(b.N)
-	b.ReportMetric(float64(after.RoundTrips-before.RoundTrips)/n, "roundtrips/op")
-	b.ReportMetric(float64(after.Commands-before.Commands)/n, "cmds/op")
+	b.ReportMetric(float64(after.RoundTrips-m.stats.RoundTrips)/n, "roundtrips/op")
+	b.ReportMetric(float64(after.Commands-m.stats.Commands)/n, "cmds/op")
+	b.ReportMetric((cpu-m.cpu)*1e6/n, "redis-cpu-us/op")
 }
 
 func benchRoutes(n int) ([]routing.Route, []string) {
@@ -36,6 +74,7 @@ func benchRoutes(n int) ([]routing.Route, []string) {
 func BenchmarkRedisLookup100Users(b *testing.B) {
 	addr, _ := redistest.Start(b)
 	r := newRedis(b, addr)
+	raw := rawClient(b, addr)
 	ctx := context.Background()
 	routes, users := benchRoutes(100)
 	if err := r.Register(ctx, routes, time.Hour); err != nil {
@@ -43,14 +82,14 @@ func BenchmarkRedisLookup100Users(b *testing.B) {
 	}
 	dst := make([]routing.Route, 0, 256)
 	b.ReportAllocs()
-	before := r.Stats()
+	before := markRedis(b, r, raw)
 	for b.Loop() {
 		var err error
 		if dst, err = r.Lookup(ctx, users, dst[:0]); err != nil {
 			b.Fatal(err)
 		}
 	}
-	reportRedis(b, r, before)
+	reportRedis(b, r, raw, before)
 	if len(dst) != 200 {
 		b.Fatalf("found %d routes", len(dst))
 	}
@@ -61,16 +100,17 @@ func BenchmarkRedisLookup100Users(b *testing.B) {
 func BenchmarkRedisRegister1000Routes(b *testing.B) {
 	addr, _ := redistest.Start(b)
 	r := newRedis(b, addr)
+	raw := rawClient(b, addr)
 	ctx := context.Background()
 	routes, _ := benchRoutes(500)
 	b.ReportAllocs()
-	before := r.Stats()
+	before := markRedis(b, r, raw)
 	for b.Loop() {
 		if err := r.Register(ctx, routes, time.Minute); err != nil {
 			b.Fatal(err)
 		}
 	}
-	reportRedis(b, r, before)
+	reportRedis(b, r, raw, before)
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(routes)), "ns/route")
 }
 
@@ -78,19 +118,20 @@ func BenchmarkRedisRegister1000Routes(b *testing.B) {
 func BenchmarkRedisUnregister1000Routes(b *testing.B) {
 	addr, _ := redistest.Start(b)
 	r := newRedis(b, addr)
+	raw := rawClient(b, addr)
 	ctx := context.Background()
 	routes, _ := benchRoutes(500)
 	if err := r.Unregister(ctx, routes[:1]); err != nil { // load the script
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
-	before := r.Stats()
+	before := markRedis(b, r, raw)
 	for b.Loop() {
 		if err := r.Unregister(ctx, routes); err != nil {
 			b.Fatal(err)
 		}
 	}
-	reportRedis(b, r, before)
+	reportRedis(b, r, raw, before)
 }
 
 // BenchmarkRedisPublish: one routed batch (about a text message to a few
@@ -109,6 +150,7 @@ func BenchmarkRedisPublishParallel(b *testing.B) {
 func benchPublish(b *testing.B, parallel bool) {
 	addr, _ := redistest.Start(b)
 	r := newRedis(b, addr)
+	raw := rawClient(b, addr)
 	ctx := context.Background()
 	stop, err := r.Subscribe("gw-01", func([]byte) {})
 	if err != nil {
@@ -121,7 +163,7 @@ func benchPublish(b *testing.B, parallel bool) {
 	}
 	b.SetBytes(int64(len(batch)))
 	b.ReportAllocs()
-	before := r.Stats()
+	before := markRedis(b, r, raw)
 	if parallel {
 		b.SetParallelism(8)
 		b.RunParallel(func(pb *testing.PB) {
@@ -139,7 +181,7 @@ func benchPublish(b *testing.B, parallel bool) {
 			}
 		}
 	}
-	reportRedis(b, r, before)
+	reportRedis(b, r, raw, before)
 }
 
 // TestRedisPublishAllocs pins Publish's allocations: none of its own (the
