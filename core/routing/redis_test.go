@@ -116,6 +116,7 @@ func TestRedisRestart(t *testing.T) {
 	}
 
 	srv.Restart()
+	restarted := time.Now()
 	// Publishes after the restart reach the subscriber once it has
 	// resubscribed by itself; until then they go nowhere (at-most-once).
 	i := 0
@@ -124,6 +125,7 @@ func TestRedisRestart(t *testing.T) {
 		_ = r.Publish(ctx, "g1", []byte(fmt.Sprintf("after-%d", i)))
 		return c.has(func(s string) bool { return strings.HasPrefix(s, "after-") })
 	})
+	t.Logf("first batch after the restart delivered %v after redis was back", time.Since(restarted).Round(time.Millisecond))
 	if c.has(func(s string) bool { return s == "lost" }) {
 		t.Fatal("a batch published while redis was down arrived")
 	}
@@ -150,6 +152,55 @@ func TestRedisRestart(t *testing.T) {
 	if got, err = r.Lookup(ctx, []string{"alice"}, nil); err != nil || len(got) != 0 {
 		t.Fatalf("Lookup after Unregister: %v, %v", got, err)
 	}
+}
+
+// TestRedisHang: a Redis that stops answering (SIGSTOP: connections open,
+// no replies) makes operations fail within about Timeout plus the 1s ping
+// interval, and everything works again once it answers.
+func TestRedisHang(t *testing.T) {
+	srv := redistest.StartServer(t)
+	r := newRedis(t, srv.Addr)
+	ctx := context.Background()
+	var c collector
+	stop, err := r.Subscribe("g1", c.h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	route := routing.Route{User: "alice", Device: "phone", Gateway: "g1", Conn: 1}
+
+	srv.Pause()
+	var wg sync.WaitGroup
+	for name, op := range map[string]func() error{
+		"Register": func() error { return r.Register(ctx, []routing.Route{route}, time.Minute) },
+		"Lookup":   func() error { _, err := r.Lookup(ctx, []string{"alice"}, nil); return err },
+		"Publish":  func() error { return r.Publish(ctx, "g1", []byte("lost")) },
+	} {
+		wg.Go(func() {
+			start := time.Now()
+			err := op()
+			d := time.Since(start)
+			t.Logf("%s with redis hung: %v after %v", name, err, d.Round(time.Millisecond))
+			if err == nil {
+				t.Errorf("%s with redis hung: no error", name)
+			}
+			if d > 8*time.Second {
+				t.Errorf("%s with redis hung took %v", name, d)
+			}
+		})
+	}
+	wg.Wait()
+	srv.Resume()
+
+	waitUntil(t, 15*time.Second, "registry answers again", func() bool {
+		return r.Register(ctx, []routing.Route{route}, time.Minute) == nil
+	})
+	i := 0
+	waitUntil(t, 15*time.Second, "a batch published after the hang", func() bool {
+		i++
+		_ = r.Publish(ctx, "g1", []byte(fmt.Sprintf("after-%d", i)))
+		return c.has(func(s string) bool { return strings.HasPrefix(s, "after-") })
+	})
 }
 
 func TestRedisNewFailsWhenDown(t *testing.T) {
