@@ -81,9 +81,11 @@ type RedisConfig struct {
 	DialTimeout time.Duration
 	// Timeout bounds how long a connection may go without answering before
 	// it is closed and every command waiting on it fails; an idle
-	// connection is PINGed once a second to find out. It is the bound on a
-	// Register, Unregister, Lookup or Publish while Redis hangs (a Redis
-	// that is down fails them at once). Default 1s.
+	// connection is PINGed once a second to find out. While Redis hangs,
+	// Register, Unregister and Publish fail after about Timeout, Lookup
+	// (retried once on a fresh connection) after Timeout + DialTimeout; a
+	// Redis that is down (connection refused) fails them at once.
+	// Default 1s.
 	Timeout time.Duration
 	// RegisterChunk is the number of routes written per pipelined round
 	// trip by Register (3 commands each) and Unregister (1 each). Batches

@@ -3,6 +3,7 @@ package routing_test
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -419,4 +420,56 @@ func TestRedisGatewayIDTooLong(t *testing.T) {
 	if err := r.Unregister(context.Background(), []routing.Route{{User: "u", Device: "d", Gateway: long}}); err != nil {
 		t.Fatalf("Unregister with a 256-byte gateway id: %v", err)
 	}
+}
+
+// TestRedisMemoryPerRoute measures what a route costs in Redis memory
+// (used_memory after registering 50,000 users with one device each, over
+// the empty server), as quoted in docs/routing.md: run with -v.
+func TestRedisMemoryPerRoute(t *testing.T) {
+	addr, _ := redistest.Start(t)
+	r := newRedis(t, addr)
+	raw := rawClient(t, addr)
+	ctx := context.Background()
+	used := func() int64 {
+		info, err := raw.Do(ctx, raw.B().Info().Section("memory").Build()).ToString()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(info, "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "used_memory:"); ok {
+				n, err := strconv.ParseInt(v, 10, 64)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+		}
+		t.Fatal("no used_memory in INFO memory")
+		return 0
+	}
+	const n = 50_000
+	routes := make([]routing.Route, n)
+	for i := range routes {
+		// Realistic sizes: 16-byte user ids, 8-byte device ids, 12-byte
+		// gateway ids, 4-byte conn ids.
+		routes[i] = routing.Route{User: fmt.Sprintf("u%015d", i), Device: fmt.Sprintf("d%07d", i%3), Gateway: fmt.Sprintf("gw-%08d", i%50), Conn: uint64(1<<24 + i), Caps: 7}
+	}
+	before := used()
+	if err := r.Register(ctx, routes, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	per := float64(used()-before) / n
+	t.Logf("redis memory per route (one device per user): %.0f bytes", per)
+	if per > 400 {
+		t.Fatalf("%.0f bytes per route", per)
+	}
+	// A second device per user costs only its field.
+	for i := range routes {
+		routes[i].Device += "b"
+	}
+	before = used()
+	if err := r.Register(ctx, routes, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("redis memory per additional device of a user: %.0f bytes", float64(used()-before)/n)
 }
