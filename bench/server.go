@@ -19,6 +19,7 @@ type Chatd struct {
 	GatewayURL string
 	APIURL     string
 	AdminAddr  string
+	Kafka      string // the embedded broker's address, when chatd runs one
 	cmd        *exec.Cmd
 	dataDir    string
 	ownDir     bool
@@ -62,6 +63,8 @@ func StartChatd(ctx context.Context, bin, dataDir string, extra ...string) (*Cha
 						c.APIURL = v
 					case "admin":
 						c.AdminAddr = v
+					case "kafka":
+						c.Kafka = v
 					}
 				}
 				ready <- nil

@@ -44,6 +44,10 @@ func serve(args []string) error {
 		gwAddr    = fs.String("gateway-addr", "127.0.0.1:8080", "WebSocket listener (path /chat/v1/ws)")
 		apiAddr   = fs.String("api-addr", "127.0.0.1:8081", "HTTP API listener")
 		adminAddr = fs.String("admin-addr", "127.0.0.1:9090", "admin listener: /metrics, /debug/pprof/, /healthz (\"off\" disables)")
+		roles     = fs.String("roles", "all", "roles to run: all, or a comma list of gateway and core (split roles need --redis; a gateway-only process needs --brokers and the core's --data-dir for the token key)")
+		redis     = fs.String("redis", "", "comma-separated Redis addresses for the registry and router; empty keeps them in process")
+		reusePort = fs.Bool("reuseport", false, "set SO_REUSEPORT on the gateway listener so several gateway processes share one port")
+		gwID      = fs.String("gateway-id", "", "gateway id in the registry (default: generated, unique per process start)")
 		dev       = fs.Bool("dev", false, "dev mode: POST /dev/token on the API mints tokens for anyone (never in production)")
 		brokers   = fs.String("brokers", "", "comma-separated Kafka brokers; empty runs an embedded broker in process")
 		kafkaPort = fs.Int("kafka-port", 0, "embedded broker's loopback port (0: any free port)")
@@ -77,6 +81,14 @@ func serve(args []string) error {
 	if *brokers != "" {
 		cfg.Brokers = strings.Split(*brokers, ",")
 	}
+	if *redis != "" {
+		cfg.Redis = strings.Split(*redis, ",")
+	}
+	if *roles != "all" {
+		cfg.Roles = strings.Split(*roles, ",")
+	}
+	cfg.Gateway.ReusePort = *reusePort
+	cfg.Gateway.ID = *gwID
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	n, err := node.Start(ctx, cfg)
@@ -84,7 +96,7 @@ func serve(args []string) error {
 		return err
 	}
 	// Readiness line for scripts and tests (stdout, one line).
-	fmt.Printf("chatd ready gateway=%s api=%s admin=%s\n", n.GatewayURL(), n.APIURL(), n.AdminAddr())
+	fmt.Printf("chatd ready gateway=%s api=%s admin=%s kafka=%s\n", n.GatewayURL(), n.APIURL(), n.AdminAddr(), strings.Join(n.Brokers(), ","))
 	<-ctx.Done()
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

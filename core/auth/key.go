@@ -106,3 +106,8 @@ func loadKey(path string) (ed25519.PrivateKey, error) {
 	}
 	return priv, nil
 }
+
+// LoadKey reads an existing key written by LoadOrCreateKey. Processes that
+// only verify tokens (gateway-only roles) use it so they never create a key
+// of their own that would disagree with the one that signs.
+func LoadKey(path string) (ed25519.PrivateKey, error) { return loadKey(path) }

@@ -175,12 +175,16 @@ func (p *Processor) Handle(ctx context.Context, recs []*kgo.Record) error {
 	p.replies = p.replies[:0]
 	clear(p.sent)
 	var acks []pendingAck
+	nowMS := p.cfg.Now().UnixMilli()
 
 	for _, rec := range recs {
 		if err := p.env.Decode(rec.Value); err != nil {
 			p.log.Warn("dropping malformed inbound record", "partition", rec.Partition, "offset", rec.Offset, "err", err)
 			p.cfg.Metrics.Dropped.Inc()
 			continue
+		}
+		if d := nowMS - int64(p.env.ReceivedMS); p.env.ReceivedMS != 0 && d >= 0 {
+			p.cfg.Metrics.InboundDelay.Observe(float64(d) / 1000)
 		}
 		t, _, err := p.dec.Decode(p.env.Frame)
 		if err != nil {

@@ -12,6 +12,9 @@ type Metrics struct {
 	EventErrors   prometheus.Counter
 	Errors        *prometheus.CounterVec
 	CommitSeconds prometheus.Histogram
+	// InboundDelay is the time from the gateway receiving a frame to the
+	// core handling it: the Kafka hop plus the consumer's queueing.
+	InboundDelay prometheus.Histogram
 }
 
 // NewMetrics creates the collectors and registers them on reg (nil: not
@@ -29,9 +32,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "chatd_store_commit_seconds", Help: "Durable store commit latency per inbound batch.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
+		InboundDelay: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "chatd_inbound_delay_seconds", Help: "Time from the gateway receiving a frame to the core handling it (Kafka hop and consumer queueing).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Acked, m.Deduped, m.Replayed, m.Dropped, m.RouteErrors, m.EventErrors, m.Errors, m.CommitSeconds)
+		reg.MustRegister(m.Acked, m.Deduped, m.Replayed, m.Dropped, m.RouteErrors, m.EventErrors, m.Errors, m.CommitSeconds, m.InboundDelay)
 	}
 	return m
 }

@@ -12,6 +12,7 @@ package node
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -42,8 +43,17 @@ import (
 	"github.com/chatd-dev/chatd/wire"
 )
 
+// Roles a process can run. A node runs any non-empty subset.
+const (
+	RoleGateway = "gateway" // WebSocket connections
+	RoleCore    = "core"    // messages, fanout, store, HTTP API
+)
+
 // Config configures a node. Zero values mean defaults.
 type Config struct {
+	// Roles to run (default both). A gateway-only process needs Brokers
+	// and Redis, and reads the token key from DataDir (a core created it).
+	Roles       []string
 	DataDir     string // required
 	GatewayAddr string // WebSocket listener, default 127.0.0.1:8080
 	APIAddr     string // HTTP API, default 127.0.0.1:8081
@@ -52,6 +62,10 @@ type Config struct {
 	Dev bool
 	// Brokers are external Kafka brokers; empty starts kfake in process.
 	Brokers []string
+	// Redis, when set, holds the registry and carries routed frames
+	// (required when gateways and cores run in separate processes); empty
+	// uses the in-process registry and router.
+	Redis []string
 	// KafkaPort is the embedded broker's loopback port (0: any free one).
 	KafkaPort int
 	// Partitions of chat.inbound and chat.events when created here (default 8).
@@ -73,6 +87,8 @@ type Node struct {
 
 	store   store.Store
 	emb     *bus.Embedded
+	brokers []string
+	redis   *routing.Redis
 	clients []*kgo.Client
 	proc    *messages.Processor
 	gw      *gateway.Gateway
@@ -90,6 +106,26 @@ type Node struct {
 func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("node: DataDir is required")
+	}
+	if len(cfg.Roles) == 0 {
+		cfg.Roles = []string{RoleGateway, RoleCore}
+	}
+	gwRole, coreRole := false, false
+	for _, r := range cfg.Roles {
+		switch r {
+		case RoleGateway:
+			gwRole = true
+		case RoleCore:
+			coreRole = true
+		default:
+			return nil, fmt.Errorf("node: unknown role %q (want gateway or core)", r)
+		}
+	}
+	if gwRole && !coreRole && (len(cfg.Brokers) == 0 || len(cfg.Redis) == 0) {
+		return nil, errors.New("node: a gateway-only process needs Brokers and Redis (the core's)")
+	}
+	if coreRole && !gwRole && len(cfg.Redis) == 0 {
+		return nil, errors.New("node: a core-only process needs Redis to reach the gateways")
 	}
 	if cfg.GatewayAddr == "" {
 		cfg.GatewayAddr = "127.0.0.1:8080"
@@ -122,8 +158,15 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	// Identity.
-	key, err := auth.LoadOrCreateKey(filepath.Join(cfg.DataDir, "keys", "token.key"))
+	// Identity. Only a core creates the key; a gateway-only process must
+	// find the one its core signs with.
+	keyPath := filepath.Join(cfg.DataDir, "keys", "token.key")
+	var key ed25519.PrivateKey
+	if coreRole {
+		key, err = auth.LoadOrCreateKey(keyPath)
+	} else {
+		key, err = auth.LoadKey(keyPath)
+	}
 	if err != nil {
 		return n, fmt.Errorf("node: token key: %w", err)
 	}
@@ -136,16 +179,22 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	}
 	authn := Authenticator{V: verifier}
 
-	// Store.
-	pst, err := store.OpenPebble(filepath.Join(cfg.DataDir, "store"), store.PebbleOptions{Logger: pebbleLogger{cfg.Logger.With("component", "pebble")}})
-	if err != nil {
-		return n, fmt.Errorf("node: store: %w", err)
+	// Routing.
+	var registry routing.Registry
+	var router routing.Router
+	if len(cfg.Redis) > 0 {
+		if n.redis, err = routing.NewRedis(routing.RedisConfig{Addrs: cfg.Redis}); err != nil {
+			return n, fmt.Errorf("node: redis: %w", err)
+		}
+		registry, router = n.redis, n.redis
+	} else {
+		mem := routing.NewMemory()
+		registry, router = mem, mem
 	}
-	n.store = instrument(pst, reg)
 
 	// Bus.
-	brokers := cfg.Brokers
-	if len(brokers) == 0 {
+	n.brokers = cfg.Brokers
+	if len(n.brokers) == 0 {
 		n.emb, err = bus.StartEmbedded(bus.EmbeddedOptions{
 			DataDir:    filepath.Join(cfg.DataDir, "kafka"),
 			Port:       cfg.KafkaPort,
@@ -154,9 +203,9 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		if err != nil {
 			return n, fmt.Errorf("node: embedded kafka: %w", err)
 		}
-		brokers = n.emb.Addrs()
+		n.brokers = n.emb.Addrs()
 	}
-	bc := bus.Config{Brokers: brokers, ClientID: "chatd"}
+	bc := bus.Config{Brokers: n.brokers, ClientID: "chatd"}
 	admin, err := n.newClient(bc.ClientOpts())
 	if err != nil {
 		return n, err
@@ -164,77 +213,75 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if err := bus.EnsureTopics(ctx, admin, int32(cfg.Partitions), 1, bus.TopicInbound, bus.TopicEvents); err != nil {
 		return n, fmt.Errorf("node: topics: %w", err)
 	}
-	gwProd, err := n.newClient(append(bc.ClientOpts(), bc.ProducerOpts()...))
-	if err != nil {
+
+	if coreRole {
+		if err := n.startCore(bc, reg, registry, router, authn); err != nil {
+			return n, err
+		}
+	}
+	if gwRole {
+		if err := n.startGateway(bc, reg, registry, router, authn); err != nil {
+			return n, err
+		}
+	}
+	if err := n.startAdmin(reg); err != nil {
 		return n, err
 	}
-	evProd, err := n.newClient(append(bc.ClientOpts(), bc.ProducerOpts()...))
+	n.log.Info("chatd started", "roles", cfg.Roles, "gateway", n.GatewayURL(), "api", n.APIURL(), "admin", n.AdminAddr(),
+		"data_dir", cfg.DataDir, "brokers", n.brokers, "redis", cfg.Redis, "dev", cfg.Dev)
+	return n, nil
+}
+
+// startCore starts the store, the messages and fanout consumers and the
+// HTTP API.
+func (n *Node) startCore(bc bus.Config, reg *prometheus.Registry, registry routing.Registry, router routing.Router, authn Authenticator) error {
+	cfg := n.cfg
+	pst, err := store.OpenPebble(filepath.Join(cfg.DataDir, "store"), store.PebbleOptions{Logger: pebbleLogger{cfg.Logger.With("component", "pebble")}})
 	if err != nil {
-		return n, err
+		return fmt.Errorf("node: store: %w", err)
 	}
-
-	// Routing.
-	mem := routing.NewMemory()
-
-	// Core.
+	n.store = instrument(pst, reg)
+	evProd, err := n.newClient(bc.ProducerOpts())
+	if err != nil {
+		return err
+	}
 	ids, err := snowflake.New(cfg.NodeID)
 	if err != nil {
-		return n, err
+		return err
 	}
 	mcfg := cfg.Messages
 	mcfg.Logger = cfg.Logger.With("component", "messages")
 	mcfg.Metrics = messages.NewMetrics(reg)
-	n.proc, err = messages.New(mcfg, messages.Deps{Store: n.store, Router: mem, IDs: ids, Events: evProd})
+	n.proc, err = messages.New(mcfg, messages.Deps{Store: n.store, Router: router, IDs: ids, Events: evProd})
 	if err != nil {
-		return n, err
+		return err
 	}
 	fan := fanout.New(fanout.Config{Logger: cfg.Logger.With("component", "fanout"), Metrics: reg},
-		fanout.Deps{Store: n.store, Registry: mem, Router: mem})
+		fanout.Deps{Store: n.store, Registry: registry, Router: router})
 	lag := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chatd_kafka_lag", Help: "Records between a consumer's position and the partition's high watermark, at its last poll."}, []string{"group", "topic", "partition"})
 	reg.MustRegister(lag)
 
 	invalidate := func(context.Context, *kgo.Client, map[string][]int32) { n.proc.Invalidate() }
-	msgCons, err := n.newClient(append(bc.ClientOpts(), append(bc.ConsumerOpts("chatd-messages", bus.TopicInbound),
-		kgo.OnPartitionsAssigned(invalidate), kgo.OnPartitionsRevoked(invalidate), kgo.OnPartitionsLost(invalidate))...))
+	msgCons, err := n.newClient(append(bc.ConsumerOpts("chatd-messages", bus.TopicInbound),
+		kgo.OnPartitionsAssigned(invalidate), kgo.OnPartitionsRevoked(invalidate), kgo.OnPartitionsLost(invalidate)))
 	if err != nil {
-		return n, err
+		return err
 	}
-	fanCons, err := n.newClient(append(bc.ClientOpts(), bc.ConsumerOpts("chatd-fanout", bus.TopicEvents)...))
+	fanCons, err := n.newClient(bc.ConsumerOpts("chatd-fanout", bus.TopicEvents))
 	if err != nil {
-		return n, err
+		return err
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	n.run(runCtx, msgCons, "chatd-messages", lag, n.proc.Handle)
 	n.run(runCtx, fanCons, "chatd-fanout", lag, fan.Handle)
 
-	// Gateway.
-	gcfg := cfg.Gateway
-	gcfg.Addr = cfg.GatewayAddr
-	if gcfg.Logger == nil {
-		gcfg.Logger = cfg.Logger.With("component", "gateway")
-	}
-	n.gw, err = gateway.New(gcfg, gateway.Deps{
-		Auth:     authn,
-		Producer: bus.NewProducer(gwProd, bus.TopicInbound),
-		Registry: mem,
-		Router:   mem,
-		Metrics:  reg,
-	})
-	if err != nil {
-		return n, fmt.Errorf("node: gateway: %w", err)
-	}
-	if err := n.gw.Start(); err != nil {
-		return n, fmt.Errorf("node: gateway: %w", err)
-	}
-
-	// HTTP API.
 	var minter api.Minter
 	if cfg.Dev {
 		minter = n.signer
 	}
 	if n.apiLn, err = net.Listen("tcp", cfg.APIAddr); err != nil {
-		return n, fmt.Errorf("node: api listener: %w", err)
+		return fmt.Errorf("node: api listener: %w", err)
 	}
 	n.apiSrv = &http.Server{
 		Handler:           api.Handler(api.Config{Dev: cfg.Dev, Logger: cfg.Logger.With("component", "api")}, api.Deps{Store: n.store, Verifier: authn, Minter: minter}),
@@ -245,25 +292,56 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		MaxHeaderBytes:    16 << 10,
 	}
 	go func() { _ = n.apiSrv.Serve(n.apiLn) }()
+	return nil
+}
 
-	// Admin.
-	if cfg.AdminAddr != "off" {
-		if n.admLn, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
-			return n, fmt.Errorf("node: admin listener: %w", err)
-		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-		n.admSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go func() { _ = n.admSrv.Serve(n.admLn) }()
+// startGateway starts the WebSocket gateway.
+func (n *Node) startGateway(bc bus.Config, reg *prometheus.Registry, registry routing.Registry, router routing.Router, authn Authenticator) error {
+	gwProd, err := n.newClient(bc.ProducerOpts())
+	if err != nil {
+		return err
 	}
-	n.log.Info("chatd started", "gateway", n.GatewayURL(), "api", n.APIURL(), "admin", n.AdminAddr(), "data_dir", cfg.DataDir, "brokers", brokers, "dev", cfg.Dev)
-	return n, nil
+	gcfg := n.cfg.Gateway
+	gcfg.Addr = n.cfg.GatewayAddr
+	if gcfg.Logger == nil {
+		gcfg.Logger = n.cfg.Logger.With("component", "gateway")
+	}
+	n.gw, err = gateway.New(gcfg, gateway.Deps{
+		Auth:     authn,
+		Producer: bus.NewProducer(gwProd, bus.TopicInbound),
+		Registry: registry,
+		Router:   router,
+		Metrics:  reg,
+	})
+	if err != nil {
+		return fmt.Errorf("node: gateway: %w", err)
+	}
+	if err := n.gw.Start(); err != nil {
+		return fmt.Errorf("node: gateway: %w", err)
+	}
+	return nil
+}
+
+// startAdmin serves metrics, pprof and health.
+func (n *Node) startAdmin(reg *prometheus.Registry) error {
+	if n.cfg.AdminAddr == "off" {
+		return nil
+	}
+	var err error
+	if n.admLn, err = net.Listen("tcp", n.cfg.AdminAddr); err != nil {
+		return fmt.Errorf("node: admin listener: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	n.admSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = n.admSrv.Serve(n.admLn) }()
+	return nil
 }
 
 func (n *Node) newClient(opts []kgo.Opt) (*kgo.Client, error) {
@@ -321,6 +399,10 @@ func (n *Node) AdminAddr() string {
 	return n.admLn.Addr().String()
 }
 
+// Brokers are the Kafka brokers the node uses (the embedded one's address
+// when it started one).
+func (n *Node) Brokers() []string { return n.brokers }
+
 // Signer mints tokens with the node's key.
 func (n *Node) Signer() *auth.Signer { return n.signer }
 
@@ -358,6 +440,9 @@ func (n *Node) Close(ctx context.Context) {
 		}
 		if n.store != nil {
 			_ = n.store.Close()
+		}
+		if n.redis != nil {
+			n.redis.Close()
 		}
 	})
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/chatd-dev/chatd/bench"
 	"github.com/chatd-dev/chatd/core/node"
+	"github.com/chatd-dev/chatd/core/routing/redistest"
 	"github.com/chatd-dev/chatd/gateway"
 	"github.com/chatd-dev/chatd/wire"
 )
@@ -504,5 +505,70 @@ func TestMetricsEndpoint(t *testing.T) {
 	}
 	if resp, err := http.Get("http://" + n.AdminAddr() + "/debug/pprof/"); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("pprof: %v", err)
+	}
+}
+
+// TestSplitRoles runs the scaled-out topology in one test process: a core
+// (embedded kfake, Pebble) and two gateway-only nodes sharing its broker,
+// data dir key and a real redis-server for registry and routing. Alice on
+// gateway 1 and Bob on gateway 2 chat; receipts cross gateways too.
+func TestSplitRoles(t *testing.T) {
+	redisAddr, stop := redistest.Start(t)
+	t.Cleanup(stop)
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	start := func(cfg node.Config) *node.Node {
+		cfg.DataDir, cfg.APIAddr, cfg.AdminAddr, cfg.GatewayAddr = dir, "127.0.0.1:0", "off", "127.0.0.1:0"
+		cfg.Redis, cfg.Partitions = []string{redisAddr}, 4
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		n, err := node.Start(ctx, cfg)
+		if err != nil {
+			t.Fatalf("start %v: %v", cfg.Roles, err)
+		}
+		t.Cleanup(func() { n.Close(context.Background()) })
+		return n
+	}
+	core := start(node.Config{Roles: []string{node.RoleCore}})
+	gw1 := start(node.Config{Roles: []string{node.RoleGateway}, Brokers: core.Brokers()})
+	gw2 := start(node.Config{Roles: []string{node.RoleGateway}, Brokers: core.Brokers()})
+	if core.GatewayURL() != "" || gw1.APIURL() != "" {
+		t.Fatalf("roles leaked: core gateway %q, gateway api %q", core.GatewayURL(), gw1.APIURL())
+	}
+	alice := connect(t, gw1, "alice", "phone")
+	bob := connect(t, gw2, "bob", "phone")
+	conv := alice.openDirect("bob")
+	for i := 0; i < 50; i++ {
+		alice.send(sendFrame(conv, fmt.Sprintf("x%d", i), "across gateways"))
+	}
+	for i := 0; i < 50; i++ {
+		alice.expect(wire.TypeAck)
+		bob.expect(wire.TypeMsg)
+		if string(bob.dec.Msg.ClientMsgID) != fmt.Sprintf("x%d", i) {
+			t.Fatalf("bob got %q at %d", bob.dec.Msg.ClientMsgID, i)
+		}
+	}
+	bob.send(receiptFrame(conv, wire.ReceiptRead, 50))
+	alice.expect(wire.TypeReceipt)
+	if r := alice.dec.Receipt; string(r.User) != "bob" || r.UpToSeq != 50 {
+		t.Fatalf("receipt %+v", r)
+	}
+}
+
+// TestGatewayOnlyNeedsItsCore: a gateway-only node refuses to start
+// without brokers and Redis, and never creates a token key of its own.
+func TestGatewayOnlyNeedsItsCore(t *testing.T) {
+	dir := t.TempDir()
+	_, err := node.Start(context.Background(), node.Config{Roles: []string{node.RoleGateway}, DataDir: dir})
+	if err == nil {
+		t.Fatal("gateway-only without brokers started")
+	}
+	_, err = node.Start(context.Background(), node.Config{Roles: []string{node.RoleGateway}, DataDir: dir,
+		Brokers: []string{"127.0.0.1:1"}, Redis: []string{"127.0.0.1:1"}, AdminAddr: "off"})
+	if err == nil || !strings.Contains(err.Error(), "token key") {
+		t.Fatalf("gateway-only without a key: %v", err)
+	}
+	if _, err := os.Stat(dir + "/keys/token.key"); err == nil {
+		t.Fatal("gateway-only node created a key")
 	}
 }
