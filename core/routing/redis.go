@@ -98,6 +98,12 @@ type RedisConfig struct {
 	// SubscribeTimeout bounds how long Subscribe waits for Redis to
 	// confirm the first SUBSCRIBE. Default 5s.
 	SubscribeTimeout time.Duration
+	// OnResubscribe, if set, is called (on a goroutine of its own) each
+	// time a subscription to gateway is re-established after its
+	// connection was lost. A Redis that restarted has lost every route, so
+	// a gateway should refresh all its routes then rather than wait for
+	// its next periodic refresh. Default: nothing.
+	OnResubscribe func(gateway string)
 }
 
 const (
@@ -619,6 +625,7 @@ func (r *Redis) Publish(ctx context.Context, gateway string, batch []byte) error
 //	stop: stopped=true, cancel ctx ─> Receive returns ─> run exits (done)
 type redisSub struct {
 	r       *Redis
+	gateway string
 	channel string
 	h       func([]byte)
 	ctx     context.Context
@@ -639,7 +646,7 @@ type redisSub struct {
 // from h.
 func (r *Redis) Subscribe(gateway string, h func(batch []byte)) (func(), error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &redisSub{r: r, channel: r.channel(gateway), h: h, ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	s := &redisSub{r: r, gateway: gateway, channel: r.channel(gateway), h: h, ctx: ctx, cancel: cancel, done: make(chan struct{})}
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
@@ -686,8 +693,11 @@ func (s *redisSub) run(ready chan struct{}) {
 		}
 		if confirmed.CompareAndSwap(false, true) {
 			close(ready)
-		} else {
-			s.r.stats.resubscribes.Add(1)
+			return
+		}
+		s.r.stats.resubscribes.Add(1)
+		if f := s.r.cfg.OnResubscribe; f != nil {
+			go f(s.gateway)
 		}
 	})
 	backoff := 50 * time.Millisecond

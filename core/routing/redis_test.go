@@ -80,7 +80,15 @@ func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 // subscription included.
 func TestRedisRestart(t *testing.T) {
 	srv := redistest.StartServer(t)
-	r := newRedis(t, srv.Addr)
+	resubscribed := make(chan string, 10)
+	r, err := routing.NewRedis(routing.RedisConfig{
+		Addrs:         []string{srv.Addr},
+		OnResubscribe: func(gw string) { resubscribed <- gw },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
 	ctx := context.Background()
 	var c collector
 	stop, err := r.Subscribe("g1", c.h)
@@ -108,10 +116,12 @@ func TestRedisRestart(t *testing.T) {
 	} {
 		start := time.Now()
 		err := op()
+		d := time.Since(start)
+		t.Logf("%s with redis down: error after %v", name, d.Round(time.Microsecond))
 		if err == nil {
 			t.Errorf("%s with redis down: no error", name)
 		}
-		if d := time.Since(start); d > 5*time.Second {
+		if d > 5*time.Second {
 			t.Errorf("%s with redis down took %v", name, d)
 		}
 	}
@@ -135,6 +145,14 @@ func TestRedisRestart(t *testing.T) {
 	}
 	if got := r.Stats().Resubscribes; got < 1 {
 		t.Fatalf("Resubscribes = %d, want >= 1", got)
+	}
+	select {
+	case gw := <-resubscribed:
+		if gw != "g1" {
+			t.Fatalf("OnResubscribe(%q), want g1", gw)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("OnResubscribe not called")
 	}
 
 	// The registry works again; the new server is empty, so re-register
