@@ -369,6 +369,12 @@ func (r *Redis) Register(ctx context.Context, routes []Route, ttl time.Duration)
 	if ttlMs < 1 {
 		ttlMs = 1
 	}
+	for i := range routes {
+		if len(routes[i].Gateway) > maxGatewayLen {
+			// Checked before anything is written: no half-registered batch.
+			return fmt.Errorf("routing: register: gateway id %.16q... longer than %d bytes", routes[i].Gateway, maxGatewayLen)
+		}
+	}
 	exp := time.Now().UnixMilli() + ttlMs
 	for start := 0; start < len(routes); start += r.cfg.RegisterChunk {
 		chunk := routes[start:min(start+r.cfg.RegisterChunk, len(routes))]
@@ -382,9 +388,6 @@ func (r *Redis) Register(ctx context.Context, routes []Route, ttl time.Duration)
 func (r *Redis) registerChunk(ctx context.Context, routes []Route, ttlMs, exp int64) error {
 	size := 0
 	for i := range routes {
-		if len(routes[i].Gateway) > maxGatewayLen {
-			return fmt.Errorf("routing: register: gateway id %.16q... longer than %d bytes", routes[i].Gateway, maxGatewayLen)
-		}
 		size += len(r.prefix) + 2 + len(routes[i].User) + routeValLen + len(routes[i].Gateway) + len(routes[i].Device)
 	}
 	arena := make([]byte, 0, size)
