@@ -327,8 +327,9 @@ func (c Checker) usableNofile(rl unix.Rlimit) (int64, error) {
 // MinProcs returns the number of processes needed to hold conns connections
 // under this host's RLIMIT_NOFILE: ceil(conns / (limit - Costs.FDSlack)),
 // where limit is the hard limit (any process may raise its soft limit that
-// far without privilege, and Go programs do so at startup), or fs.nr_open if
-// the hard limit is unlimited.
+// far without privilege; Go programs raise theirs to one below it at
+// startup, which the slack covers), or fs.nr_open if the hard limit is
+// unlimited.
 func (c Checker) MinProcs(conns int) (int, error) {
 	if conns <= 0 {
 		return 0, fmt.Errorf("limits: conns must be > 0, got %d", conns)
