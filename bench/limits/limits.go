@@ -1,6 +1,6 @@
 //go:build linux
 
-// Package limits tells whether this host can hold a connection target before
+// Package limits tells whether this (Linux) host can hold a connection target before
 // a capacity run starts: open files per process, fs.nr_open, fs.file-max,
 // ephemeral ports per client source address, the accept queue, conntrack and
 // memory, read from /proc and RLIMIT_NOFILE. It is the Go counterpart of
