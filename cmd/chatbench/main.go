@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/chatd-dev/chatd/bench"
+	"github.com/chatd-dev/chatd/bench/swarm"
 )
 
 func main() {
@@ -31,6 +32,11 @@ func main() {
 	switch os.Args[1] {
 	case "latency":
 		err = latency(ctx, os.Args[2:])
+	case "density":
+		err = density(ctx, os.Args[2:])
+	case "swarm-worker":
+		// A load-generator process started by density/storm; not for people.
+		os.Exit(swarm.WorkerMain(os.Args[2:]))
 	case "-h", "--help", "help":
 		usage()
 		return
@@ -45,7 +51,11 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: chatbench latency [flags]   (chatbench latency -h for flags)")
+	fmt.Fprintln(os.Stderr, `usage: chatbench <scenario> [flags]   (chatbench <scenario> -h for its flags)
+
+scenarios:
+  latency   1:1 send->ack and send->deliver latency, open loop
+  density   hold N authenticated, heartbeating connections; memory per connection`)
 }
 
 type serverFlags struct {
@@ -114,6 +124,55 @@ func latency(ctx context.Context, args []string) error {
 	}
 	if res.Lost > 0 {
 		return fmt.Errorf("%d messages lost", res.Lost)
+	}
+	return nil
+}
+
+func density(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("chatbench density", flag.ExitOnError)
+	var (
+		conns     = fs.Int("conns", 2000, "connections to open and hold")
+		gwProcs   = fs.Int("gateway-procs", 0, "gateway processes sharing the port (0: the fewest the open-files limit allows)")
+		cliProcs  = fs.Int("client-procs", 0, "load-generator processes, one source address each (0: the fewest the limit allows)")
+		dialRate  = fs.Int("dial-rate", 10000, "new connections per second, all clients together")
+		hold      = fs.Duration("hold", 10*time.Second, "idle time with heartbeats before memory is read")
+		heartbeat = fs.Duration("heartbeat", 0, "client heartbeat interval (0: the server's)")
+		chatd     = fs.String("chatd", "", "chatd binary (default: next to chatbench, then PATH)")
+		outDir    = fs.String("out", "bench/out", "directory for the reports (JSON, Markdown, SVG)")
+		asJSON    = fs.Bool("json", false, "print the result as one JSON object on the last line")
+	)
+	_ = fs.Parse(args)
+	bin, err := bench.FindChatd(*chatd)
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	res, samples, err := bench.RunDensity(ctx, bench.DensityConfig{
+		ChatdBin: bin, SelfBin: self, Conns: *conns, GatewayProcs: *gwProcs, ClientProcs: *cliProcs,
+		DialRate: *dialRate, Hold: *hold, Heartbeat: *heartbeat,
+		Progress: func(s string) { fmt.Fprintln(os.Stderr, s) },
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("density: %d/%d connections established (%d round-tripped, %d failures) on %d gateway process(es), %d client process(es)\n",
+		res.ConnsEstablished, res.ConnsTarget, res.ConnsRoundTripped, res.Failures, res.GatewayProcesses, res.ClientProcesses)
+	fmt.Printf("  gateway: %.0f B RSS/conn (%.0f marginal), %.0f B Go heap/conn (%.0f marginal), %d goroutines\n",
+		res.GatewayRSSBytesPerConn, res.GatewayRSSMarginal, res.GatewayHeapBytesPerConn, res.GatewayHeapMarginal, res.GatewayGoroutines)
+	fmt.Printf("  kernel: %.0f B/socket   clients: %.0f B RSS/conn   setup: %.1fs (%.0f conns/s)\n",
+		res.KernelBytesPerSocket, res.ClientRSSBytesPerConn, res.SetupSeconds, res.SetupRate)
+	if err := writeDensityReport(*outDir, args, res, samples); err != nil {
+		fmt.Fprintln(os.Stderr, "chatbench: report:", err)
+	}
+	if *asJSON {
+		b, _ := json.Marshal(res)
+		fmt.Println(string(b))
+	}
+	if res.Failures > 0 || res.ConnsEstablished < int64(res.ConnsTarget) {
+		return fmt.Errorf("%d of %d connections failed", res.ConnsTarget-int(res.ConnsEstablished), res.ConnsTarget)
 	}
 	return nil
 }

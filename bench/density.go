@@ -1,0 +1,401 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/chatd-dev/chatd/bench/limits"
+	"github.com/chatd-dev/chatd/bench/swarm"
+)
+
+// DensityConfig is a connection-density run: Conns clients complete the
+// WebSocket upgrade and HELLO, each pair does one message round trip
+// (OPEN_DIRECT, SEND/ACK, MSG, RECEIPT), then they stay idle with
+// heartbeats for Hold before memory is read.
+type DensityConfig struct {
+	ChatdBin string // chatd binary
+	SelfBin  string // chatbench binary, executed as "chatbench swarm-worker"
+	Conns    int
+	// GatewayProcs and ClientProcs: 0 picks the fewest processes the
+	// open-files limit allows.
+	GatewayProcs int
+	ClientProcs  int
+	// DialRate is new connections per second over all clients (default
+	// 10,000).
+	DialRate int
+	// Hold is how long connections stay idle, heartbeating, after setup
+	// and before memory is read (default 10s).
+	Hold time.Duration
+	// Heartbeat overrides the server's heartbeat interval for the clients.
+	Heartbeat time.Duration
+	// SetupTimeout bounds setup (default 60s + 1s per 2,000 connections).
+	SetupTimeout time.Duration
+	Log          io.Writer
+	// Progress, when set, gets a line per second.
+	Progress func(string)
+}
+
+// DensityResult is what a density run measured. Per-connection figures
+// divide totals (not deltas) by the established connections, so each
+// process's fixed cost is included; the *_marginal_* fields divide the
+// growth from before the clients connected.
+type DensityResult struct {
+	ConnsTarget             int              `json:"conns_target"`
+	ConnsEstablished        int64            `json:"conns_established"`
+	ConnsRoundTripped       int64            `json:"conns_round_tripped"`
+	Failures                int64            `json:"failures"`
+	FailureReasons          map[string]int64 `json:"failure_reasons,omitempty"`
+	GatewayProcesses        int              `json:"gateway_processes"`
+	ClientProcesses         int              `json:"client_processes"`
+	GatewayRSSBytesPerConn  float64          `json:"gateway_rss_bytes_per_conn"`
+	GatewayHeapBytesPerConn float64          `json:"gateway_heap_bytes_per_conn"`
+	GatewayRSSMarginal      float64          `json:"gateway_rss_marginal_bytes_per_conn"`
+	GatewayHeapMarginal     float64          `json:"gateway_heap_marginal_bytes_per_conn"`
+	GatewayRSSTotalBytes    int64            `json:"gateway_rss_total_bytes"`
+	KernelBytesPerSocket    float64          `json:"kernel_bytes_per_socket"`
+	GatewayGoroutines       int64            `json:"gateway_goroutines"`
+	ClientRSSBytesPerConn   float64          `json:"client_rss_bytes_per_conn"`
+	SetupSeconds            float64          `json:"setup_seconds"`
+	SetupRate               float64          `json:"setup_conns_per_second"`
+	HoldSeconds             float64          `json:"hold_seconds"`
+	PingsSent               int64            `json:"pings_sent"`
+	PongsReceived           int64            `json:"pongs_received"`
+	PongsMissed             int64            `json:"pongs_missed"`
+	ConnectP99Ms            float64          `json:"connect_p99_ms"`
+	RoundTripP99Ms          float64          `json:"round_trip_p99_ms"`
+	Limits                  string           `json:"limits_report"`
+}
+
+// Sample is one point of a run's time series.
+type Sample struct {
+	T           float64 // seconds since start
+	Established int64
+	GatewayRSS  int64
+}
+
+// connsPerProcess is how many connections one process takes: below the
+// 20,000 open files of this machine, with room for SO_REUSEPORT's uneven
+// spread (a few hundred either way at this size).
+func connsPerProcess() int {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Max > 1<<20 {
+		return 19_000
+	}
+	return max(1000, int(float64(lim.Max)*0.92))
+}
+
+// RunDensity runs the scenario.
+func RunDensity(ctx context.Context, cfg DensityConfig) (*DensityResult, []Sample, error) {
+	if cfg.Conns < 2 {
+		return nil, nil, errors.New("density needs at least 2 connections")
+	}
+	cfg.Conns &^= 1 // pairs
+	per := connsPerProcess()
+	if cfg.GatewayProcs <= 0 {
+		cfg.GatewayProcs = (cfg.Conns + per - 1) / per
+	}
+	if cfg.ClientProcs <= 0 {
+		cfg.ClientProcs = (cfg.Conns + per - 1) / per
+	}
+	if cfg.DialRate <= 0 {
+		cfg.DialRate = 10_000
+	}
+	if cfg.Hold <= 0 {
+		cfg.Hold = 10 * time.Second
+	}
+	if cfg.SetupTimeout <= 0 {
+		cfg.SetupTimeout = 60*time.Second + time.Duration(cfg.Conns/2000)*time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = os.Stderr
+	}
+	progress := cfg.Progress
+	if progress == nil {
+		progress = func(string) {}
+	}
+	rep, err := limits.Check(limits.Need{Conns: cfg.Conns, GatewayProcs: cfg.GatewayProcs, ClientProcs: cfg.ClientProcs,
+		SourceIPs: cfg.ClientProcs, ClientsOnThisHost: true})
+	if err != nil {
+		return nil, nil, err
+	}
+	if !rep.OK() {
+		return nil, nil, fmt.Errorf("this machine cannot hold the run; turn the knobs named below and retry:\n%s", rep.String())
+	}
+	res := &DensityResult{ConnsTarget: cfg.Conns, GatewayProcesses: cfg.GatewayProcs, ClientProcesses: cfg.ClientProcs, Limits: rep.String()}
+
+	kernelBefore := KernelMemory()
+	cl, err := StartCluster(ctx, ClusterConfig{ChatdBin: cfg.ChatdBin, GatewayProcs: cfg.GatewayProcs, Log: cfg.Log})
+	if err != nil {
+		return nil, nil, err
+	}
+	defer cl.Stop()
+	for _, p := range cl.Gateways {
+		p.GC()
+	}
+	rssBefore, heapBefore, _ := gatewayMemory(cl)
+	target := strings.TrimSuffix(strings.TrimPrefix(cl.GatewayURL, "ws://"), "/chat/v1/ws")
+
+	// Workers: one source address each, pairs within a worker.
+	start := time.Now()
+	workers := make([]*worker, cfg.ClientProcs)
+	runID := strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
+	for w := range workers {
+		lo, hi := w*cfg.Conns/cfg.ClientProcs&^1, (w+1)*cfg.Conns/cfg.ClientProcs&^1
+		if w == len(workers)-1 {
+			hi = cfg.Conns
+		}
+		wc := swarm.Config{
+			Target:        target,
+			SourceIP:      sourceIP(w),
+			DialRate:      max(1, cfg.DialRate/cfg.ClientProcs),
+			PipelineHello: true,
+			Heartbeat:     cfg.Heartbeat,
+			RoundTrip:     true,
+			RunID:         fmt.Sprintf("%s-%d", runID, w),
+			Conns:         make([]swarm.ConnSpec, 0, hi-lo),
+		}
+		for i := lo; i < hi; i += 2 {
+			a, b := fmt.Sprintf("d%s-%d", runID, i), fmt.Sprintf("d%s-%d", runID, i+1)
+			ta, err := cl.Signer.Mint(a, "bench", 24*time.Hour)
+			if err != nil {
+				return nil, nil, err
+			}
+			tb, err := cl.Signer.Mint(b, "bench", 24*time.Hour)
+			if err != nil {
+				return nil, nil, err
+			}
+			k := len(wc.Conns)
+			wc.Conns = append(wc.Conns,
+				swarm.ConnSpec{Token: ta, Device: "bench", Peer: k + 1, PeerUser: b, Initiator: true},
+				swarm.ConnSpec{Token: tb, Device: "bench", Peer: k})
+		}
+		if workers[w], err = startWorker(cfg.SelfBin, wc, cfg.Log); err != nil {
+			return nil, nil, err
+		}
+	}
+	defer func() {
+		for _, w := range workers {
+			if w != nil {
+				w.stop()
+			}
+		}
+	}()
+
+	var samples []Sample
+	sample := func() swarm.Stats {
+		agg := aggregate(workers)
+		rss, _, _ := gatewayMemory(cl)
+		samples = append(samples, Sample{T: time.Since(start).Seconds(), Established: agg.Established, GatewayRSS: rss})
+		return agg
+	}
+	deadline := time.Now().Add(cfg.SetupTimeout)
+	var agg swarm.Stats
+	for {
+		select {
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		}
+		agg = sample()
+		progress(fmt.Sprintf("%5.0fs established %d/%d round-tripped %d failures %d", time.Since(start).Seconds(), agg.Established, cfg.Conns, agg.RoundTripped, agg.FailuresTotal))
+		if agg.RoundTripped+agg.FailuresTotal >= int64(cfg.Conns) || time.Now().After(deadline) {
+			break
+		}
+		if exited := exitedWorkers(workers); exited != "" {
+			return nil, nil, fmt.Errorf("load worker exited: %s", exited)
+		}
+	}
+	res.SetupSeconds = time.Since(start).Seconds()
+	res.SetupRate = float64(agg.Established) / res.SetupSeconds
+
+	holdEnd := time.Now().Add(cfg.Hold)
+	for time.Now().Before(holdEnd) {
+		select {
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		}
+		agg = sample()
+		progress(fmt.Sprintf("%5.0fs holding: established %d pings %d pongs %d", time.Since(start).Seconds(), agg.Established, agg.PingsSent, agg.PongsReceived))
+	}
+	res.HoldSeconds = cfg.Hold.Seconds()
+
+	// Memory, read while every connection is open and idle, after a GC in
+	// every gateway so the heap figure is live memory, not garbage.
+	for _, p := range cl.Gateways {
+		p.GC()
+	}
+	rss, heap, goroutines := gatewayMemory(cl)
+	kernelAfter := KernelMemory()
+	est := max(agg.Established, 1)
+	res.ConnsEstablished, res.ConnsRoundTripped = agg.Established, agg.RoundTripped
+	res.Failures, res.FailureReasons = agg.FailuresTotal, agg.Failures
+	res.GatewayRSSTotalBytes = rss
+	res.GatewayRSSBytesPerConn = float64(rss) / float64(est)
+	res.GatewayHeapBytesPerConn = float64(heap) / float64(est)
+	res.GatewayRSSMarginal = float64(rss-rssBefore) / float64(est)
+	res.GatewayHeapMarginal = float64(heap-heapBefore) / float64(est)
+	// Both ends of every connection are sockets on this machine.
+	res.KernelBytesPerSocket = float64(kernelAfter-kernelBefore) / float64(2*est)
+	res.GatewayGoroutines = goroutines
+	var clientRSS int64
+	for _, w := range workers {
+		clientRSS += w.last().RSSBytes
+	}
+	res.ClientRSSBytesPerConn = float64(clientRSS) / float64(est)
+	res.PingsSent, res.PongsReceived, res.PongsMissed = agg.PingsSent, agg.PongsReceived, agg.PongsMissed
+	res.ConnectP99Ms, res.RoundTripP99Ms = agg.ConnectP99Ms, agg.RoundTripP99Ms
+	return res, samples, nil
+}
+
+// sourceIP returns the loopback source address of worker w: 127.0.0.2,
+// 127.0.0.3, ... continuing into 127.0.1.x. Each has its own ephemeral
+// port range toward the one gateway port.
+func sourceIP(w int) string {
+	n := w + 2
+	return fmt.Sprintf("127.0.%d.%d", n/254, n%254+1)
+}
+
+// gatewayMemory sums RSS, Go heap allocated (live after a GC) and
+// goroutines over the gateway processes.
+func gatewayMemory(cl *Cluster) (rss, heap, goroutines int64) {
+	for _, p := range cl.Gateways {
+		rss += p.RSS()
+		if v, err := p.Metric("go_memstats_heap_alloc_bytes"); err == nil {
+			heap += int64(v)
+		}
+		if v, err := p.Metric("go_goroutines"); err == nil {
+			goroutines += int64(v)
+		}
+	}
+	return rss, heap, goroutines
+}
+
+// KernelMemory is the kernel memory that grows with sockets: slab (socket,
+// inode, file, dentry, epoll objects) plus the pages charged to TCP socket
+// buffers (/proc/net/sockstat "mem").
+func KernelMemory() int64 {
+	var slab int64
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "Slab:"); ok {
+				kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+				slab = kb << 10
+			}
+		}
+	}
+	var pages int64
+	if b, err := os.ReadFile("/proc/net/sockstat"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if rest, ok := strings.CutPrefix(line, "TCP:"); ok {
+				f := strings.Fields(rest)
+				for i := 0; i+1 < len(f); i += 2 {
+					if f[i] == "mem" {
+						pages, _ = strconv.ParseInt(f[i+1], 10, 64)
+					}
+				}
+			}
+		}
+	}
+	return slab + pages*int64(os.Getpagesize())
+}
+
+// worker is one load-generator process.
+type worker struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	mu    sync.Mutex
+	stats swarm.WorkerStats
+	done  chan struct{}
+	err   string
+}
+
+func startWorker(self string, cfg swarm.Config, log io.Writer) (*worker, error) {
+	w := &worker{done: make(chan struct{})}
+	w.cmd = exec.Command(self, "swarm-worker")
+	w.cmd.Stderr = log
+	var err error
+	if w.stdin, err = w.cmd.StdinPipe(); err != nil {
+		return nil, err
+	}
+	out, err := w.cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := w.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start load worker: %w", err)
+	}
+	go func() {
+		defer close(w.done)
+		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 1<<20), 16<<20)
+		for sc.Scan() {
+			var s swarm.WorkerStats
+			if json.Unmarshal(sc.Bytes(), &s) == nil {
+				w.mu.Lock()
+				w.stats = s
+				if s.Error != "" {
+					w.err = s.Error
+				}
+				w.mu.Unlock()
+			}
+		}
+		_ = w.cmd.Wait()
+	}()
+	// The config goes on stdin; stdin then stays open (EOF stops the worker).
+	if err := json.NewEncoder(w.stdin).Encode(cfg); err != nil {
+		return nil, fmt.Errorf("configure load worker: %w", err)
+	}
+	return w, nil
+}
+
+func (w *worker) last() swarm.WorkerStats {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.stats
+}
+
+// stop ends the worker (EOF on stdin, then SIGKILL after 10s).
+func (w *worker) stop() {
+	_ = w.stdin.Close()
+	select {
+	case <-w.done:
+	case <-time.After(10 * time.Second):
+		_ = w.cmd.Process.Kill()
+		<-w.done
+	}
+}
+
+func exitedWorkers(ws []*worker) string {
+	for i, w := range ws {
+		select {
+		case <-w.done:
+			w.mu.Lock()
+			e := w.err
+			w.mu.Unlock()
+			return fmt.Sprintf("worker %d: %s", i, e)
+		default:
+		}
+	}
+	return ""
+}
+
+// aggregate merges the workers' latest stats.
+func aggregate(ws []*worker) swarm.Stats {
+	var agg swarm.Stats
+	for _, w := range ws {
+		agg.Merge(w.last().Stats)
+	}
+	return agg
+}
