@@ -179,7 +179,7 @@ func TestSwarmRoundTripAndShutdown(t *testing.T) {
 		t.Fatalf("established %d dialing %d after shutdown", s.Established, s.Dialing)
 	}
 	final := r.stop(t)
-	if final.ConnectHist == nil || final.RoundTripHist == nil {
+	if final.ConnectHist == "" || final.RoundTripHist == "" {
 		t.Fatal("final snapshot has no histograms")
 	}
 }
@@ -362,7 +362,7 @@ func TestClientMemoryPerConn(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if !final.Final || final.ConnectHist == nil {
+	if !final.Final || final.ConnectHist == "" {
 		t.Fatalf("no final line: %+v", final)
 	}
 	if err := cmd.Wait(); err != nil {

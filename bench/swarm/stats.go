@@ -1,6 +1,7 @@
 package swarm
 
 import (
+	"errors"
 	"maps"
 	"sync"
 	"sync/atomic"
@@ -64,11 +65,12 @@ type Stats struct {
 	RoundTripP99Ms float64 `json:"round_trip_p99_ms"`
 	RoundTripMaxMs float64 `json:"round_trip_max_ms"`
 
-	// The histograms behind the percentiles (values in microseconds), so
-	// that runs split over several processes can be merged
-	// (hdrhistogram.Import, then Merge).
-	ConnectHist   *hdrhistogram.Snapshot `json:"connect_hist,omitempty"`
-	RoundTripHist *hdrhistogram.Snapshot `json:"round_trip_hist,omitempty"`
+	// The histograms behind the percentiles (values in microseconds) in
+	// HdrHistogram's compressed V2 encoding (base64), so that runs split
+	// over several processes can be merged exactly: see DecodeHist and
+	// Merge. Only Run's last snapshot carries them.
+	ConnectHist   string `json:"connect_hist,omitempty"`
+	RoundTripHist string `json:"round_trip_hist,omitempty"`
 }
 
 // Histogram bounds: 1µs to 1h, 2 significant digits (1% error, a few KiB).
@@ -170,8 +172,8 @@ func (s *counters) snapshot(elapsed time.Duration, conns int, hists bool) Stats 
 		st.RoundTripMaxMs = float64(s.rtH.Max()) / 1000
 	}
 	if hists {
-		st.ConnectHist = s.connectH.Export()
-		st.RoundTripHist = s.rtH.Export()
+		st.ConnectHist = encodeHist(s.connectH)
+		st.RoundTripHist = encodeHist(s.rtH)
 	}
 	s.mu.Unlock()
 	return st
@@ -229,17 +231,35 @@ func mergeMap(a, b map[string]int64) map[string]int64 {
 	return a
 }
 
-func mergeHist(a, b *hdrhistogram.Snapshot, pa, pb [3]float64) (*hdrhistogram.Snapshot, float64, float64, float64) {
-	if a == nil || b == nil {
-		if a == nil && b != nil && pa == [3]float64{} {
+func mergeHist(a, b string, pa, pb [3]float64) (string, float64, float64, float64) {
+	ha, errA := DecodeHist(a)
+	hb, errB := DecodeHist(b)
+	if errA != nil || errB != nil {
+		if a == "" && b != "" && pa == [3]float64{} {
 			return b, pb[0], pb[1], pb[2]
 		}
 		return a, max(pa[0], pb[0]), max(pa[1], pb[1]), max(pa[2], pb[2])
 	}
-	h := hdrhistogram.Import(a)
-	h.Merge(hdrhistogram.Import(b))
-	if h.TotalCount() == 0 {
-		return h.Export(), 0, 0, 0
+	ha.Merge(hb)
+	if ha.TotalCount() == 0 {
+		return encodeHist(ha), 0, 0, 0
 	}
-	return h.Export(), msAt(h, 50), msAt(h, 99), float64(h.Max()) / 1000
+	return encodeHist(ha), msAt(ha, 50), msAt(ha, 99), float64(ha.Max()) / 1000
+}
+
+func encodeHist(h *hdrhistogram.Histogram) string {
+	b, err := h.Encode(hdrhistogram.V2CompressedEncodingCookieBase)
+	if err != nil {
+		return ""
+	}
+	return string(b)
+}
+
+// DecodeHist decodes a histogram of Stats (ConnectHist, RoundTripHist):
+// values are microseconds.
+func DecodeHist(s string) (*hdrhistogram.Histogram, error) {
+	if s == "" {
+		return nil, errors.New("swarm: no histogram")
+	}
+	return hdrhistogram.Decode([]byte(s))
 }

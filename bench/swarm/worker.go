@@ -103,7 +103,7 @@ func WorkerMain(args []string) int {
 			runtime.GC()
 		}
 		ws := WorkerStats{Time: time.Now(), PID: os.Getpid(), SourceIP: cfg.SourceIP, Stats: s}
-		ws.Final = s.ConnectHist != nil // Run's last call carries the histograms
+		ws.Final = s.ConnectHist != "" // Run's last call carries the histograms
 		mem.read(&ws)
 		_ = out.Encode(ws)
 	}
