@@ -1,17 +1,13 @@
 package bench
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -84,10 +80,10 @@ type Sample struct {
 	GatewayRSS  int64
 }
 
-// connsPerProcess is how many connections one process takes: below the
+// ConnsPerProcess is how many connections one process takes: below the
 // 20,000 open files of this machine, with room for SO_REUSEPORT's uneven
 // spread (a few hundred either way at this size).
-func connsPerProcess() int {
+func ConnsPerProcess() int {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Max > 1<<20 {
 		return 19_000
@@ -101,7 +97,7 @@ func RunDensity(ctx context.Context, cfg DensityConfig) (*DensityResult, []Sampl
 		return nil, nil, errors.New("density needs at least 2 connections")
 	}
 	cfg.Conns &^= 1 // pairs
-	per := connsPerProcess()
+	per := ConnsPerProcess()
 	if cfg.GatewayProcs <= 0 {
 		cfg.GatewayProcs = (cfg.Conns + per - 1) / per
 	}
@@ -144,57 +140,21 @@ func RunDensity(ctx context.Context, cfg DensityConfig) (*DensityResult, []Sampl
 		p.GC()
 	}
 	rssBefore, heapBefore, _ := gatewayMemory(cl)
-	target := strings.TrimSuffix(strings.TrimPrefix(cl.GatewayURL, "ws://"), "/chat/v1/ws")
 
 	// Workers: one source address each, pairs within a worker.
 	start := time.Now()
-	workers := make([]*worker, cfg.ClientProcs)
-	runID := strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
-	for w := range workers {
-		lo, hi := w*cfg.Conns/cfg.ClientProcs&^1, (w+1)*cfg.Conns/cfg.ClientProcs&^1
-		if w == len(workers)-1 {
-			hi = cfg.Conns
-		}
-		wc := swarm.Config{
-			Target:        target,
-			SourceIP:      sourceIP(w),
-			DialRate:      max(1, cfg.DialRate/cfg.ClientProcs),
-			PipelineHello: true,
-			Heartbeat:     cfg.Heartbeat,
-			RoundTrip:     true,
-			RunID:         fmt.Sprintf("%s-%d", runID, w),
-			Conns:         make([]swarm.ConnSpec, 0, hi-lo),
-		}
-		for i := lo; i < hi; i += 2 {
-			a, b := fmt.Sprintf("d%s-%d", runID, i), fmt.Sprintf("d%s-%d", runID, i+1)
-			ta, err := cl.Signer.Mint(a, "bench", 24*time.Hour)
-			if err != nil {
-				return nil, nil, err
-			}
-			tb, err := cl.Signer.Mint(b, "bench", 24*time.Hour)
-			if err != nil {
-				return nil, nil, err
-			}
-			k := len(wc.Conns)
-			wc.Conns = append(wc.Conns,
-				swarm.ConnSpec{Token: ta, Device: "bench", Peer: k + 1, PeerUser: b, Initiator: true},
-				swarm.ConnSpec{Token: tb, Device: "bench", Peer: k})
-		}
-		if workers[w], err = startWorker(cfg.SelfBin, wc, cfg.Log); err != nil {
-			return nil, nil, err
-		}
+	workers, err := SpawnWorkers(cl, WorkersConfig{
+		SelfBin: cfg.SelfBin, Conns: cfg.Conns, Procs: cfg.ClientProcs, DialRate: cfg.DialRate,
+		Heartbeat: cfg.Heartbeat, RoundTrip: true, Log: cfg.Log,
+	})
+	if err != nil {
+		return nil, nil, err
 	}
-	defer func() {
-		for _, w := range workers {
-			if w != nil {
-				w.stop()
-			}
-		}
-	}()
+	defer StopWorkers(workers)
 
 	var samples []Sample
 	sample := func() swarm.Stats {
-		agg := aggregate(workers)
+		agg := Aggregate(workers)
 		rss, _, _ := gatewayMemory(cl)
 		samples = append(samples, Sample{T: time.Since(start).Seconds(), Established: agg.Established, GatewayRSS: rss})
 		return agg
@@ -212,7 +172,7 @@ func RunDensity(ctx context.Context, cfg DensityConfig) (*DensityResult, []Sampl
 		if agg.RoundTripped+agg.FailuresTotal >= int64(cfg.Conns) || time.Now().After(deadline) {
 			break
 		}
-		if exited := exitedWorkers(workers); exited != "" {
+		if exited := ExitedWorkers(workers); exited != "" {
 			return nil, nil, fmt.Errorf("load worker exited: %s", exited)
 		}
 	}
@@ -249,11 +209,7 @@ func RunDensity(ctx context.Context, cfg DensityConfig) (*DensityResult, []Sampl
 	// Both ends of every connection are sockets on this machine.
 	res.KernelBytesPerSocket = float64(kernelAfter-kernelBefore) / float64(2*est)
 	res.GatewayGoroutines = goroutines
-	var clientRSS int64
-	for _, w := range workers {
-		clientRSS += w.last().RSSBytes
-	}
-	res.ClientRSSBytesPerConn = float64(clientRSS) / float64(est)
+	res.ClientRSSBytesPerConn = float64(WorkersRSS(workers)) / float64(est)
 	res.PingsSent, res.PongsReceived, res.PongsMissed = agg.PingsSent, agg.PongsReceived, agg.PongsMissed
 	res.ConnectP99Ms, res.RoundTripP99Ms = agg.ConnectP99Ms, agg.RoundTripP99Ms
 	return res, samples, nil
@@ -309,93 +265,4 @@ func KernelMemory() int64 {
 		}
 	}
 	return slab + pages*int64(os.Getpagesize())
-}
-
-// worker is one load-generator process.
-type worker struct {
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	mu    sync.Mutex
-	stats swarm.WorkerStats
-	done  chan struct{}
-	err   string
-}
-
-func startWorker(self string, cfg swarm.Config, log io.Writer) (*worker, error) {
-	w := &worker{done: make(chan struct{})}
-	w.cmd = exec.Command(self, "swarm-worker")
-	w.cmd.Stderr = log
-	var err error
-	if w.stdin, err = w.cmd.StdinPipe(); err != nil {
-		return nil, err
-	}
-	out, err := w.cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := w.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start load worker: %w", err)
-	}
-	go func() {
-		defer close(w.done)
-		sc := bufio.NewScanner(out)
-		sc.Buffer(make([]byte, 1<<20), 16<<20)
-		for sc.Scan() {
-			var s swarm.WorkerStats
-			if json.Unmarshal(sc.Bytes(), &s) == nil {
-				w.mu.Lock()
-				w.stats = s
-				if s.Error != "" {
-					w.err = s.Error
-				}
-				w.mu.Unlock()
-			}
-		}
-		_ = w.cmd.Wait()
-	}()
-	// The config goes on stdin; stdin then stays open (EOF stops the worker).
-	if err := json.NewEncoder(w.stdin).Encode(cfg); err != nil {
-		return nil, fmt.Errorf("configure load worker: %w", err)
-	}
-	return w, nil
-}
-
-func (w *worker) last() swarm.WorkerStats {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.stats
-}
-
-// stop ends the worker (EOF on stdin, then SIGKILL after 10s).
-func (w *worker) stop() {
-	_ = w.stdin.Close()
-	select {
-	case <-w.done:
-	case <-time.After(10 * time.Second):
-		_ = w.cmd.Process.Kill()
-		<-w.done
-	}
-}
-
-func exitedWorkers(ws []*worker) string {
-	for i, w := range ws {
-		select {
-		case <-w.done:
-			w.mu.Lock()
-			e := w.err
-			w.mu.Unlock()
-			return fmt.Sprintf("worker %d: %s", i, e)
-		default:
-		}
-	}
-	return ""
-}
-
-// aggregate merges the workers' latest stats.
-func aggregate(ws []*worker) swarm.Stats {
-	var agg swarm.Stats
-	for _, w := range ws {
-		agg.Merge(w.last().Stats)
-	}
-	return agg
 }

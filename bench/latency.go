@@ -32,23 +32,32 @@ type LatencyConfig struct {
 // around to sending it, so a stalled sender cannot hide queueing
 // (coordinated omission).
 type LatencyResult struct {
-	Rate         float64 `json:"rate"`
-	Pairs        int     `json:"pairs"`
-	DurationSec  float64 `json:"duration_seconds"`
-	Sent         int64   `json:"sent"`
-	Acked        int64   `json:"acked"`
-	Delivered    int64   `json:"delivered"`
-	Lost         int64   `json:"lost"`
-	Duplicates   int64   `json:"duplicates"`
-	AckP50ms     float64 `json:"ack_p50_ms"`
-	AckP99ms     float64 `json:"ack_p99_ms"`
-	AckMaxms     float64 `json:"ack_max_ms"`
-	DeliverP50ms float64 `json:"deliver_p50_ms"`
-	DeliverP90ms float64 `json:"deliver_p90_ms"`
-	DeliverP99ms float64 `json:"deliver_p99_ms"`
-	DeliverP999  float64 `json:"deliver_p999_ms"`
-	DeliverMaxms float64 `json:"deliver_max_ms"`
-	AchievedRate float64 `json:"achieved_rate"`
+	Rate             float64 `json:"rate"`
+	Pairs            int     `json:"pairs"`
+	IdleConns        int64   `json:"idle_conns"`
+	GatewayProcesses int     `json:"gateway_processes"`
+	DurationSec      float64 `json:"duration_seconds"`
+	Sent             int64   `json:"sent"`
+	Acked            int64   `json:"acked"`
+	Delivered        int64   `json:"delivered"`
+	Lost             int64   `json:"lost"`
+	Duplicates       int64   `json:"duplicates"`
+	AckP50ms         float64 `json:"ack_p50_ms"`
+	AckP99ms         float64 `json:"ack_p99_ms"`
+	AckMaxms         float64 `json:"ack_max_ms"`
+	DeliverP50ms     float64 `json:"deliver_p50_ms"`
+	DeliverP90ms     float64 `json:"deliver_p90_ms"`
+	DeliverP99ms     float64 `json:"deliver_p99_ms"`
+	DeliverP999      float64 `json:"deliver_p999_ms"`
+	DeliverMaxms     float64 `json:"deliver_max_ms"`
+	AchievedRate     float64 `json:"achieved_rate"`
+	// MaxRateP99Under100ms is set by --find-max: the highest rate tried
+	// whose deliver P99 stayed under 100 ms with nothing lost.
+	MaxRateP99Under100ms float64 `json:"max_rate_p99_under_100ms,omitempty"`
+
+	// AckHist and DeliverHist are the latency histograms (µs).
+	AckHist     *hdrhistogram.Histogram `json:"-"`
+	DeliverHist *hdrhistogram.Histogram `json:"-"`
 }
 
 type latRun struct {
@@ -179,6 +188,7 @@ func RunLatency(ctx context.Context, cfg LatencyConfig) (*LatencyResult, error) 
 	res.AckP50ms, res.AckP99ms, res.AckMaxms = ms(r.ackH, 50), ms(r.ackH, 99), float64(r.ackH.Max())/1000
 	res.DeliverP50ms, res.DeliverP90ms, res.DeliverP99ms = ms(r.delH, 50), ms(r.delH, 90), ms(r.delH, 99)
 	res.DeliverP999, res.DeliverMaxms = ms(r.delH, 99.9), float64(r.delH.Max())/1000
+	res.AckHist, res.DeliverHist = r.ackH, r.delH
 	r.mu.Unlock()
 	return res, nil
 }

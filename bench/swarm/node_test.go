@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -261,16 +262,28 @@ func TestSwarmReconnectResume(t *testing.T) {
 // does) and reports the swarm's heap per connection. The node's 5,000
 // server sockets stay in this process, so neither process is near the
 // 20,000 open-files limit.
+//
+// SWARM_MEM_CONNS sets another (even) number of connections, up to a full
+// worker's 19,500: SWARM_MEM_CONNS=19500 go test -run
+// TestClientMemoryPerConn -v ./bench/swarm/
 func TestClientMemoryPerConn(t *testing.T) {
 	if testing.Short() {
 		t.Skip("5,000 connections")
 	}
-	const npairs = 2500
-	const total = 2 * npairs
+	npairs := 2500
+	if v := os.Getenv("SWARM_MEM_CONNS"); v != "" {
+		c, err := strconv.Atoi(v)
+		if err != nil || c < 2 || c > 19_500 {
+			t.Fatalf("SWARM_MEM_CONNS=%q: want 2..19500", v)
+		}
+		npairs = c / 2
+	}
+	total := int64(2 * npairs)
 	n := startNode(t, t.TempDir(), "127.0.0.1:0")
 	specs := pairs(t, n, npairs, "mem")
 	cfg := swarm.Config{
 		Target:    n.Gateway().Addr().String(),
+		SourceIP:  "127.0.0.3",
 		Conns:     specs,
 		RoundTrip: true,
 		Heartbeat: time.Second,
@@ -346,11 +359,11 @@ func TestClientMemoryPerConn(t *testing.T) {
 		}
 	}
 	heap := ws.HeapInuseBytes - base.Heap
-	perConn := float64(heap) / total
-	engine := float64(heap-specBytes) / total
+	perConn := float64(heap) / float64(total)
+	engine := float64(heap-specBytes) / float64(total)
 	t.Logf("client, %d connections: heap %d B over a %d B baseline = %.0f B/conn (%.0f B/conn without the %d B of ConnSpecs: tokens, ids); RSS %.1f MiB over %.1f MiB = %.0f B/conn; goroutines %d",
 		total, ws.HeapInuseBytes, base.Heap, perConn, engine, specBytes,
-		float64(ws.RSSBytes)/(1<<20), float64(base.RSS)/(1<<20), float64(ws.RSSBytes-base.RSS)/total, ws.Goroutines)
+		float64(ws.RSSBytes)/(1<<20), float64(base.RSS)/(1<<20), float64(ws.RSSBytes-base.RSS)/float64(total), ws.Goroutines)
 	if !raceEnabled && engine > 1024 {
 		t.Errorf("swarm heap %.0f B per connection, target < 1 KiB", engine)
 	}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/chatd-dev/chatd/bench"
+	"github.com/chatd-dev/chatd/bench/report"
 	"github.com/chatd-dev/chatd/bench/swarm"
 )
 
@@ -94,30 +95,100 @@ func latency(ctx context.Context, args []string) error {
 	sf := addServerFlags(fs)
 	var (
 		pairs    = fs.Int("pairs", 50, "sender/receiver pairs, one direct conversation each")
+		idle     = fs.Int("idle", 0, "idle background connections (authenticated, heartbeating) held during the run")
 		rate     = fs.Float64("rate", 2000, "messages per second, all pairs together (open loop)")
 		duration = fs.Duration("duration", 10*time.Second, "measured sending time")
 		warmup   = fs.Duration("warmup", 2*time.Second, "sending time before measuring")
 		body     = fs.Int("body", 32, "message body bytes")
+		gwProcs  = fs.Int("gateway-procs", 0, "gateway processes sharing the port (0: the fewest the open-files limit allows)")
+		findMax  = fs.Bool("find-max", false, "after the run, raise the rate step by step and report the highest whose deliver P99 stays under 100 ms")
+		outDir   = fs.String("out", "bench/out", "directory for the reports (JSON, Markdown, SVG)")
 		asJSON   = fs.Bool("json", false, "print the result as one JSON object on the last line")
 	)
 	_ = fs.Parse(args)
-	gw, api, stop, err := sf.target(ctx)
+	var gw, api string
+	procs := 1
+	var idleWorkers []*bench.Worker
+	if *sf.server != "" {
+		if *idle > 0 {
+			return fmt.Errorf("--idle needs chatbench to start chatd (it mints the idle clients' tokens with its key); drop --server")
+		}
+		if *sf.api == "" {
+			return fmt.Errorf("--api is required with --server")
+		}
+		gw, api = *sf.server, *sf.api
+	} else {
+		bin, err := bench.FindChatd(*sf.chatd)
+		if err != nil {
+			return err
+		}
+		per := bench.ConnsPerProcess()
+		procs = *gwProcs
+		if procs <= 0 {
+			procs = (*idle + 2**pairs + per - 1) / per
+		}
+		cl, err := bench.StartCluster(ctx, bench.ClusterConfig{ChatdBin: bin, GatewayProcs: procs})
+		if err != nil {
+			return err
+		}
+		defer cl.Stop()
+		gw, api = cl.GatewayURL, cl.APIURL
+		if *idle > 0 {
+			self, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			idleWorkers, err = bench.SpawnWorkers(cl, bench.WorkersConfig{SelfBin: self, Conns: *idle, Procs: (*idle + per - 1) / per})
+			if err != nil {
+				return err
+			}
+			defer bench.StopWorkers(idleWorkers)
+			if err := bench.WaitEstablished(ctx, idleWorkers, *idle, func(s string) { fmt.Fprintln(os.Stderr, s) }); err != nil {
+				return err
+			}
+		}
+	}
+	run := func(r float64) (*bench.LatencyResult, error) {
+		res, err := bench.RunLatency(ctx, bench.LatencyConfig{
+			GatewayURL: gw, APIURL: api, Pairs: *pairs, Rate: r,
+			Duration: *duration, Warmup: *warmup, BodySize: *body,
+		})
+		if err != nil {
+			return nil, err
+		}
+		res.GatewayProcesses = procs
+		if idleWorkers != nil {
+			res.IdleConns = bench.Aggregate(idleWorkers).Established
+		}
+		return res, nil
+	}
+	res, err := run(*rate)
 	if err != nil {
 		return err
 	}
-	defer stop()
-	res, err := bench.RunLatency(ctx, bench.LatencyConfig{
-		GatewayURL: gw, APIURL: api, Pairs: *pairs, Rate: *rate,
-		Duration: *duration, Warmup: *warmup, BodySize: *body,
+	printLatency(res, *duration)
+	if *findMax {
+		best := 0.0
+		if res.DeliverP99ms < 100 && res.Lost == 0 {
+			best = res.Rate
+		}
+		for r := *rate * 1.5; r <= *rate*64 && best == r/1.5; r *= 1.5 {
+			step, err := run(r)
+			if err != nil {
+				return err
+			}
+			printLatency(step, *duration)
+			if step.DeliverP99ms < 100 && step.Lost == 0 {
+				best = r
+			}
+		}
+		res.MaxRateP99Under100ms = best
+		fmt.Printf("highest rate with deliver P99 under 100 ms: %.0f msg/s\n", best)
+	}
+	writeLatencyReport(*outDir, args, res, []report.LatencySeries{
+		report.FromHistogram("send->ack", res.AckHist, time.Microsecond),
+		report.FromHistogram("send->deliver", res.DeliverHist, time.Microsecond),
 	})
-	if err != nil {
-		return err
-	}
-	fmt.Printf("1:1 latency: %d pairs, %.0f msg/s target (%.0f achieved), %s measured\n", res.Pairs, res.Rate, res.AchievedRate, *duration)
-	fmt.Printf("  sent %d  acked %d  delivered %d  lost %d  duplicates %d\n", res.Sent, res.Acked, res.Delivered, res.Lost, res.Duplicates)
-	fmt.Printf("  send->ack      p50 %7.2f ms  p99 %7.2f ms  max %7.2f ms\n", res.AckP50ms, res.AckP99ms, res.AckMaxms)
-	fmt.Printf("  send->deliver  p50 %7.2f ms  p90 %7.2f ms  p99 %7.2f ms  p99.9 %7.2f ms  max %7.2f ms\n",
-		res.DeliverP50ms, res.DeliverP90ms, res.DeliverP99ms, res.DeliverP999, res.DeliverMaxms)
 	if *asJSON {
 		b, _ := json.Marshal(res)
 		fmt.Println(string(b))
@@ -126,6 +197,14 @@ func latency(ctx context.Context, args []string) error {
 		return fmt.Errorf("%d messages lost", res.Lost)
 	}
 	return nil
+}
+
+func printLatency(res *bench.LatencyResult, d time.Duration) {
+	fmt.Printf("1:1 latency: %d pairs, %d idle connections, %.0f msg/s target (%.0f achieved), %s measured\n", res.Pairs, res.IdleConns, res.Rate, res.AchievedRate, d)
+	fmt.Printf("  sent %d  acked %d  delivered %d  lost %d  duplicates %d\n", res.Sent, res.Acked, res.Delivered, res.Lost, res.Duplicates)
+	fmt.Printf("  send->ack      p50 %7.2f ms  p99 %7.2f ms  max %7.2f ms\n", res.AckP50ms, res.AckP99ms, res.AckMaxms)
+	fmt.Printf("  send->deliver  p50 %7.2f ms  p90 %7.2f ms  p99 %7.2f ms  p99.9 %7.2f ms  max %7.2f ms\n",
+		res.DeliverP50ms, res.DeliverP90ms, res.DeliverP99ms, res.DeliverP999, res.DeliverMaxms)
 }
 
 func density(ctx context.Context, args []string) error {
@@ -164,9 +243,7 @@ func density(ctx context.Context, args []string) error {
 		res.GatewayRSSBytesPerConn, res.GatewayRSSMarginal, res.GatewayHeapBytesPerConn, res.GatewayHeapMarginal, res.GatewayGoroutines)
 	fmt.Printf("  kernel: %.0f B/socket   clients: %.0f B RSS/conn   setup: %.1fs (%.0f conns/s)\n",
 		res.KernelBytesPerSocket, res.ClientRSSBytesPerConn, res.SetupSeconds, res.SetupRate)
-	if err := writeDensityReport(*outDir, args, res, samples); err != nil {
-		fmt.Fprintln(os.Stderr, "chatbench: report:", err)
-	}
+	writeDensityReport(*outDir, args, res, samples)
 	if *asJSON {
 		b, _ := json.Marshal(res)
 		fmt.Println(string(b))

@@ -1,10 +1,55 @@
 package main
 
 import (
+	"fmt"
+	"os"
+	"strings"
+
 	"github.com/chatd-dev/chatd/bench"
+	"github.com/chatd-dev/chatd/bench/report"
 )
 
-// writeDensityReport is filled in when bench/report lands.
-func writeDensityReport(dir string, args []string, res *bench.DensityResult, samples []bench.Sample) error {
-	return nil
+// command is the command line that produced a run, for the reports.
+func command(scenario string, args []string) string {
+	return strings.Join(append([]string{"chatbench", scenario}, args...), " ")
+}
+
+func writeReport(dir, name string, r report.Report) {
+	paths, err := report.Write(dir, name, r)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "chatbench: report:", err)
+		return
+	}
+	fmt.Fprintln(os.Stderr, "reports:", strings.Join(paths, " "))
+}
+
+func writeDensityReport(dir string, args []string, res *bench.DensityResult, samples []bench.Sample) {
+	est := report.TimeSeries{Name: "connections established", Unit: "connections"}
+	rss := report.TimeSeries{Name: "gateway RSS", Unit: "MiB", Axis: 1}
+	for _, s := range samples {
+		est.Points = append(est.Points, report.Point{X: s.T, Y: float64(s.Established)})
+		rss.Points = append(rss.Points, report.Point{X: s.T, Y: float64(s.GatewayRSS) / (1 << 20)})
+	}
+	writeReport(dir, "density", report.Report{
+		Title:   fmt.Sprintf("Connection density: %d connections", res.ConnsTarget),
+		Command: command("density", args),
+		Result:  res,
+		Series:  []report.TimeSeries{est, rss},
+		Notes: []string{
+			"Per-connection figures divide totals (every process's fixed cost included) by the established connections; *_marginal_* fields divide the growth since before the clients connected. Heap is read after a GC in every gateway.",
+			"kernel_bytes_per_socket: growth of Slab plus TCP socket-buffer pages (/proc/net/sockstat) divided by two sockets per connection (client and server are both on this machine).",
+		},
+	})
+}
+
+func writeLatencyReport(dir string, args []string, res *bench.LatencyResult, lat []report.LatencySeries) {
+	writeReport(dir, "latency", report.Report{
+		Title:   fmt.Sprintf("1:1 latency at %.0f msg/s", res.Rate),
+		Command: command("latency", args),
+		Result:  res,
+		Latency: lat,
+		Notes: []string{
+			"Open loop: latency is measured from each message's scheduled send time (coordinated omission corrected).",
+		},
+	})
 }
