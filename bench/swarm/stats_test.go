@@ -4,6 +4,7 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 func TestStatsMerge(t *testing.T) {
@@ -72,5 +73,13 @@ func TestConfigValidate(t *testing.T) {
 func TestWorkerMainBadConfig(t *testing.T) {
 	if code := WorkerMain([]string{"-config", filepath.Join(t.TempDir(), "missing.json")}); code != 2 {
 		t.Fatalf("exit code %d", code)
+	}
+}
+
+// The per-connection struct stays small: it is the swarm's whole cost per
+// idle connection besides its ConnSpec and a heap slot.
+func TestConnSize(t *testing.T) {
+	if s := unsafe.Sizeof(conn{}); s > 72 {
+		t.Fatalf("conn is %d bytes, was 72", s)
 	}
 }
