@@ -35,6 +35,8 @@ func main() {
 		err = latency(ctx, os.Args[2:])
 	case "density":
 		err = density(ctx, os.Args[2:])
+	case "storm":
+		err = storm(ctx, os.Args[2:])
 	case "swarm-worker":
 		// A load-generator process started by density/storm; not for people.
 		os.Exit(swarm.WorkerMain(os.Args[2:]))
@@ -56,7 +58,8 @@ func usage() {
 
 scenarios:
   latency   1:1 send->ack and send->deliver latency, open loop
-  density   hold N authenticated, heartbeating connections; memory per connection`)
+  density   hold N authenticated, heartbeating connections; memory per connection
+  storm     SIGKILL and restart the gateways under N clients; recovery time, loss, duplicates`)
 }
 
 type serverFlags struct {
@@ -250,6 +253,48 @@ func density(ctx context.Context, args []string) error {
 	}
 	if res.Failures > 0 || res.ConnsEstablished < int64(res.ConnsTarget) {
 		return fmt.Errorf("%d of %d connections failed", res.ConnsTarget-int(res.ConnsEstablished), res.ConnsTarget)
+	}
+	return nil
+}
+
+func storm(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("chatbench storm", flag.ExitOnError)
+	var (
+		clients  = fs.Int("clients", 2000, "connected clients (pairs, each did one message round trip)")
+		gwProcs  = fs.Int("gateway-procs", 0, "gateway processes sharing the port (0: the fewest the open-files limit allows)")
+		senders  = fs.Int("sender-pairs", 10, "SDK sender/receiver pairs sending throughout: the app-level loss and duplicate witnesses")
+		rate     = fs.Float64("rate", 200, "messages per second over all sender pairs")
+		downtime = fs.Duration("downtime", time.Second, "how long the gateways stay dead")
+		chatd    = fs.String("chatd", "", "chatd binary (default: next to chatbench, then PATH)")
+		outDir   = fs.String("out", "bench/out", "directory for the reports (JSON, Markdown, SVG)")
+		asJSON   = fs.Bool("json", false, "print the result as one JSON object on the last line")
+	)
+	_ = fs.Parse(args)
+	bin, err := bench.FindChatd(*chatd)
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	res, samples, err := bench.RunStorm(ctx, bench.StormConfig{
+		ChatdBin: bin, SelfBin: self, Clients: *clients, GatewayProcs: *gwProcs, SenderPairs: *senders,
+		Rate: *rate, Downtime: *downtime, Progress: func(s string) { fmt.Fprintln(os.Stderr, s) },
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("storm: %d clients on %d gateway process(es): %d reconnected, back and caught up after %.1fs (recovered: %v)\n",
+		res.Clients, res.GatewayProcesses, res.Reconnected, res.RecoverySeconds, res.Recovered)
+	fmt.Printf("  witnesses: %d sent, %d acked, %d delivered, %d lost, %d duplicates\n", res.Sent, res.Acked, res.Delivered, res.Lost, res.Duplicates)
+	writeStormReport(*outDir, args, res, samples)
+	if *asJSON {
+		b, _ := json.Marshal(res)
+		fmt.Println(string(b))
+	}
+	if !res.Recovered || res.Lost > 0 || res.Duplicates > 0 {
+		return fmt.Errorf("storm: recovered=%v lost=%d duplicates=%d", res.Recovered, res.Lost, res.Duplicates)
 	}
 	return nil
 }

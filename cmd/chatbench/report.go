@@ -53,3 +53,20 @@ func writeLatencyReport(dir string, args []string, res *bench.LatencyResult, lat
 		},
 	})
 }
+
+func writeStormReport(dir string, args []string, res *bench.StormResult, samples []bench.Sample) {
+	est := report.TimeSeries{Name: "clients connected", Unit: "connections"}
+	for _, s := range samples {
+		est.Points = append(est.Points, report.Point{X: s.T, Y: float64(s.Established)})
+	}
+	writeReport(dir, "storm", report.Report{
+		Title:   fmt.Sprintf("Reconnect storm: %d clients, gateways SIGKILLed", res.Clients),
+		Command: command("storm", args),
+		Result:  res,
+		Series:  []report.TimeSeries{est},
+		Notes: []string{
+			"t = 0 is the SIGKILL of every gateway process. recovery_seconds: until every client is connected again and has its RESUME answered, and every witness receiver holds what was acknowledged before the kill.",
+			"lost and duplicates are counted at the application level on SDK witness pairs that keep sending through the storm.",
+		},
+	})
+}
