@@ -39,14 +39,20 @@ test: test-deps lint ## Install test dependencies, then run every test with the 
 	$(GO) test -race -shuffle=on -timeout $(TEST_TIMEOUT) ./...
 
 .PHONY: bench-smoke
-bench-smoke: build ## Run every Go benchmark once and a small 1:1 latency run (CI).
+bench-smoke: build ## CI: every Go benchmark once, and small runs of each chatbench scenario (asserts completion and 0 lost, never timings).
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
-	./$(BIN)/chatbench latency --pairs 20 --rate 500 --duration 3s --warmup 1s --json > /dev/null
+	rm -rf bench/out
+	./$(BIN)/chatbench density --conns 2000 --gateway-procs 2 --hold 3s --json > /dev/null
+	./$(BIN)/chatbench latency --idle 1000 --pairs 20 --rate 500 --duration 5s --warmup 1s --json > /dev/null
+	./$(BIN)/chatbench storm --clients 200 --json > /dev/null
+	@test -s bench/out/density.json && test -s bench/out/latency.json && test -s bench/out/storm.json && echo "bench-smoke: reports written to bench/out"
 
 .PHONY: bench
-bench: build ## Run the Go benchmarks and the 1:1 latency scenario; figures for docs/benchmarks.md.
+bench: build ## Run the Go benchmarks and mid-size chatbench runs (reports in bench/out); docs/benchmarks.md has the full-size commands.
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./wire/ ./gateway/ ./core/...
-	./$(BIN)/chatbench latency --pairs 100 --rate 2000 --duration 20s
+	./$(BIN)/chatbench latency --idle 10000 --rate 5000 --duration 15s
+	./$(BIN)/chatbench density --conns 19000
+	./$(BIN)/chatbench storm --clients 2000
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each (default 30s).
