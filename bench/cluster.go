@@ -29,6 +29,12 @@ type ClusterConfig struct {
 	// a redis-server for the registry and router, and that many
 	// gateway-only processes.
 	GatewayProcs int
+	// Split runs the core in its own process (with Redis) even for one
+	// gateway process, so gateway figures hold nothing but the gateway.
+	Split bool
+	// GatewayEnv is added to the gateway processes' environment (e.g.
+	// GOGC=50).
+	GatewayEnv []string
 	// RedisBin is the redis-server binary (default: from PATH).
 	RedisBin string
 	// ExtraArgs are passed to every chatd.
@@ -44,6 +50,7 @@ type Proc struct {
 	Ready     map[string]string // the readiness line's fields
 	cmd       *exec.Cmd
 	args      []string
+	env       []string
 	exited    chan struct{}
 }
 
@@ -90,7 +97,7 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 	}
 	c.GatewayURL = "ws://" + gwAddr + "/chat/v1/ws"
 	common := []string{"--dev", "--data-dir", dir, "--log-level", "warn", "--admin-addr", "127.0.0.1:0"}
-	if cfg.GatewayProcs == 1 {
+	if cfg.GatewayProcs == 1 && !cfg.Split {
 		p, err := c.start(ctx, "all", append(append(common, "--gateway-addr", gwAddr, "--api-addr", "127.0.0.1:0"), cfg.ExtraArgs...))
 		if err != nil {
 			return nil, err
@@ -130,6 +137,9 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 // start runs one chatd and waits for its readiness line.
 func (c *Cluster) start(ctx context.Context, roles string, args []string) (*Proc, error) {
 	p := &Proc{Roles: roles, args: args}
+	if roles == "gateway" {
+		p.env = c.cfg.GatewayEnv
+	}
 	if err := c.launch(ctx, p); err != nil {
 		return nil, err
 	}
@@ -139,6 +149,9 @@ func (c *Cluster) start(ctx context.Context, roles string, args []string) (*Proc
 func (c *Cluster) launch(ctx context.Context, p *Proc) error {
 	p.cmd = exec.Command(c.cfg.ChatdBin, p.args...)
 	p.cmd.Stderr = c.cfg.Log
+	if len(p.env) > 0 {
+		p.cmd.Env = append(os.Environ(), p.env...)
+	}
 	p.exited = make(chan struct{})
 	out, err := p.cmd.StdoutPipe()
 	if err != nil {

@@ -37,7 +37,9 @@ type DensityConfig struct {
 	Heartbeat time.Duration
 	// SetupTimeout bounds setup (default 60s + 1s per 2,000 connections).
 	SetupTimeout time.Duration
-	Log          io.Writer
+	// GatewayEnv is added to the gateway processes' environment.
+	GatewayEnv []string
+	Log        io.Writer
 	// Progress, when set, gets a line per second.
 	Progress func(string)
 }
@@ -80,15 +82,30 @@ type Sample struct {
 	GatewayRSS  int64
 }
 
-// ConnsPerProcess is how many connections one process takes: below the
-// 20,000 open files of this machine, with room for SO_REUSEPORT's uneven
-// spread (a few hundred either way at this size).
+// ConnsPerProcess is how many connections one of several processes takes:
+// below the open-files limit (20,000 here), with room for SO_REUSEPORT's
+// uneven spread (a few hundred either way at this size).
 func ConnsPerProcess() int {
+	return max(1000, int(float64(fileLimit())*0.92))
+}
+
+// GatewayProcsFor is the fewest gateway processes for conns: one while a
+// single process's open files allow (no uneven spread to allow for), else
+// as many as ConnsPerProcess needs.
+func GatewayProcsFor(conns int) int {
+	if conns <= fileLimit()-500 {
+		return 1
+	}
+	per := ConnsPerProcess()
+	return (conns + per - 1) / per
+}
+
+func fileLimit() int {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Max > 1<<20 {
-		return 19_000
+		return 20_000
 	}
-	return max(1000, int(float64(lim.Max)*0.92))
+	return int(lim.Max)
 }
 
 // RunDensity runs the scenario.
@@ -97,12 +114,11 @@ func RunDensity(ctx context.Context, cfg DensityConfig) (*DensityResult, []Sampl
 		return nil, nil, errors.New("density needs at least 2 connections")
 	}
 	cfg.Conns &^= 1 // pairs
-	per := ConnsPerProcess()
 	if cfg.GatewayProcs <= 0 {
-		cfg.GatewayProcs = (cfg.Conns + per - 1) / per
+		cfg.GatewayProcs = GatewayProcsFor(cfg.Conns)
 	}
 	if cfg.ClientProcs <= 0 {
-		cfg.ClientProcs = (cfg.Conns + per - 1) / per
+		cfg.ClientProcs = GatewayProcsFor(cfg.Conns)
 	}
 	if cfg.DialRate <= 0 {
 		cfg.DialRate = 10_000
@@ -131,7 +147,9 @@ func RunDensity(ctx context.Context, cfg DensityConfig) (*DensityResult, []Sampl
 	res := &DensityResult{ConnsTarget: cfg.Conns, GatewayProcesses: cfg.GatewayProcs, ClientProcesses: cfg.ClientProcs, Limits: rep.String()}
 
 	kernelBefore := KernelMemory()
-	cl, err := StartCluster(ctx, ClusterConfig{ChatdBin: cfg.ChatdBin, GatewayProcs: cfg.GatewayProcs, Log: cfg.Log})
+	// The core runs apart so the gateway figures are the gateway's alone.
+	cl, err := StartCluster(ctx, ClusterConfig{ChatdBin: cfg.ChatdBin, GatewayProcs: cfg.GatewayProcs, Split: true,
+		GatewayEnv: cfg.GatewayEnv, Log: cfg.Log})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -75,9 +75,8 @@ func RunStorm(ctx context.Context, cfg StormConfig) (*StormResult, []Sample, err
 		return nil, nil, errors.New("storm needs at least 2 clients")
 	}
 	cfg.Clients &^= 1
-	per := ConnsPerProcess()
 	if cfg.GatewayProcs <= 0 {
-		cfg.GatewayProcs = (cfg.Clients + 2*cfg.SenderPairs + per - 1) / per
+		cfg.GatewayProcs = GatewayProcsFor(cfg.Clients + 2*cfg.SenderPairs)
 	}
 	if cfg.SenderPairs <= 0 {
 		cfg.SenderPairs = 10
@@ -107,7 +106,7 @@ func RunStorm(ctx context.Context, cfg StormConfig) (*StormResult, []Sample, err
 
 	// The crowd.
 	crowd, err := SpawnWorkers(cl, WorkersConfig{SelfBin: cfg.SelfBin, Conns: cfg.Clients,
-		Procs: (cfg.Clients + per - 1) / per, RoundTrip: true, Reconnect: true, Log: cfg.Log})
+		Procs: GatewayProcsFor(cfg.Clients), RoundTrip: true, Reconnect: true, Log: cfg.Log})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -125,10 +125,9 @@ func latency(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		per := bench.ConnsPerProcess()
 		procs = *gwProcs
 		if procs <= 0 {
-			procs = (*idle + 2**pairs + per - 1) / per
+			procs = bench.GatewayProcsFor(*idle + 2**pairs)
 		}
 		cl, err := bench.StartCluster(ctx, bench.ClusterConfig{ChatdBin: bin, GatewayProcs: procs})
 		if err != nil {
@@ -141,7 +140,7 @@ func latency(ctx context.Context, args []string) error {
 			if err != nil {
 				return err
 			}
-			idleWorkers, err = bench.SpawnWorkers(cl, bench.WorkersConfig{SelfBin: self, Conns: *idle, Procs: (*idle + per - 1) / per})
+			idleWorkers, err = bench.SpawnWorkers(cl, bench.WorkersConfig{SelfBin: self, Conns: *idle, Procs: bench.GatewayProcsFor(*idle)})
 			if err != nil {
 				return err
 			}
@@ -219,6 +218,7 @@ func density(ctx context.Context, args []string) error {
 		dialRate  = fs.Int("dial-rate", 10000, "new connections per second, all clients together")
 		hold      = fs.Duration("hold", 10*time.Second, "idle time with heartbeats before memory is read")
 		heartbeat = fs.Duration("heartbeat", 0, "client heartbeat interval (0: the server's)")
+		gogc      = fs.Int("gateway-gogc", 0, "GOGC for the gateway processes (0: Go's default, 100)")
 		chatd     = fs.String("chatd", "", "chatd binary (default: next to chatbench, then PATH)")
 		outDir    = fs.String("out", "bench/out", "directory for the reports (JSON, Markdown, SVG)")
 		asJSON    = fs.Bool("json", false, "print the result as one JSON object on the last line")
@@ -232,7 +232,11 @@ func density(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	res, samples, err := bench.RunDensity(ctx, bench.DensityConfig{
+	var env []string
+	if *gogc > 0 {
+		env = []string{fmt.Sprintf("GOGC=%d", *gogc)}
+	}
+	res, samples, err := bench.RunDensity(ctx, bench.DensityConfig{GatewayEnv: env,
 		ChatdBin: bin, SelfBin: self, Conns: *conns, GatewayProcs: *gwProcs, ClientProcs: *cliProcs,
 		DialRate: *dialRate, Hold: *hold, Heartbeat: *heartbeat,
 		Progress: func(s string) { fmt.Fprintln(os.Stderr, s) },
