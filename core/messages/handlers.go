@@ -129,13 +129,28 @@ func (p *Processor) openDirect(ctx context.Context, env *wire.Envelope, o *wire.
 		p.queueError(env, wire.CodeInvalidArgument, wire.TypeOpenDirect, o.ReqID, 0, nil, "bad peer")
 		return nil
 	}
-	c, err := EnsureDirect(ctx, p.deps.Store, user, peer, uint64(p.cfg.Now().UnixMilli()))
-	if errors.Is(err, errCollision) {
+	want := DirectConversation(user, peer, uint64(p.cfg.Now().UnixMilli()))
+	// A conversation created earlier in this batch is answered from it.
+	for i := range p.batch.Conversations {
+		if c := &p.batch.Conversations[i]; c.ID == want.ID {
+			p.queueFrame(env, EncodeConv(nil, o.ReqID, c, 0))
+			return nil
+		}
+	}
+	c, err := p.deps.Store.Conversation(ctx, want.ID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		// Created with the batch's one durable write; the CONV goes out
+		// after it, like ACKs.
+		p.batch.Conversations = append(p.batch.Conversations, want)
+		p.queueFrame(env, EncodeConv(nil, o.ReqID, &want, 0))
+		return nil
+	case err != nil:
+		return fmt.Errorf("open direct: %w", err)
+	}
+	if c.Kind != wire.ConvDirect || !slices.Equal(c.Members, want.Members) {
 		p.queueError(env, wire.CodeInternal, wire.TypeOpenDirect, o.ReqID, 0, nil, "conversation id collision")
 		return nil
-	}
-	if err != nil {
-		return err
 	}
 	last, err := p.deps.Store.LastSeq(ctx, c.ID)
 	if err != nil {
@@ -154,6 +169,15 @@ func (p *Processor) conv(ctx context.Context, id uint64) (*convState, error) {
 		return cs, nil
 	}
 	c, err := p.deps.Store.Conversation(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		// Created earlier in this batch: it commits with these messages.
+		for i := range p.batch.Conversations {
+			if p.batch.Conversations[i].ID == id {
+				c, err = p.batch.Conversations[i], nil
+				break
+			}
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -290,15 +314,23 @@ func DirectID(a, b string) uint64 {
 	return id
 }
 
-// EnsureDirect creates, or finds, the direct conversation of a and b.
-func EnsureDirect(ctx context.Context, st store.Store, a, b string, nowMS uint64) (store.Conversation, error) {
+// DirectConversation is the direct conversation of a and b as it is
+// created.
+func DirectConversation(a, b string, nowMS uint64) store.Conversation {
 	members := []string{a, b}
 	slices.Sort(members)
-	c, err := st.EnsureConversation(ctx, store.Conversation{ID: DirectID(a, b), Kind: wire.ConvDirect, Members: members, CreatedMS: nowMS})
+	return store.Conversation{ID: DirectID(a, b), Kind: wire.ConvDirect, Members: members, CreatedMS: nowMS}
+}
+
+// EnsureDirect creates, or finds, the direct conversation of a and b with
+// its own durable write (the HTTP API's path; the socket path batches).
+func EnsureDirect(ctx context.Context, st store.Store, a, b string, nowMS uint64) (store.Conversation, error) {
+	want := DirectConversation(a, b, nowMS)
+	c, err := st.EnsureConversation(ctx, want)
 	if err != nil {
 		return store.Conversation{}, fmt.Errorf("ensure direct conversation: %w", err)
 	}
-	if c.Kind != wire.ConvDirect || !slices.Equal(c.Members, members) {
+	if c.Kind != wire.ConvDirect || !slices.Equal(c.Members, want.Members) {
 		return store.Conversation{}, errCollision
 	}
 	return c, nil

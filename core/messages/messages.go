@@ -220,7 +220,7 @@ func (p *Processor) Handle(ctx context.Context, recs []*kgo.Record) error {
 		}
 	}
 
-	if len(p.batch.Messages) > 0 || len(p.batch.Pointers) > 0 {
+	if len(p.batch.Messages) > 0 || len(p.batch.Pointers) > 0 || len(p.batch.Conversations) > 0 {
 		start := time.Now()
 		err := p.deps.Store.Commit(ctx, &p.batch)
 		p.cfg.Metrics.CommitSeconds.Observe(time.Since(start).Seconds())

@@ -285,3 +285,44 @@ func TestReceiptPointers(t *testing.T) {
 		t.Fatalf("%d receipt events, want 2", n)
 	}
 }
+
+// TestOpenDirectBatched: OPEN_DIRECTs create their conversations in the
+// batch's one commit; a SEND later in the same batch already finds it; the
+// same pair twice gets the same conversation.
+func TestOpenDirectBatched(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	ctx := context.Background()
+	h := newHarness(t, st)
+	od := func(user, peer string, req uint64) *kgo.Record {
+		o := wire.OpenDirect{ReqID: req, Peer: []byte(peer)}
+		return record(user, o.Append(nil, 0))
+	}
+	conv := DirectID("alice", "bob")
+	if err := h.p.Handle(ctx, []*kgo.Record{od("alice", "bob", 1), od("bob", "alice", 2), sendRec("alice", conv, "m1")}); err != nil {
+		t.Fatal(err)
+	}
+	var d wire.Decoder
+	var convs, acks int
+	h.mu.Lock()
+	for _, f := range h.frames {
+		switch typ, _, _ := d.Decode(f); typ {
+		case wire.TypeConv:
+			convs++
+			if d.Conv.ConvID != conv || len(d.Conv.Members) != 2 {
+				t.Fatalf("CONV %+v", d.Conv)
+			}
+		case wire.TypeAck:
+			acks++
+		case wire.TypeError:
+			t.Fatalf("ERROR %v", d.Error.Code)
+		}
+	}
+	h.mu.Unlock()
+	if convs != 2 || acks != 1 {
+		t.Fatalf("%d CONV, %d ACK", convs, acks)
+	}
+	c, err := st.Conversation(ctx, conv)
+	if err != nil || c.Members[0] != "alice" || c.Members[1] != "bob" {
+		t.Fatalf("stored %+v %v", c, err)
+	}
+}

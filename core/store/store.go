@@ -83,13 +83,19 @@ type PointerUpdate struct {
 // Batch is a unit of durable work: every message and pointer update in it is
 // written atomically (all or nothing) and is durable (fsynced or quorum
 // acknowledged) when Commit returns nil.
+//
+// Conversations are created like EnsureConversation does (if absent;
+// an existing conversation is left unchanged), in the same atomic write, so
+// a burst of new conversations costs one durable write, not one each.
 type Batch struct {
-	Messages []Message
-	Pointers []PointerUpdate
+	Conversations []Conversation
+	Messages      []Message
+	Pointers      []PointerUpdate
 }
 
 // Reset empties the batch, keeping capacity.
 func (b *Batch) Reset() {
+	b.Conversations = b.Conversations[:0]
 	b.Messages = b.Messages[:0]
 	b.Pointers = b.Pointers[:0]
 }

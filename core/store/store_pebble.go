@@ -230,6 +230,48 @@ func (p *Pebble) EnsureConversation(ctx context.Context, c Conversation) (Conver
 	return c, nil
 }
 
+// addConversations writes to pb every conversation of cs that does not
+// exist yet (first one wins within cs). The caller holds ensureMu.
+func (p *Pebble) addConversations(pb *pebble.Batch, cs []Conversation) error {
+	var added map[uint64]bool
+	var kb []byte
+	for i := range cs {
+		c := cs[i]
+		if added[c.ID] {
+			continue
+		}
+		key := appendConvKey(nil, c.ID)
+		_, found, err := p.conversation(key, c.ID)
+		if err != nil {
+			return fmt.Errorf("store: commit: %w", err)
+		}
+		if found {
+			continue
+		}
+		members := slices.Clone(c.Members)
+		slices.Sort(members)
+		c.Members = slices.Compact(members)
+		if err := pb.Set(key, appendConvVal(nil, &c), nil); err != nil {
+			return fmt.Errorf("store: commit: conversation %d: %w", c.ID, err)
+		}
+		for _, m := range c.Members {
+			kb = appendMemberKey(kb[:0], c.ID, m)
+			if err := pb.Set(kb, nil, nil); err != nil {
+				return fmt.Errorf("store: commit: conversation %d: %w", c.ID, err)
+			}
+			kb = appendUserConvKey(kb[:0], m, c.ID)
+			if err := pb.Set(kb, nil, nil); err != nil {
+				return fmt.Errorf("store: commit: conversation %d: %w", c.ID, err)
+			}
+		}
+		if added == nil {
+			added = map[uint64]bool{}
+		}
+		added[c.ID] = true
+	}
+	return nil
+}
+
 // Conversation implements Store.
 func (p *Pebble) Conversation(ctx context.Context, id uint64) (Conversation, error) {
 	if err := p.enter(ctx); err != nil {
@@ -343,7 +385,7 @@ func (p *Pebble) Commit(ctx context.Context, b *Batch) (err error) {
 		return err
 	}
 	defer p.mu.RUnlock()
-	if len(b.Messages) == 0 && len(b.Pointers) == 0 {
+	if len(b.Messages) == 0 && len(b.Pointers) == 0 && len(b.Conversations) == 0 {
 		return nil
 	}
 	for i := range b.Messages {
@@ -366,6 +408,15 @@ func (p *Pebble) Commit(ctx context.Context, b *Batch) (err error) {
 	defer pb.Close()
 	var kb [16 + 2*binary.MaxVarintLen64 + 2*wire.MaxIDLen]byte
 	var vb [binary.MaxVarintLen64]byte
+	if len(b.Conversations) > 0 {
+		// Lock order: commitMu, then ensureMu (EnsureConversation takes
+		// only ensureMu), so a conversation is created once.
+		p.ensureMu.Lock()
+		defer p.ensureMu.Unlock()
+		if err := p.addConversations(pb, b.Conversations); err != nil {
+			return err
+		}
+	}
 	for i := range b.Messages {
 		m := &b.Messages[i]
 		p.buf = appendMsgVal(p.buf[:0], m)

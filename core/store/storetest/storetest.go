@@ -54,6 +54,7 @@ func Run(t *testing.T, o Options) {
 		{"EnsureConversation", testEnsureConversation},
 		{"EnsureConversationConcurrent", testEnsureConversationConcurrent},
 		{"ConversationNotFound", testConversationNotFound},
+		{"CommitConversations", testCommitConversations},
 		{"UserConversations", testUserConversations},
 		{"CommitLastSeq", testCommitLastSeq},
 		{"CommitRejectsInvalid", testCommitRejectsInvalid},
@@ -313,6 +314,51 @@ func testEnsureConversationConcurrent(t *testing.T, e *env) {
 		if ids, err := e.s.UserConversations(e.ctx, e.user(fmt.Sprintf("u%d", i))); err != nil || len(ids) != 0 {
 			t.Errorf("UserConversations(loser u%d) = %v, %v; want none", i, ids, err)
 		}
+	}
+}
+
+// testCommitConversations: Batch.Conversations creates conversations in
+// the same commit as messages to them, never changes an existing one, and
+// the first of two with the same id in one batch wins.
+func testCommitConversations(t *testing.T, e *env) {
+	a, b, c := e.user("a"), e.user("b"), e.user("c")
+	existing := store.Conversation{ID: e.conv(1), Kind: wire.ConvDirect, Members: []string{a, b}}
+	if _, err := e.s.EnsureConversation(e.ctx, existing); err != nil {
+		t.Fatal(err)
+	}
+	batch := &store.Batch{
+		Conversations: []store.Conversation{
+			{ID: e.conv(1), Kind: wire.ConvGroup, Members: []string{c}},     // exists: unchanged
+			{ID: e.conv(2), Kind: wire.ConvDirect, Members: []string{c, a}}, // new (members sorted)
+			{ID: e.conv(2), Kind: wire.ConvGroup, Members: []string{b}},     // same id again: ignored
+		},
+		Messages: []store.Message{e.msg(e.conv(2), 1)},
+	}
+	if err := e.s.Commit(e.ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	got1, err := e.s.Conversation(e.ctx, e.conv(1))
+	if err != nil || got1.Kind != wire.ConvDirect || !slices.Equal(got1.Members, []string{a, b}) {
+		t.Fatalf("existing conversation changed: %+v %v", got1, err)
+	}
+	got2, err := e.s.Conversation(e.ctx, e.conv(2))
+	want := []string{a, c}
+	slices.Sort(want)
+	if err != nil || got2.Kind != wire.ConvDirect || !slices.Equal(got2.Members, want) {
+		t.Fatalf("new conversation %+v %v, want members %v", got2, err, want)
+	}
+	if ids, _ := e.s.UserConversations(e.ctx, c); !slices.Contains(ids, e.conv(2)) || slices.Contains(ids, e.conv(1)) {
+		t.Fatalf("c's conversations %v", ids)
+	}
+	if last, _ := e.s.LastSeq(e.ctx, e.conv(2)); last != 1 {
+		t.Fatalf("last seq %d", last)
+	}
+	// A batch holding only conversations commits too.
+	if err := e.s.Commit(e.ctx, &store.Batch{Conversations: []store.Conversation{{ID: e.conv(3), Kind: wire.ConvDirect, Members: []string{a, b}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.s.Conversation(e.ctx, e.conv(3)); err != nil {
+		t.Fatalf("conversation-only batch: %v", err)
 	}
 }
 
