@@ -3,6 +3,8 @@ package bench
 import (
 	"context"
 	"fmt"
+	"maps"
+	"math"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -42,15 +44,18 @@ type LatencyResult struct {
 	Delivered        int64   `json:"delivered"`
 	Lost             int64   `json:"lost"`
 	Duplicates       int64   `json:"duplicates"`
-	AckP50ms         float64 `json:"ack_p50_ms"`
-	AckP99ms         float64 `json:"ack_p99_ms"`
-	AckMaxms         float64 `json:"ack_max_ms"`
-	DeliverP50ms     float64 `json:"deliver_p50_ms"`
-	DeliverP90ms     float64 `json:"deliver_p90_ms"`
-	DeliverP99ms     float64 `json:"deliver_p99_ms"`
-	DeliverP999      float64 `json:"deliver_p999_ms"`
-	DeliverMaxms     float64 `json:"deliver_max_ms"`
-	AchievedRate     float64 `json:"achieved_rate"`
+	// Errors counts ERROR frames the senders got, by code name (a
+	// rate_limited here means the run was misconfigured).
+	Errors       map[string]int64 `json:"errors,omitempty"`
+	AckP50ms     float64          `json:"ack_p50_ms"`
+	AckP99ms     float64          `json:"ack_p99_ms"`
+	AckMaxms     float64          `json:"ack_max_ms"`
+	DeliverP50ms float64          `json:"deliver_p50_ms"`
+	DeliverP90ms float64          `json:"deliver_p90_ms"`
+	DeliverP99ms float64          `json:"deliver_p99_ms"`
+	DeliverP999  float64          `json:"deliver_p999_ms"`
+	DeliverMaxms float64          `json:"deliver_max_ms"`
+	AchievedRate float64          `json:"achieved_rate"`
 	// MaxRateP99Under100ms is set by --find-max: the highest rate tried
 	// whose deliver P99 stayed under 100 ms with nothing lost.
 	MaxRateP99Under100ms float64 `json:"max_rate_p99_under_100ms,omitempty"`
@@ -71,6 +76,7 @@ type latRun struct {
 	nDeliv    atomic.Int64
 	nDup      atomic.Int64
 	mu        sync.Mutex
+	errs      map[string]int64
 	ackH      *hdrhistogram.Histogram
 	delH      *hdrhistogram.Histogram
 }
@@ -82,11 +88,14 @@ type pair struct {
 
 // RunLatency runs the scenario against a running chatd.
 func RunLatency(ctx context.Context, cfg LatencyConfig) (*LatencyResult, error) {
-	if cfg.Pairs <= 0 {
-		cfg.Pairs = 1
-	}
 	if cfg.Rate <= 0 {
 		return nil, fmt.Errorf("rate must be > 0")
+	}
+	if cfg.Pairs <= 0 {
+		// Each sender stays at 25 msg/s, half the gateway's per-connection
+		// flood limit (50 frames/s): a person types far slower, and a
+		// sender over the limit measures the limiter, not the path.
+		cfg.Pairs = int(math.Ceil(cfg.Rate / 25))
 	}
 	if cfg.Drain <= 0 {
 		cfg.Drain = 10 * time.Second
@@ -101,6 +110,7 @@ func RunLatency(ctx context.Context, cfg LatencyConfig) (*LatencyResult, error) 
 		sched:     make([]atomic.Int64, total),
 		acked:     make([]atomic.Bool, total),
 		delivered: make([]atomic.Bool, total),
+		errs:      map[string]int64{},
 		ackH:      hdrhistogram.New(1, 120_000_000, 3), // µs
 		delH:      hdrhistogram.New(1, 120_000_000, 3),
 	}
@@ -189,6 +199,9 @@ func RunLatency(ctx context.Context, cfg LatencyConfig) (*LatencyResult, error) 
 	res.DeliverP50ms, res.DeliverP90ms, res.DeliverP99ms = ms(r.delH, 50), ms(r.delH, 90), ms(r.delH, 99)
 	res.DeliverP999, res.DeliverMaxms = ms(r.delH, 99.9), float64(r.delH.Max())/1000
 	res.AckHist, res.DeliverHist = r.ackH, r.delH
+	if len(r.errs) > 0 {
+		res.Errors = maps.Clone(r.errs)
+	}
 	r.mu.Unlock()
 	return res, nil
 }
@@ -217,6 +230,10 @@ func (r *latRun) readLoop(c *Conn, sender bool) {
 			}
 			r.nAcked.Add(1)
 			r.record(r.ackH, k, now)
+		case t == wire.TypeError:
+			r.mu.Lock()
+			r.errs[d.Error.Code.String()]++
+			r.mu.Unlock()
 		case !sender && t == wire.TypeMsg:
 			k, err := strconv.ParseInt(string(d.Msg.ClientMsgID), 10, 64)
 			if err != nil || k < 0 || k >= int64(len(r.sched)) {

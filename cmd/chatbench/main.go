@@ -97,7 +97,7 @@ func latency(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("chatbench latency", flag.ExitOnError)
 	sf := addServerFlags(fs)
 	var (
-		pairs    = fs.Int("pairs", 50, "sender/receiver pairs, one direct conversation each")
+		pairs    = fs.Int("pairs", 0, "sender/receiver pairs, one direct conversation each (0: rate/25, so each sender stays under the gateway's 50 frames/s flood limit)")
 		idle     = fs.Int("idle", 0, "idle background connections (authenticated, heartbeating) held during the run")
 		rate     = fs.Float64("rate", 2000, "messages per second, all pairs together (open loop)")
 		duration = fs.Duration("duration", 10*time.Second, "measured sending time")
@@ -127,7 +127,7 @@ func latency(ctx context.Context, args []string) error {
 		}
 		procs = *gwProcs
 		if procs <= 0 {
-			procs = bench.GatewayProcsFor(*idle + 2**pairs)
+			procs = bench.GatewayProcsFor(*idle + 2*max(*pairs, int(*rate/25)+1))
 		}
 		cl, err := bench.StartCluster(ctx, bench.ClusterConfig{ChatdBin: bin, GatewayProcs: procs})
 		if err != nil {
@@ -203,7 +203,7 @@ func latency(ctx context.Context, args []string) error {
 
 func printLatency(res *bench.LatencyResult, d time.Duration) {
 	fmt.Printf("1:1 latency: %d pairs, %d idle connections, %.0f msg/s target (%.0f achieved), %s measured\n", res.Pairs, res.IdleConns, res.Rate, res.AchievedRate, d)
-	fmt.Printf("  sent %d  acked %d  delivered %d  lost %d  duplicates %d\n", res.Sent, res.Acked, res.Delivered, res.Lost, res.Duplicates)
+	fmt.Printf("  sent %d  acked %d  delivered %d  lost %d  duplicates %d  errors %v\n", res.Sent, res.Acked, res.Delivered, res.Lost, res.Duplicates, res.Errors)
 	fmt.Printf("  send->ack      p50 %7.2f ms  p99 %7.2f ms  max %7.2f ms\n", res.AckP50ms, res.AckP99ms, res.AckMaxms)
 	fmt.Printf("  send->deliver  p50 %7.2f ms  p90 %7.2f ms  p99 %7.2f ms  p99.9 %7.2f ms  max %7.2f ms\n",
 		res.DeliverP50ms, res.DeliverP90ms, res.DeliverP99ms, res.DeliverP999, res.DeliverMaxms)
