@@ -52,14 +52,17 @@ type Fanout struct {
 	failures  *prometheus.CounterVec
 
 	// scratch, single caller
-	dec     wire.Decoder
-	rcpt    events.Receipt
-	routes  []routing.Route
-	conns   []uint64
-	zconns  []uint64
-	out     []byte
-	zframe  []byte
-	frameRc []byte
+	dec      wire.Decoder
+	rcpt     events.Receipt
+	evs      []event
+	users    []string
+	seen     map[string]bool
+	byUser   map[string][]routing.Route
+	routes   []routing.Route
+	evRoutes []routing.Route
+	pubs     []routing.Publication
+	conns    []uint64
+	zconns   []uint64
 }
 
 // New returns a fanout.
@@ -68,6 +71,8 @@ func New(cfg Config, deps Deps) *Fanout {
 		deps:      deps,
 		log:       cfg.Logger,
 		members:   make(map[uint64][]string),
+		seen:      make(map[string]bool),
+		byUser:    make(map[string][]routing.Route),
 		delivered: prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_fanout_deliveries_total", Help: "Frames handed to gateways for one device each."}),
 		published: prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_fanout_publishes_total", Help: "Router publishes (one per target gateway and frame variant)."}),
 		failures:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chatd_fanout_failures_total", Help: "Events not (fully) delivered live, by reason."}, []string{"reason"}),
@@ -81,78 +86,120 @@ func New(cfg Config, deps Deps) *Fanout {
 	return f
 }
 
-// Handle delivers every event in recs. It only fails when ctx ends.
+// event is one decoded chat.events record.
+type event struct {
+	conv       uint64
+	frame      []byte // the frame to deliver (aliases the record, or a receipt frame)
+	skipUser   string // the device that caused the event gets nothing
+	skipDevice string
+	members    []string
+}
+
+// Handle delivers every event in recs: the members of all their
+// conversations are looked up in ONE registry call, and every batch for
+// every gateway goes out in ONE PublishMany (one round trip with Redis).
+// It only fails when ctx ends.
 func (f *Fanout) Handle(ctx context.Context, recs []*kgo.Record) error {
+	evs := f.evs[:0]
 	for _, rec := range recs {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
 		kind, body, err := events.Split(rec.Value)
 		if err != nil {
 			f.failures.WithLabelValues("malformed").Inc()
 			continue
 		}
+		var ev event
 		switch kind {
 		case events.KindMsg:
-			f.message(ctx, body)
+			t, _, err := f.dec.Decode(body)
+			if err != nil || t != wire.TypeMsg {
+				f.failures.WithLabelValues("malformed").Inc()
+				continue
+			}
+			// The sending device has its ACK; every other device of every
+			// member, the sender's own other devices included, gets the MSG.
+			m := &f.dec.Msg
+			ev = event{conv: m.ConvID, frame: body, skipUser: string(m.Sender), skipDevice: string(m.SenderDevice)}
 		case events.KindReceipt:
-			f.receipt(ctx, body)
+			if err := f.rcpt.Decode(body); err != nil {
+				f.failures.WithLabelValues("malformed").Inc()
+				continue
+			}
+			// Other members see the tick; the user's other devices sync
+			// their read pointer (badge) from the same frame.
+			r := wire.Receipt{ConvID: f.rcpt.Conv, Kind: f.rcpt.Kind, UpToSeq: f.rcpt.Seq, User: f.rcpt.User}
+			ev = event{conv: f.rcpt.Conv, frame: r.Append(nil, 0), skipUser: string(f.rcpt.User), skipDevice: string(f.rcpt.Device)}
 		default:
 			f.failures.WithLabelValues("unknown_kind").Inc()
+			continue
+		}
+		members, err := f.membersOf(ctx, ev.conv)
+		if err != nil {
+			f.failures.WithLabelValues("members").Inc()
+			f.log.Warn("fanout: members", "conv", ev.conv, "err", err)
+			continue
+		}
+		ev.members = members
+		evs = append(evs, ev)
+	}
+	f.evs = evs
+	if len(evs) == 0 {
+		return ctx.Err()
+	}
+
+	// One lookup for every member of every event.
+	clear(f.seen)
+	users := f.users[:0]
+	for i := range evs {
+		for _, m := range evs[i].members {
+			if !f.seen[m] {
+				f.seen[m] = true
+				users = append(users, m)
+			}
 		}
 	}
-	return nil
-}
-
-func (f *Fanout) message(ctx context.Context, frame []byte) {
-	t, _, err := f.dec.Decode(frame)
-	if err != nil || t != wire.TypeMsg {
-		f.failures.WithLabelValues("malformed").Inc()
-		return
-	}
-	m := &f.dec.Msg
-	// The sending device has its ACK; every other device of every member,
-	// the sender's own other devices included, gets the MSG.
-	f.deliver(ctx, m.ConvID, frame, string(m.Sender), string(m.SenderDevice))
-}
-
-func (f *Fanout) receipt(ctx context.Context, body []byte) {
-	if err := f.rcpt.Decode(body); err != nil {
-		f.failures.WithLabelValues("malformed").Inc()
-		return
-	}
-	r := wire.Receipt{ConvID: f.rcpt.Conv, Kind: f.rcpt.Kind, UpToSeq: f.rcpt.Seq, User: f.rcpt.User}
-	f.frameRc = r.Append(f.frameRc[:0], 0)
-	// Other members see the tick; the user's other devices sync their
-	// read pointer (badge) from the same frame.
-	f.deliver(ctx, f.rcpt.Conv, f.frameRc, string(f.rcpt.User), string(f.rcpt.Device))
-}
-
-// deliver routes frame to every online device of the conversation's members
-// except (skipUser, skipDevice).
-func (f *Fanout) deliver(ctx context.Context, conv uint64, frame []byte, skipUser, skipDevice string) {
-	members, err := f.membersOf(ctx, conv)
+	f.users = users
+	routes, err := f.deps.Registry.Lookup(ctx, users, f.routes[:0])
+	f.routes = routes
 	if err != nil {
-		f.failures.WithLabelValues("members").Inc()
-		f.log.Warn("fanout: members", "conv", conv, "err", err)
-		return
+		f.failures.WithLabelValues("registry").Add(float64(len(evs)))
+		f.log.Warn("fanout: registry lookup", "events", len(evs), "err", err)
+		return ctx.Err()
 	}
-	f.routes, err = f.deps.Registry.Lookup(ctx, members, f.routes[:0])
-	if err != nil {
-		f.failures.WithLabelValues("registry").Inc()
-		f.log.Warn("fanout: registry lookup", "conv", conv, "err", err)
-		return
+	byUser := f.byUser
+	clear(byUser)
+	for i := range routes {
+		byUser[routes[i].User] = append(byUser[routes[i].User], routes[i])
 	}
-	routes := f.routes
+
+	pubs := f.pubs[:0]
+	for i := range evs {
+		pubs = f.deliver(pubs, &evs[i], byUser)
+	}
+	f.pubs = pubs
+	if err := routing.PublishMany(ctx, f.deps.Router, pubs); err != nil {
+		f.failures.WithLabelValues("route").Inc()
+		f.log.Warn("fanout: publish", "err", err)
+	}
+	return ctx.Err()
+}
+
+// deliver appends to pubs one batch per target gateway (and per frame
+// variant: plain, and zstd for connections that negotiated it) for ev.
+func (f *Fanout) deliver(pubs []routing.Publication, ev *event, byUser map[string][]routing.Route) []routing.Publication {
+	routes := f.evRoutes[:0]
+	for _, m := range ev.members {
+		routes = append(routes, byUser[m]...)
+	}
+	f.evRoutes = routes
 	slices.SortFunc(routes, func(a, b routing.Route) int { return cmp.Compare(a.Gateway, b.Gateway) })
-	compressible := len(frame) >= wire.CompressMinBytes+wire.HeaderLen
-	f.zframe = f.zframe[:0]
+	compressible := len(ev.frame) >= wire.CompressMinBytes+wire.HeaderLen
+	var zframe []byte
 	for i := 0; i < len(routes); {
 		gw := routes[i].Gateway
 		f.conns, f.zconns = f.conns[:0], f.zconns[:0]
 		for ; i < len(routes) && routes[i].Gateway == gw; i++ {
 			r := &routes[i]
-			if r.User == skipUser && r.Device == skipDevice {
+			if r.User == ev.skipUser && r.Device == ev.skipDevice {
 				continue
 			}
 			if compressible && r.Caps&wire.CapZstd != 0 {
@@ -162,25 +209,20 @@ func (f *Fanout) deliver(ctx context.Context, conv uint64, frame []byte, skipUse
 			}
 		}
 		if len(f.conns) > 0 {
-			f.publish(ctx, gw, f.conns, frame)
+			pubs = append(pubs, routing.Publication{Gateway: gw, Batch: wire.AppendBatch(nil, f.conns, ev.frame)})
+			f.published.Inc()
+			f.delivered.Add(float64(len(f.conns)))
 		}
 		if len(f.zconns) > 0 {
-			if len(f.zframe) == 0 {
-				f.zframe = wire.Compress(f.zframe, frame) // once per event
+			if zframe == nil {
+				zframe = wire.Compress(nil, ev.frame) // once per event
 			}
-			f.publish(ctx, gw, f.zconns, f.zframe)
+			pubs = append(pubs, routing.Publication{Gateway: gw, Batch: wire.AppendBatch(nil, f.zconns, zframe)})
+			f.published.Inc()
+			f.delivered.Add(float64(len(f.zconns)))
 		}
 	}
-}
-
-func (f *Fanout) publish(ctx context.Context, gw string, conns []uint64, frame []byte) {
-	f.out = wire.AppendBatch(f.out[:0], conns, frame)
-	if err := f.deps.Router.Publish(ctx, gw, f.out); err != nil {
-		f.failures.WithLabelValues("route").Inc()
-		return
-	}
-	f.published.Inc()
-	f.delivered.Add(float64(len(conns)))
+	return pubs
 }
 
 // membersOf returns a conversation's members, cached. Direct

@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/chatd-dev/chatd/core/auth"
+	"github.com/chatd-dev/chatd/core/routing"
 	"github.com/chatd-dev/chatd/core/store"
 	"github.com/chatd-dev/chatd/wire"
 )
@@ -223,17 +224,21 @@ func (p *Processor) queueFrame(env *wire.Envelope, frame []byte) {
 	p.replies = append(p.replies, reply{gateway: string(env.Gateway), conn: env.Conn, frame: frame})
 }
 
-// flushReplies routes every queued reply. Routing is best effort: a lost
-// ACK makes the client resend, which dedupe answers with the same ACK.
+// flushReplies routes every queued reply, all in one PublishMany (one
+// round trip with Redis). Routing is best effort: a lost ACK makes the
+// client resend, which dedupe answers with the same ACK.
 func (p *Processor) flushReplies(ctx context.Context) {
 	var conn [1]uint64
+	pubs := p.pubs[:0]
 	for _, r := range p.replies {
 		conn[0] = r.conn
-		p.out = wire.AppendBatch(p.out[:0], conn[:], r.frame)
-		if err := p.deps.Router.Publish(ctx, r.gateway, p.out); err != nil {
-			p.cfg.Metrics.RouteErrors.Inc()
-		}
+		pubs = append(pubs, routing.Publication{Gateway: r.gateway, Batch: wire.AppendBatch(nil, conn[:], r.frame)})
 	}
+	if err := routing.PublishMany(ctx, p.deps.Router, pubs); err != nil {
+		p.cfg.Metrics.RouteErrors.Inc()
+	}
+	clear(pubs)
+	p.pubs = pubs[:0]
 	p.replies = p.replies[:0]
 }
 

@@ -88,6 +88,7 @@ type Processor struct {
 	dec     wire.Decoder
 	env     wire.Envelope
 	replies []reply
+	pubs    []routing.Publication
 	evs     []*kgo.Record
 	sent    map[dedupeKey]int
 	// emitted holds the ids of messages this process put on chat.events

@@ -57,8 +57,9 @@ type Redis struct {
 }
 
 var (
-	_ Registry = (*Redis)(nil)
-	_ Router   = (*Redis)(nil)
+	_ ManyPublisher = (*Redis)(nil)
+	_ Registry      = (*Redis)(nil)
+	_ Router        = (*Redis)(nil)
 )
 
 // RedisConfig configures NewRedis. The zero value of every field but Addrs
@@ -616,6 +617,31 @@ func (r *Redis) Publish(ctx context.Context, gateway string, batch []byte) error
 	}
 	r.stats.published.Add(1)
 	return nil
+}
+
+// PublishMany implements ManyPublisher: every PUBLISH in one pipelined
+// round trip. Redis runs a connection's commands in order, so batches for
+// one gateway keep their order.
+func (r *Redis) PublishMany(ctx context.Context, pubs []Publication) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	cmds := make(rueidis.Commands, len(pubs))
+	for i, p := range pubs {
+		cmds[i] = r.c.B().Publish().Channel(r.channel(p.Gateway)).Message(rueidis.BinaryString(p.Batch)).Build()
+	}
+	r.count(len(cmds))
+	var first error
+	for i, res := range r.c.DoMulti(context.Background(), cmds...) {
+		if err := res.Error(); err != nil {
+			if first == nil {
+				first = fmt.Errorf("routing: publish %s: %w", pubs[i].Gateway, err)
+			}
+			continue
+		}
+		r.stats.published.Add(1)
+	}
+	return first
 }
 
 // redisSub is one Subscribe: a goroutine that holds a dedicated connection

@@ -51,3 +51,33 @@ type Router interface {
 	// batch after returning.
 	Subscribe(gateway string, h func(batch []byte)) (stop func(), err error)
 }
+
+// Publication is one batch for one gateway.
+type Publication struct {
+	Gateway string
+	Batch   []byte
+}
+
+// ManyPublisher is a Router ability: publishing many batches at once (one
+// round trip for a networked router). Batches for one gateway arrive in
+// slice order, after anything published to it before.
+type ManyPublisher interface {
+	PublishMany(ctx context.Context, pubs []Publication) error
+}
+
+// PublishMany publishes pubs through r, in one call when r can.
+func PublishMany(ctx context.Context, r Router, pubs []Publication) error {
+	if len(pubs) == 0 {
+		return nil
+	}
+	if mp, ok := r.(ManyPublisher); ok {
+		return mp.PublishMany(ctx, pubs)
+	}
+	var first error
+	for _, p := range pubs {
+		if err := r.Publish(ctx, p.Gateway, p.Batch); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
