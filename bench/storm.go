@@ -162,8 +162,16 @@ func RunStorm(ctx context.Context, cfg StormConfig) (*StormResult, []Sample, err
 	}
 	progress(fmt.Sprintf("killed %d gateway process(es) with SIGKILL", len(cl.Gateways)))
 	time.Sleep(cfg.Downtime)
+	// All at once, as a supervisor restarting a crashed node's workers would.
+	restartErrs := make([]error, len(cl.Gateways))
+	var rwg sync.WaitGroup
 	for i := range cl.Gateways {
-		if err := cl.RestartGateway(ctx, i); err != nil {
+		rwg.Add(1)
+		go func() { defer rwg.Done(); restartErrs[i] = cl.RestartGateway(ctx, i) }()
+	}
+	rwg.Wait()
+	for i, err := range restartErrs {
+		if err != nil {
 			return nil, nil, fmt.Errorf("restart gateway %d: %w", i, err)
 		}
 	}
