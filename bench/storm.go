@@ -56,6 +56,9 @@ type StormResult struct {
 	CrowdFailures   map[string]int64 `json:"crowd_failures,omitempty"`
 	CrowdReconnects int64            `json:"crowd_reconnect_attempts"`
 	DowntimeSeconds float64          `json:"downtime_seconds"`
+	// GatewayRestartSeconds: from starting the gateways again until every
+	// one printed its readiness line.
+	GatewayRestartSeconds float64 `json:"gateway_restart_seconds"`
 }
 
 // witness is one SDK sender/receiver pair.
@@ -163,6 +166,7 @@ func RunStorm(ctx context.Context, cfg StormConfig) (*StormResult, []Sample, err
 	progress(fmt.Sprintf("killed %d gateway process(es) with SIGKILL", len(cl.Gateways)))
 	time.Sleep(cfg.Downtime)
 	// All at once, as a supervisor restarting a crashed node's workers would.
+	restartStart := time.Now()
 	restartErrs := make([]error, len(cl.Gateways))
 	var rwg sync.WaitGroup
 	for i := range cl.Gateways {
@@ -170,6 +174,7 @@ func RunStorm(ctx context.Context, cfg StormConfig) (*StormResult, []Sample, err
 		go func() { defer rwg.Done(); restartErrs[i] = cl.RestartGateway(ctx, i) }()
 	}
 	rwg.Wait()
+	res.GatewayRestartSeconds = time.Since(restartStart).Seconds()
 	for i, err := range restartErrs {
 		if err != nil {
 			return nil, nil, fmt.Errorf("restart gateway %d: %w", i, err)

@@ -83,8 +83,13 @@ func SpawnWorkers(cl *Cluster, c WorkersConfig) (ws []*Worker, err error) {
 			Heartbeat:     c.Heartbeat,
 			RoundTrip:     c.RoundTrip,
 			Reconnect:     c.Reconnect,
-			RunID:         fmt.Sprintf("%s-%d", c.Prefix, w),
-			Conns:         make([]swarm.ConnSpec, 0, hi-lo),
+			// Reconnecting clients back off like the Go SDK: 250 ms
+			// doubling to 30 s, full jitter.
+			FullJitter:   c.Reconnect,
+			ReconnectMin: 250 * time.Millisecond,
+			ReconnectMax: 30 * time.Second,
+			RunID:        fmt.Sprintf("%s-%d", c.Prefix, w),
+			Conns:        make([]swarm.ConnSpec, 0, hi-lo),
 		}
 		for i := lo; i < hi; i++ {
 			user := fmt.Sprintf("%s-%d", c.Prefix, i)

@@ -201,6 +201,8 @@ type Gateway struct {
 	conns   map[uint64]*conn // authenticated connections by id (the routing table)
 
 	reg registrar
+	// refreshRetry is set while a retry of a failed refresh is scheduled.
+	refreshRetry atomic.Bool
 
 	pool        *ants.PoolWithFuncGeneric[*conn]
 	backlogMu   sync.Mutex

@@ -35,9 +35,25 @@ type registrar struct {
 	pending []*conn         // HELLO accepted, waiting for Register
 	gone    []routing.Route // closed, waiting for Unregister
 	wake    chan struct{}
+	// refreshNow asks for a refresh round at once (RefreshRoutes).
+	refreshNow chan struct{}
 }
 
-func (r *registrar) init() { r.wake = make(chan struct{}, 1) }
+func (r *registrar) init() {
+	r.wake = make(chan struct{}, 1)
+	r.refreshNow = make(chan struct{}, 1)
+}
+
+// RefreshRoutes registers every live route again now instead of at the
+// next periodic refresh, in batches, off the caller's goroutine. Call it
+// when the registry may have lost its entries, e.g. after a Redis restart
+// (routing.RedisConfig.OnResubscribe).
+func (g *Gateway) RefreshRoutes() {
+	select {
+	case g.reg.refreshNow <- struct{}{}:
+	default:
+	}
+}
 
 func (r *registrar) add(g *Gateway, c *conn) {
 	r.mu.Lock()
@@ -80,6 +96,10 @@ func (g *Gateway) runRegistrar() {
 		case <-g.stop:
 			stopping = true
 		case <-g.reg.wake:
+		case <-g.reg.refreshNow:
+			if len(refresh) == 0 {
+				refresh = g.authenticated(refresh[:0])
+			}
 		case <-tick.C:
 			if len(refresh) == 0 {
 				refresh = g.authenticated(refresh[:0])
@@ -231,7 +251,15 @@ func (g *Gateway) refreshRoutes(cs []*conn) {
 	g.m.registryCalls.WithLabelValues("refresh").Inc()
 	if err := g.deps.Registry.Register(ctx, routes, g.cfg.RegistryTTL); err != nil {
 		g.m.registryErrors.Inc()
-		g.log.Warn("gateway: refresh routes", "routes", len(routes), "err", err)
+		g.log.Warn("gateway: refresh routes; retrying the whole refresh in 1s", "routes", len(routes), "err", err)
+		// The registry may have lost these routes (a restarted Redis):
+		// retry soon rather than at the next periodic refresh.
+		if g.refreshRetry.CompareAndSwap(false, true) {
+			time.AfterFunc(time.Second, func() {
+				g.refreshRetry.Store(false)
+				g.RefreshRoutes()
+			})
+		}
 	}
 }
 

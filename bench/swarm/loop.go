@@ -680,7 +680,11 @@ func (l *loop) next(i int32, c *conn, after time.Duration) {
 	if b <= 0 || b > cfg.ReconnectMax {
 		b = cfg.ReconnectMax
 	}
-	d := max(after, b/2+time.Duration(l.rng.Int64N(int64(b/2)+1)))
+	j := b/2 + time.Duration(l.rng.Int64N(int64(b/2)+1))
+	if cfg.FullJitter {
+		j = time.Duration(l.rng.Int64N(int64(b) + 1))
+	}
+	d := max(after, j)
 	l.setState(c, stBackoff)
 	l.schedule(i, l.now+int64(d))
 }

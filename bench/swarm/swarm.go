@@ -121,6 +121,9 @@ type Config struct {
 	// ReconnectMax (default 30s), and is jittered over [b/2, b].
 	Reconnect    bool          `json:"reconnect,omitempty"`
 	ReconnectMin time.Duration `json:"reconnect_min,omitempty"`
+	// FullJitter draws each backoff from [0, b] instead of [b/2, b]: the
+	// policy of chatd's Go SDK (sdk.Config), for scenarios that model it.
+	FullJitter   bool          `json:"full_jitter,omitempty"`
 	ReconnectMax time.Duration `json:"reconnect_max,omitempty"`
 	// ResumeOnConnect sends RESUME after the first WELCOME too (it is
 	// always sent after a reconnect's WELCOME).

@@ -183,7 +183,16 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	var registry routing.Registry
 	var router routing.Router
 	if len(cfg.Redis) > 0 {
-		if n.redis, err = routing.NewRedis(routing.RedisConfig{Addrs: cfg.Redis}); err != nil {
+		// A Redis that comes back may have lost every route: the gateway
+		// re-registers its connections at once rather than at its next
+		// periodic refresh. (n.gw is set before the gateway subscribes, and
+		// the hook only runs after a subscription came back.)
+		onResub := func(string) {
+			if n.gw != nil {
+				n.gw.RefreshRoutes()
+			}
+		}
+		if n.redis, err = routing.NewRedis(routing.RedisConfig{Addrs: cfg.Redis, OnResubscribe: onResub}); err != nil {
 			return n, fmt.Errorf("node: redis: %w", err)
 		}
 		registry, router = n.redis, n.redis

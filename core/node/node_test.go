@@ -572,3 +572,84 @@ func TestGatewayOnlyNeedsItsCore(t *testing.T) {
 		t.Fatal("gateway-only node created a key")
 	}
 }
+
+// TestRedisRestart: with the registry and router in Redis, Redis is
+// killed and started again empty. Sends are still accepted and persisted
+// meanwhile (the ACK travels through Redis too, so it may be lost: the
+// client resends with the same client_msg_id); once Redis is back, the
+// gateways re-register their connections at once and live delivery
+// resumes without restarting anything. The periodic refresh is pushed far
+// out (RegistryTTL 30 min) so it cannot be what restores delivery.
+func TestRedisRestart(t *testing.T) {
+	srv := redistest.StartServer(t)
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	start := func(cfg node.Config) *node.Node {
+		cfg.DataDir, cfg.APIAddr, cfg.AdminAddr, cfg.GatewayAddr = dir, "127.0.0.1:0", "off", "127.0.0.1:0"
+		cfg.Redis, cfg.Partitions = []string{srv.Addr}, 4
+		cfg.Gateway.RegistryTTL = 30 * time.Minute
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+		n, err := node.Start(ctx, cfg)
+		if err != nil {
+			t.Fatalf("start %v: %v", cfg.Roles, err)
+		}
+		t.Cleanup(func() { n.Close(context.Background()) })
+		return n
+	}
+	core := start(node.Config{Roles: []string{node.RoleCore}})
+	gw := start(node.Config{Roles: []string{node.RoleGateway}, Brokers: core.Brokers()})
+	alice := connect(t, gw, "alice", "phone")
+	bob := connect(t, gw, "bob", "phone")
+	conv := alice.openDirect("bob")
+	alice.send(sendFrame(conv, "before", "before"))
+	alice.expect(wire.TypeAck)
+	bob.expect(wire.TypeMsg)
+
+	srv.Kill()
+	// Accepted and persisted while Redis is down.
+	alice.send(sendFrame(conv, "during", "during"))
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if last, _ := core.Store().LastSeq(ctx, conv); last == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the send made while Redis was down was not persisted")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	srv.Restart()
+	// Live delivery comes back: probe until Bob gets a live MSG.
+	for k := 0; ; k++ {
+		if time.Now().After(deadline.Add(30 * time.Second)) {
+			t.Fatal("live delivery did not resume after Redis came back")
+		}
+		alice.send(sendFrame(conv, fmt.Sprintf("probe-%d", k), "probe"))
+		got := false
+		timeout := time.After(300 * time.Millisecond)
+	wait:
+		for {
+			select {
+			case f := <-bob.frames:
+				if typ, _, err := bob.dec.Decode(f); err == nil && typ == wire.TypeMsg {
+					got = true
+					break wait
+				}
+			case <-timeout:
+				break wait
+			}
+		}
+		if got {
+			break
+		}
+	}
+	// Bob catches up on what he missed by RESUME.
+	bob.send((&wire.Resume{ReqID: 1, Cursors: []wire.Cursor{{ConvID: conv, LastSeq: 1}}}).Append(nil, 0))
+	for {
+		bob.expect(wire.TypeMsg, wire.TypeMsg)
+		if bob.dec.Msg.Seq == 2 && string(bob.dec.Msg.ClientMsgID) == "during" {
+			break
+		}
+	}
+}
