@@ -1,10 +1,21 @@
 // Package consume runs a Kafka consumer-group loop with at-least-once
-// semantics: a polled batch is handled, then its offsets are committed, and
-// only then may the group rebalance.
+// semantics: a polled batch is handled, then its offsets are marked, and
+// only then may the group rebalance. Marked offsets are committed at most
+// every CommitInterval, and always before partitions are given up
+// (CommitOnRevoke), so a rebalance hands over exactly where handling
+// stopped and a crash re-delivers at most CommitInterval of records
+// (handlers are idempotent).
+//
+// Why not commit every batch: every commit is a broker write, and kfake
+// (the embedded broker) appends each to its groups log and periodically
+// rewrites that log inside its single request loop, stalling every
+// produce and fetch for 100 ms and more when commits come hundreds of
+// times a second.
 package consume
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -21,6 +32,7 @@ type Handler func(ctx context.Context, recs []*kgo.Record) error
 // Config tunes Run. Zero values mean defaults.
 type Config struct {
 	MaxPollRecords int           // default 2,000
+	CommitInterval time.Duration // default 250ms; see the package doc
 	RetryMin       time.Duration // first retry backoff, default 50ms
 	RetryMax       time.Duration // retry backoff cap, default 5s
 	Logger         *slog.Logger  // default slog.Default()
@@ -44,22 +56,49 @@ func Run(ctx context.Context, cl *kgo.Client, c Config, h Handler) error {
 	if c.RetryMax <= 0 {
 		c.RetryMax = 5 * time.Second
 	}
+	if c.CommitInterval <= 0 {
+		c.CommitInterval = 250 * time.Millisecond
+	}
+	lastCommit := time.Now()
 	log := c.Logger
 	if log == nil {
 		log = slog.Default()
 	}
+	dirty := false // offsets marked but not committed
+	stop := func() error {
+		if dirty {
+			fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = cl.CommitMarkedOffsets(fctx)
+			cancel()
+		}
+		cl.AllowRebalance()
+		return ctx.Err()
+	}
 	var recs []*kgo.Record
 	for {
-		fetches := cl.PollRecords(ctx, c.MaxPollRecords)
+		pollCtx, cancelPoll := ctx, context.CancelFunc(func() {})
+		if dirty {
+			// Wake up to commit even if no more records come.
+			pollCtx, cancelPoll = context.WithTimeout(ctx, c.CommitInterval)
+		}
+		fetches := cl.PollRecords(pollCtx, c.MaxPollRecords)
+		cancelPoll()
 		if fetches.IsClientClosed() || ctx.Err() != nil {
-			cl.AllowRebalance()
-			return ctx.Err()
+			return stop()
 		}
 		fetches.EachError(func(t string, p int32, err error) {
-			log.Warn("fetch error", "topic", t, "partition", p, "err", err)
+			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+				log.Warn("fetch error", "topic", t, "partition", p, "err", err)
+			}
 		})
 		recs = recs[:0]
 		fetches.EachRecord(func(r *kgo.Record) { recs = append(recs, r) })
+		if dirty && len(recs) == 0 && time.Since(lastCommit) >= c.CommitInterval {
+			if err := commit(ctx, cl, c.RetryMin, c.RetryMax, log); err != nil {
+				return stop()
+			}
+			lastCommit, dirty = time.Now(), false
+		}
 		if len(recs) > 0 {
 			backoff := c.RetryMin
 			for {
@@ -68,21 +107,23 @@ func Run(ctx context.Context, cl *kgo.Client, c Config, h Handler) error {
 					break
 				}
 				if ctx.Err() != nil {
-					cl.AllowRebalance()
-					return ctx.Err()
+					return stop()
 				}
 				log.Error("batch handler failed; retrying", "records", len(recs), "err", err, "backoff", backoff)
 				select {
 				case <-time.After(backoff):
 				case <-ctx.Done():
-					cl.AllowRebalance()
-					return ctx.Err()
+					return stop()
 				}
 				backoff = min(backoff*2, c.RetryMax)
 			}
-			if err := commit(ctx, cl, recs, c.RetryMin, c.RetryMax, log); err != nil {
-				cl.AllowRebalance()
-				return err
+			cl.MarkCommitRecords(recs...)
+			dirty = true
+			if time.Since(lastCommit) >= c.CommitInterval {
+				if err := commit(ctx, cl, c.RetryMin, c.RetryMax, log); err != nil {
+					return stop()
+				}
+				lastCommit, dirty = time.Now(), false
 			}
 			if c.OnBatch != nil {
 				c.OnBatch(len(recs), fetches)
@@ -92,13 +133,13 @@ func Run(ctx context.Context, cl *kgo.Client, c Config, h Handler) error {
 	}
 }
 
-// commit commits recs' offsets, retrying transient failures. A failed
-// commit is not fatal for correctness (the batch would be handled again),
-// but retrying keeps duplicate work low.
-func commit(ctx context.Context, cl *kgo.Client, recs []*kgo.Record, lo, hi time.Duration, log *slog.Logger) error {
+// commit commits the marked offsets, retrying transient failures. A failed
+// commit is not fatal for correctness (the records would be handled
+// again), but retrying keeps duplicate work low.
+func commit(ctx context.Context, cl *kgo.Client, lo, hi time.Duration, log *slog.Logger) error {
 	backoff := lo
 	for {
-		err := cl.CommitRecords(ctx, recs...)
+		err := cl.CommitMarkedOffsets(ctx)
 		if err == nil {
 			return nil
 		}
@@ -113,4 +154,17 @@ func commit(ctx context.Context, cl *kgo.Client, recs []*kgo.Record, lo, hi time
 		}
 		backoff = min(backoff*2, hi)
 	}
+}
+
+// CommitOnRevoke commits the marked offsets of a client whose partitions
+// are being revoked or lost: call it from kgo.OnPartitionsRevoked (it runs
+// while Run is not handling a batch, since Run blocks rebalances while it
+// does). A failed commit only means re-delivery to the next owner.
+func CommitOnRevoke(ctx context.Context, cl *kgo.Client) {
+	_ = cl.CommitMarkedOffsets(ctx)
+}
+
+// Flush commits the marked offsets (call it before closing the client).
+func Flush(ctx context.Context, cl *kgo.Client) error {
+	return cl.CommitMarkedOffsets(ctx)
 }

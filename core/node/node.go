@@ -270,13 +270,20 @@ func (n *Node) startCore(bc bus.Config, reg *prometheus.Registry, registry routi
 	lag := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chatd_kafka_lag", Help: "Records between a consumer's position and the partition's high watermark, at its last poll."}, []string{"group", "topic", "partition"})
 	reg.MustRegister(lag)
 
+	// On a partition move: hand over exactly where handling stopped, and
+	// make the next owner (maybe this process again) reload seqs.
+	revoked := func(ctx context.Context, cl *kgo.Client, _ map[string][]int32) {
+		consume.CommitOnRevoke(ctx, cl)
+		n.proc.Invalidate()
+	}
 	invalidate := func(context.Context, *kgo.Client, map[string][]int32) { n.proc.Invalidate() }
 	msgCons, err := n.newClient(append(bc.ConsumerOpts("chatd-messages", bus.TopicInbound),
-		kgo.OnPartitionsAssigned(invalidate), kgo.OnPartitionsRevoked(invalidate), kgo.OnPartitionsLost(invalidate)))
+		kgo.OnPartitionsAssigned(invalidate), kgo.OnPartitionsRevoked(revoked), kgo.OnPartitionsLost(invalidate)))
 	if err != nil {
 		return err
 	}
-	fanCons, err := n.newClient(bc.ConsumerOpts("chatd-fanout", bus.TopicEvents))
+	fanCons, err := n.newClient(append(bc.ConsumerOpts("chatd-fanout", bus.TopicEvents),
+		kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, _ map[string][]int32) { consume.CommitOnRevoke(ctx, cl) })))
 	if err != nil {
 		return err
 	}
