@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -36,6 +37,9 @@ type Config struct {
 	RetryMin       time.Duration // first retry backoff, default 50ms
 	RetryMax       time.Duration // retry backoff cap, default 5s
 	Logger         *slog.Logger  // default slog.Default()
+	// Offsets tracks handled offsets; share it with the client's
+	// OnPartitionsRevoked callback (CommitOnRevoke). nil: Run uses its own.
+	Offsets *Offsets
 	// OnBatch, when set, is called after each committed batch with its
 	// size (metrics).
 	OnBatch func(n int, fetches kgo.Fetches)
@@ -60,6 +64,10 @@ func Run(ctx context.Context, cl *kgo.Client, c Config, h Handler) error {
 		c.CommitInterval = 250 * time.Millisecond
 	}
 	lastCommit := time.Now()
+	offs := c.Offsets
+	if offs == nil {
+		offs = NewOffsets()
+	}
 	log := c.Logger
 	if log == nil {
 		log = slog.Default()
@@ -68,7 +76,7 @@ func Run(ctx context.Context, cl *kgo.Client, c Config, h Handler) error {
 	stop := func() error {
 		if dirty {
 			fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			_ = cl.CommitMarkedOffsets(fctx)
+			_ = offs.Commit(fctx, cl)
 			cancel()
 		}
 		cl.AllowRebalance()
@@ -94,7 +102,7 @@ func Run(ctx context.Context, cl *kgo.Client, c Config, h Handler) error {
 		recs = recs[:0]
 		fetches.EachRecord(func(r *kgo.Record) { recs = append(recs, r) })
 		if dirty && len(recs) == 0 && time.Since(lastCommit) >= c.CommitInterval {
-			if err := commit(ctx, cl, c.RetryMin, c.RetryMax, log); err != nil {
+			if err := commit(ctx, cl, offs, c.RetryMin, c.RetryMax, log); err != nil {
 				return stop()
 			}
 			lastCommit, dirty = time.Now(), false
@@ -117,10 +125,10 @@ func Run(ctx context.Context, cl *kgo.Client, c Config, h Handler) error {
 				}
 				backoff = min(backoff*2, c.RetryMax)
 			}
-			cl.MarkCommitRecords(recs...)
+			offs.mark(recs)
 			dirty = true
 			if time.Since(lastCommit) >= c.CommitInterval {
-				if err := commit(ctx, cl, c.RetryMin, c.RetryMax, log); err != nil {
+				if err := commit(ctx, cl, offs, c.RetryMin, c.RetryMax, log); err != nil {
 					return stop()
 				}
 				lastCommit, dirty = time.Now(), false
@@ -133,13 +141,65 @@ func Run(ctx context.Context, cl *kgo.Client, c Config, h Handler) error {
 	}
 }
 
-// commit commits the marked offsets, retrying transient failures. A failed
-// commit is not fatal for correctness (the records would be handled
+// Offsets remembers, per partition, the last handled record not yet
+// committed. Safe for concurrent use (Run and a revoke callback).
+type Offsets struct {
+	mu   sync.Mutex
+	last map[topicPartition]*kgo.Record
+}
+
+type topicPartition struct {
+	topic     string
+	partition int32
+}
+
+// NewOffsets returns an empty tracker.
+func NewOffsets() *Offsets { return &Offsets{last: map[topicPartition]*kgo.Record{}} }
+
+func (o *Offsets) mark(recs []*kgo.Record) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, r := range recs {
+		k := topicPartition{r.Topic, r.Partition}
+		if cur := o.last[k]; cur == nil || r.Offset > cur.Offset {
+			o.last[k] = r
+		}
+	}
+}
+
+// Commit commits the handled offsets (the highest per partition) and
+// forgets them once the broker accepted them.
+func (o *Offsets) Commit(ctx context.Context, cl *kgo.Client) error {
+	o.mu.Lock()
+	recs := make([]*kgo.Record, 0, len(o.last))
+	for _, r := range o.last {
+		recs = append(recs, r)
+	}
+	o.mu.Unlock()
+	if len(recs) == 0 {
+		return nil
+	}
+	if err := cl.CommitRecords(ctx, recs...); err != nil {
+		return err
+	}
+	o.mu.Lock()
+	for _, r := range recs {
+		k := topicPartition{r.Topic, r.Partition}
+		if o.last[k] == r {
+			delete(o.last, k)
+		}
+	}
+	o.mu.Unlock()
+	return nil
+}
+
+// commit commits the handled offsets, retrying transient failures. A
+// failed commit is not fatal for correctness (the records would be handled
 // again), but retrying keeps duplicate work low.
-func commit(ctx context.Context, cl *kgo.Client, lo, hi time.Duration, log *slog.Logger) error {
+func commit(ctx context.Context, cl *kgo.Client, offs *Offsets, lo, hi time.Duration, log *slog.Logger) error {
 	backoff := lo
 	for {
-		err := cl.CommitMarkedOffsets(ctx)
+		err := offs.Commit(ctx, cl)
 		if err == nil {
 			return nil
 		}
@@ -156,15 +216,11 @@ func commit(ctx context.Context, cl *kgo.Client, lo, hi time.Duration, log *slog
 	}
 }
 
-// CommitOnRevoke commits the marked offsets of a client whose partitions
-// are being revoked or lost: call it from kgo.OnPartitionsRevoked (it runs
-// while Run is not handling a batch, since Run blocks rebalances while it
-// does). A failed commit only means re-delivery to the next owner.
-func CommitOnRevoke(ctx context.Context, cl *kgo.Client) {
-	_ = cl.CommitMarkedOffsets(ctx)
-}
-
-// Flush commits the marked offsets (call it before closing the client).
-func Flush(ctx context.Context, cl *kgo.Client) error {
-	return cl.CommitMarkedOffsets(ctx)
+// CommitOnRevoke commits the handled offsets of a client whose partitions
+// are being revoked: call it from kgo.OnPartitionsRevoked with the Offsets
+// given to Run. It runs while Run is not handling a batch, since Run
+// blocks rebalances while it does. A failed commit only means re-delivery
+// to the next owner.
+func CommitOnRevoke(ctx context.Context, cl *kgo.Client, offs *Offsets) {
+	_ = offs.Commit(ctx, cl)
 }

@@ -272,8 +272,9 @@ func (n *Node) startCore(bc bus.Config, reg *prometheus.Registry, registry routi
 
 	// On a partition move: hand over exactly where handling stopped, and
 	// make the next owner (maybe this process again) reload seqs.
+	msgOffs, fanOffs := consume.NewOffsets(), consume.NewOffsets()
 	revoked := func(ctx context.Context, cl *kgo.Client, _ map[string][]int32) {
-		consume.CommitOnRevoke(ctx, cl)
+		consume.CommitOnRevoke(ctx, cl, msgOffs)
 		n.proc.Invalidate()
 	}
 	invalidate := func(context.Context, *kgo.Client, map[string][]int32) { n.proc.Invalidate() }
@@ -283,14 +284,16 @@ func (n *Node) startCore(bc bus.Config, reg *prometheus.Registry, registry routi
 		return err
 	}
 	fanCons, err := n.newClient(append(bc.ConsumerOpts("chatd-fanout", bus.TopicEvents),
-		kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, _ map[string][]int32) { consume.CommitOnRevoke(ctx, cl) })))
+		kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, _ map[string][]int32) {
+			consume.CommitOnRevoke(ctx, cl, fanOffs)
+		})))
 	if err != nil {
 		return err
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	n.run(runCtx, msgCons, "chatd-messages", lag, n.proc.Handle)
-	n.run(runCtx, fanCons, "chatd-fanout", lag, fan.Handle)
+	n.run(runCtx, msgCons, "chatd-messages", msgOffs, lag, n.proc.Handle)
+	n.run(runCtx, fanCons, "chatd-fanout", fanOffs, lag, fan.Handle)
 
 	var minter api.Minter
 	if cfg.Dev {
@@ -369,12 +372,13 @@ func (n *Node) newClient(opts []kgo.Opt) (*kgo.Client, error) {
 	return cl, nil
 }
 
-func (n *Node) run(ctx context.Context, cl *kgo.Client, group string, lag *prometheus.GaugeVec, h consume.Handler) {
+func (n *Node) run(ctx context.Context, cl *kgo.Client, group string, offs *consume.Offsets, lag *prometheus.GaugeVec, h consume.Handler) {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
 		err := consume.Run(ctx, cl, consume.Config{
-			Logger: n.log.With("component", group),
+			Offsets: offs,
+			Logger:  n.log.With("component", group),
 			OnBatch: func(_ int, fs kgo.Fetches) {
 				fs.EachPartition(func(p kgo.FetchTopicPartition) {
 					if len(p.Records) == 0 {
