@@ -224,7 +224,12 @@ func (c *Cluster) startRedis(ctx context.Context) error {
 	_, port, _ := net.SplitHostPort(addr)
 	c.redis = exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--dir", c.dir, "--maxclients", "10000", "--loglevel", "warning")
-	c.redis.Stdout, c.redis.Stderr = c.cfg.Log, c.cfg.Log
+	// redis-server's start-up banner and warnings go to a file in the
+	// data dir, not into the run's output.
+	if f, err := os.Create(filepath.Join(c.dir, "redis.log")); err == nil {
+		c.redis.Stdout, c.redis.Stderr = f, f
+		defer f.Close()
+	}
 	if err := c.redis.Start(); err != nil {
 		return fmt.Errorf("start redis-server: %w", err)
 	}
