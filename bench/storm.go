@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/chatd-dev/chatd/bench/swarm"
 	"github.com/chatd-dev/chatd/sdk"
 	"github.com/chatd-dev/chatd/wire"
 )
@@ -114,7 +115,7 @@ func RunStorm(ctx context.Context, cfg StormConfig) (*StormResult, []Sample, err
 		return nil, nil, err
 	}
 	defer StopWorkers(crowd)
-	if err := waitRoundTripped(ctx, crowd, cfg.Clients, progress); err != nil {
+	if err := WaitFor(ctx, crowd, cfg.Clients, "clients round-tripped", func(s swarm.Stats) int64 { return s.RoundTripped }, progress); err != nil {
 		return nil, nil, err
 	}
 
@@ -239,29 +240,6 @@ func RunStorm(ctx context.Context, cfg StormConfig) (*StormResult, []Sample, err
 		w.mu.Unlock()
 	}
 	return res, samples, nil
-}
-
-func waitRoundTripped(ctx context.Context, ws []*Worker, n int, progress func(string)) error {
-	start := time.Now()
-	timeout := 60*time.Second + time.Duration(n/2000)*time.Second
-	for {
-		select {
-		case <-time.After(time.Second):
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		agg := Aggregate(ws)
-		progress(fmt.Sprintf("%5.0fs clients established %d/%d round-tripped %d", time.Since(start).Seconds(), agg.Established, n, agg.RoundTripped))
-		if agg.RoundTripped >= int64(n) {
-			return nil
-		}
-		if e := ExitedWorkers(ws); e != "" {
-			return fmt.Errorf("load worker exited: %s", e)
-		}
-		if time.Since(start) > timeout {
-			return fmt.Errorf("only %d of %d clients set up after %s (failures %v)", agg.RoundTripped, n, timeout, agg.Failures)
-		}
-	}
 }
 
 func newWitness(ctx context.Context, cl *Cluster, i int) (*witness, error) {

@@ -221,9 +221,15 @@ func WorkersRSS(ws []*Worker) (rss int64) {
 }
 
 // WaitEstablished waits until n connections of the workers are
-// established (or every connection has failed for good), reporting
-// progress each second.
+// established.
 func WaitEstablished(ctx context.Context, ws []*Worker, n int, progress func(string)) error {
+	return WaitFor(ctx, ws, n, "idle connections established", func(s swarm.Stats) int64 { return s.Established }, progress)
+}
+
+// WaitFor waits until count(merged stats) reaches n, or every connection
+// not counted has failed for good, reporting progress each second. It
+// fails when a worker exits or after 60 s plus 1 s per 2,000 connections.
+func WaitFor(ctx context.Context, ws []*Worker, n int, what string, count func(swarm.Stats) int64, progress func(string)) error {
 	start := time.Now()
 	timeout := 60*time.Second + time.Duration(n/2000)*time.Second
 	for {
@@ -233,18 +239,19 @@ func WaitEstablished(ctx context.Context, ws []*Worker, n int, progress func(str
 			return ctx.Err()
 		}
 		agg := Aggregate(ws)
-		progress(fmt.Sprintf("%5.0fs idle connections established %d/%d failures %d", time.Since(start).Seconds(), agg.Established, n, agg.FailuresTotal))
-		if agg.Established >= int64(n) {
+		got := count(agg)
+		progress(fmt.Sprintf("%5.0fs %s %d/%d, failures %d", time.Since(start).Seconds(), what, got, n, agg.FailuresTotal))
+		if got >= int64(n) {
 			return nil
 		}
-		if agg.FailuresTotal > 0 && agg.Established+agg.FailuresTotal >= int64(n) {
-			return fmt.Errorf("%d idle connections failed: %v", agg.FailuresTotal, agg.Failures)
+		if agg.FailuresTotal > 0 && got+agg.FailuresTotal >= int64(n) {
+			return fmt.Errorf("%d connections failed: %v", agg.FailuresTotal, agg.Failures)
 		}
 		if e := ExitedWorkers(ws); e != "" {
 			return fmt.Errorf("load worker exited: %s", e)
 		}
 		if time.Since(start) > timeout {
-			return fmt.Errorf("only %d of %d idle connections established after %s", agg.Established, n, timeout)
+			return fmt.Errorf("only %d of %d %s after %s (failures %v)", got, n, what, timeout, agg.Failures)
 		}
 	}
 }

@@ -224,11 +224,7 @@ func density(ctx context.Context, args []string) error {
 		asJSON    = fs.Bool("json", false, "print the result as one JSON object on the last line")
 	)
 	_ = fs.Parse(args)
-	bin, err := bench.FindChatd(*chatd)
-	if err != nil {
-		return err
-	}
-	self, err := os.Executable()
+	bin, self, err := binaries(*chatd)
 	if err != nil {
 		return err
 	}
@@ -274,11 +270,7 @@ func storm(ctx context.Context, args []string) error {
 		asJSON   = fs.Bool("json", false, "print the result as one JSON object on the last line")
 	)
 	_ = fs.Parse(args)
-	bin, err := bench.FindChatd(*chatd)
-	if err != nil {
-		return err
-	}
-	self, err := os.Executable()
+	bin, self, err := binaries(*chatd)
 	if err != nil {
 		return err
 	}
@@ -301,4 +293,14 @@ func storm(ctx context.Context, args []string) error {
 		return fmt.Errorf("storm: recovered=%v lost=%d duplicates=%d", res.Recovered, res.Lost, res.Duplicates)
 	}
 	return nil
+}
+
+// binaries returns the chatd binary to start and this executable (run as
+// the load workers).
+func binaries(chatd string) (bin, self string, err error) {
+	if bin, err = bench.FindChatd(chatd); err != nil {
+		return "", "", err
+	}
+	self, err = os.Executable()
+	return bin, self, err
 }
