@@ -516,22 +516,9 @@ func TestSplitRoles(t *testing.T) {
 	redisAddr, stop := redistest.Start(t)
 	t.Cleanup(stop)
 	dir := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	start := func(cfg node.Config) *node.Node {
-		cfg.DataDir, cfg.APIAddr, cfg.AdminAddr, cfg.GatewayAddr = dir, "127.0.0.1:0", "off", "127.0.0.1:0"
-		cfg.Redis, cfg.Partitions = []string{redisAddr}, 4
-		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-		n, err := node.Start(ctx, cfg)
-		if err != nil {
-			t.Fatalf("start %v: %v", cfg.Roles, err)
-		}
-		t.Cleanup(func() { n.Close(context.Background()) })
-		return n
-	}
-	core := start(node.Config{Roles: []string{node.RoleCore}})
-	gw1 := start(node.Config{Roles: []string{node.RoleGateway}, Brokers: core.Brokers()})
-	gw2 := start(node.Config{Roles: []string{node.RoleGateway}, Brokers: core.Brokers()})
+	core := startRole(t, dir, redisAddr, node.Config{Roles: []string{node.RoleCore}})
+	gw1 := startRole(t, dir, redisAddr, node.Config{Roles: []string{node.RoleGateway}, Brokers: core.Brokers()})
+	gw2 := startRole(t, dir, redisAddr, node.Config{Roles: []string{node.RoleGateway}, Brokers: core.Brokers()})
 	if core.GatewayURL() != "" || gw1.APIURL() != "" {
 		t.Fatalf("roles leaked: core gateway %q, gateway api %q", core.GatewayURL(), gw1.APIURL())
 	}
@@ -585,20 +572,9 @@ func TestRedisRestart(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	start := func(cfg node.Config) *node.Node {
-		cfg.DataDir, cfg.APIAddr, cfg.AdminAddr, cfg.GatewayAddr = dir, "127.0.0.1:0", "off", "127.0.0.1:0"
-		cfg.Redis, cfg.Partitions = []string{srv.Addr}, 4
-		cfg.Gateway.RegistryTTL = 30 * time.Minute
-		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-		n, err := node.Start(ctx, cfg)
-		if err != nil {
-			t.Fatalf("start %v: %v", cfg.Roles, err)
-		}
-		t.Cleanup(func() { n.Close(context.Background()) })
-		return n
-	}
-	core := start(node.Config{Roles: []string{node.RoleCore}})
-	gw := start(node.Config{Roles: []string{node.RoleGateway}, Brokers: core.Brokers()})
+	core := startRole(t, dir, srv.Addr, node.Config{Roles: []string{node.RoleCore}})
+	gw := startRole(t, dir, srv.Addr, node.Config{Roles: []string{node.RoleGateway}, Brokers: core.Brokers(),
+		Gateway: gateway.Config{RegistryTTL: 30 * time.Minute}})
 	alice := connect(t, gw, "alice", "phone")
 	bob := connect(t, gw, "bob", "phone")
 	conv := alice.openDirect("bob")
@@ -652,4 +628,21 @@ func TestRedisRestart(t *testing.T) {
 			break
 		}
 	}
+}
+
+// startRole starts a node of a split topology on dir, with Redis at
+// redisAddr for registry and routing.
+func startRole(t *testing.T, dir, redisAddr string, cfg node.Config) *node.Node {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cfg.DataDir, cfg.APIAddr, cfg.AdminAddr, cfg.GatewayAddr = dir, "127.0.0.1:0", "off", "127.0.0.1:0"
+	cfg.Redis, cfg.Partitions = []string{redisAddr}, 4
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	n, err := node.Start(ctx, cfg)
+	if err != nil {
+		t.Fatalf("start %v: %v", cfg.Roles, err)
+	}
+	t.Cleanup(func() { n.Close(context.Background()) })
+	return n
 }
