@@ -32,7 +32,7 @@ test-deps: ## Install what the tests need (Go modules; redis-server from apt whe
 	$(GO) mod download
 	@command -v redis-server >/dev/null || { \
 	  sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
-	  $$sudo apt-get update && $$sudo apt-get install -y redis-server; }
+	  $$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server; }
 
 .PHONY: test
 test: test-deps lint ## Install test dependencies, then run every test with the race detector.
