@@ -215,7 +215,7 @@ func density(ctx context.Context, args []string) error {
 		conns     = fs.Int("conns", 2000, "connections to open and hold")
 		gwProcs   = fs.Int("gateway-procs", 0, "gateway processes sharing the port (0: the fewest the open-files limit allows)")
 		cliProcs  = fs.Int("client-procs", 0, "load-generator processes, one source address each (0: the fewest the limit allows)")
-		dialRate  = fs.Int("dial-rate", 10000, "new connections per second, all clients together")
+		dialRate  = fs.Int("dial-rate", 2000, "new connections per second, all clients together (this 2-core box completes about 2,000 handshakes a second; faster ramps queue past the 5 s handshake deadline)")
 		hold      = fs.Duration("hold", 10*time.Second, "idle time with heartbeats before memory is read")
 		heartbeat = fs.Duration("heartbeat", 0, "client heartbeat interval (0: the server's)")
 		gogc      = fs.Int("gateway-gogc", 0, "GOGC for the gateway processes (0: Go's default, 100)")
