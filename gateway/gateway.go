@@ -146,6 +146,11 @@ type Config struct {
 	// RegistryTTL is the TTL of registry routes; they are refreshed every
 	// RegistryTTL/3, in batches. Default 90s.
 	RegistryTTL time.Duration
+	// ShutdownSpread: Close's GOAWAY tells each client to wait a random
+	// reconnect_after_ms in [0, ShutdownSpread), so a restart's clients do
+	// not all come back in the same instant. Default 5s; negative: 0 for
+	// everyone.
+	ShutdownSpread time.Duration
 
 	// MaxQueueBytes bounds a connection's outbound queue, including the
 	// bytes of the write in flight. Past it the connection is closed as a
@@ -237,6 +242,9 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	setDefault(&cfg.HelloTimeout, 10*time.Second)
 	setDefault(&cfg.HeartbeatInterval, 30*time.Second)
 	setDefault(&cfg.IdleTimeout, 75*time.Second)
+	if cfg.ShutdownSpread == 0 {
+		cfg.ShutdownSpread = 5 * time.Second
+	}
 	setDefault(&cfg.WriteTimeout, 10*time.Second)
 	setDefault(&cfg.RegistryTTL, 90*time.Second)
 	setDefault(&cfg.MaxQueueBytes, 256<<10)

@@ -148,6 +148,10 @@ func TestCloseSendsGoawayShuttingDown(t *testing.T) {
 	}
 	for _, c := range []*client{a, b, pre} {
 		c.expectGoaway(wire.CodeShuttingDown)
+		// Spread over [0, ShutdownSpread) so clients do not return at once.
+		if ms := c.dec.Goaway.ReconnectAfterMS; ms >= uint64((5 * time.Second).Milliseconds()) {
+			t.Errorf("reconnect_after_ms %d beyond the 5s spread", ms)
+		}
 		if st := c.expectClosed(); st != ws.StatusGoingAway {
 			t.Errorf("close status %d", st)
 		}

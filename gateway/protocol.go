@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"errors"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -356,6 +357,10 @@ func (g *Gateway) shutdownConn(c *conn) {
 	case stateAccepted:
 		c.terminate(reasonShutdown)
 	case stateUpgraded, stateRegistering, stateAuthenticated:
-		c.goaway(wire.CodeShuttingDown, 0, ws.StatusGoingAway, reasonShutdown)
+		var after uint64
+		if spread := g.cfg.ShutdownSpread.Milliseconds(); spread > 0 {
+			after = uint64(rand.Int64N(spread))
+		}
+		c.goaway(wire.CodeShuttingDown, after, ws.StatusGoingAway, reasonShutdown)
 	}
 }
