@@ -60,9 +60,26 @@ type LatencyResult struct {
 	// whose deliver P99 stayed under 100 ms with nothing lost.
 	MaxRateP99Under100ms float64 `json:"max_rate_p99_under_100ms,omitempty"`
 
+	// Timeline is deliver latency by scheduled send time, one point per
+	// TimelineStep of the measured period: it shows whether a tail comes
+	// from steady queueing or from periodic stalls.
+	Timeline []LatencyPoint `json:"timeline,omitempty"`
+
 	// AckHist and DeliverHist are the latency histograms (µs).
 	AckHist     *hdrhistogram.Histogram `json:"-"`
 	DeliverHist *hdrhistogram.Histogram `json:"-"`
+}
+
+// TimelineStep is the width of one LatencyResult.Timeline point.
+const TimelineStep = 250 * time.Millisecond
+
+// LatencyPoint is one step of LatencyResult.Timeline: messages scheduled in
+// [T, T+TimelineStep) seconds after measuring began.
+type LatencyPoint struct {
+	T         float64 `json:"t"`
+	Delivered int64   `json:"delivered"`
+	P99ms     float64 `json:"deliver_p99_ms"`
+	Maxms     float64 `json:"deliver_max_ms"`
 }
 
 type latRun struct {
@@ -79,6 +96,7 @@ type latRun struct {
 	errs      map[string]int64
 	ackH      *hdrhistogram.Histogram
 	delH      *hdrhistogram.Histogram
+	steps     []*hdrhistogram.Histogram // deliver latency per TimelineStep (µs), under mu
 }
 
 type pair struct {
@@ -113,6 +131,9 @@ func RunLatency(ctx context.Context, cfg LatencyConfig) (*LatencyResult, error) 
 		errs:      map[string]int64{},
 		ackH:      hdrhistogram.New(1, 120_000_000, 3), // µs
 		delH:      hdrhistogram.New(1, 120_000_000, 3),
+	}
+	for range int(math.Ceil(float64(cfg.Duration) / float64(TimelineStep))) {
+		r.steps = append(r.steps, hdrhistogram.New(1, 120_000_000, 2))
 	}
 	pairs := make([]pair, cfg.Pairs)
 	stamp := strconv.FormatInt(time.Now().UnixNano()%1_000_000_000, 36)
@@ -199,6 +220,14 @@ func RunLatency(ctx context.Context, cfg LatencyConfig) (*LatencyResult, error) 
 	res.DeliverP50ms, res.DeliverP90ms, res.DeliverP99ms = ms(r.delH, 50), ms(r.delH, 90), ms(r.delH, 99)
 	res.DeliverP999, res.DeliverMaxms = ms(r.delH, 99.9), float64(r.delH.Max())/1000
 	res.AckHist, res.DeliverHist = r.ackH, r.delH
+	for i, h := range r.steps {
+		res.Timeline = append(res.Timeline, LatencyPoint{
+			T:         (time.Duration(i) * TimelineStep).Seconds(),
+			Delivered: h.TotalCount(),
+			P99ms:     ms(h, 99),
+			Maxms:     float64(h.Max()) / 1000,
+		})
+	}
 	if len(r.errs) > 0 {
 		res.Errors = maps.Clone(r.errs)
 	}
@@ -244,14 +273,18 @@ func (r *latRun) readLoop(c *Conn, sender bool) {
 				continue
 			}
 			r.nDeliv.Add(1)
-			r.record(r.delH, k, now)
+			if us := r.record(r.delH, k, now); us > 0 {
+				r.recordStep(k, us)
+			}
 		}
 	}
 }
 
-func (r *latRun) record(h *hdrhistogram.Histogram, k, now int64) {
+// record adds message k's latency to h and returns it in µs, or 0 for a
+// warm-up message (not recorded).
+func (r *latRun) record(h *hdrhistogram.Histogram, k, now int64) int64 {
 	if k < r.warmupN {
-		return
+		return 0
 	}
 	us := (now - r.sched[k].Load()) / 1000
 	if us < 1 {
@@ -259,5 +292,16 @@ func (r *latRun) record(h *hdrhistogram.Histogram, k, now int64) {
 	}
 	r.mu.Lock()
 	_ = h.RecordValue(us)
+	r.mu.Unlock()
+	return us
+}
+
+func (r *latRun) recordStep(k, us int64) {
+	i := int((time.Duration(r.sched[k].Load()) - r.cfg.Warmup) / TimelineStep)
+	if i < 0 || i >= len(r.steps) {
+		return
+	}
+	r.mu.Lock()
+	_ = r.steps[i].RecordValue(us)
 	r.mu.Unlock()
 }

@@ -43,13 +43,21 @@ func writeDensityReport(dir string, args []string, res *bench.DensityResult, sam
 }
 
 func writeLatencyReport(dir string, args []string, res *bench.LatencyResult, lat []report.LatencySeries) {
+	p99 := report.TimeSeries{Name: "deliver P99", Unit: "ms", Chart: "timeline"}
+	mx := report.TimeSeries{Name: "deliver max", Unit: "ms", Chart: "timeline"}
+	for _, pt := range res.Timeline {
+		p99.Points = append(p99.Points, report.Point{X: pt.T, Y: pt.P99ms})
+		mx.Points = append(mx.Points, report.Point{X: pt.T, Y: pt.Maxms})
+	}
 	writeReport(dir, "latency", report.Report{
 		Title:   fmt.Sprintf("1:1 latency at %.0f msg/s", res.Rate),
 		Command: command("latency", args),
 		Result:  res,
 		Latency: lat,
+		Series:  []report.TimeSeries{p99, mx},
 		Notes: []string{
 			"Open loop: latency is measured from each message's scheduled send time (coordinated omission corrected).",
+			"The timeline groups messages by scheduled send time in 250 ms steps from the end of the warm-up.",
 		},
 	})
 }

@@ -326,3 +326,56 @@ func TestOpenDirectBatched(t *testing.T) {
 		t.Fatalf("stored %+v %v", c, err)
 	}
 }
+
+// TestBatchAcrossPartitions feeds one batch interleaving several
+// partitions and conversations: every conversation gets gapless seqs in its
+// records' order, every SEND one ACK, every message one event, and an
+// in-batch resend is answered once.
+func TestBatchAcrossPartitions(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	ctx := context.Background()
+	h := newHarness(t, st)
+	const convs, perConv = 6, 20
+	ids := make([]uint64, convs)
+	for i := range ids {
+		c, err := EnsureDirect(ctx, st, "alice", fmt.Sprintf("bob%d", i), 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[i] = c.ID
+	}
+	var recs []*kgo.Record
+	for k := range perConv {
+		for i, id := range ids {
+			r := sendRec("alice", id, fmt.Sprintf("c%d-%d", i, k))
+			r.Partition = int32(i % 3)
+			recs = append(recs, r)
+		}
+	}
+	dup := sendRec("alice", ids[0], "c0-0") // resent in the same batch
+	dup.Partition = 0
+	recs = append(recs, dup)
+	if err := h.p.Handle(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(h.acks()); got != convs*perConv+1 {
+		t.Errorf("%d ACKs, want %d", got, convs*perConv+1)
+	}
+	if got := len(h.evs.msgs()); got != convs*perConv {
+		t.Errorf("%d message events, want %d", got, convs*perConv)
+	}
+	for i, id := range ids {
+		ms, err := st.MessagesAfter(ctx, id, 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ms) != perConv {
+			t.Fatalf("conv %d: %d messages stored, want %d", i, len(ms), perConv)
+		}
+		for k, m := range ms {
+			if want := fmt.Sprintf("c%d-%d", i, k); m.Seq != uint64(k+1) || m.ClientMsgID != want {
+				t.Errorf("conv %d: message %d has seq %d cmid %q, want seq %d cmid %q", i, k, m.Seq, m.ClientMsgID, k+1, want)
+			}
+		}
+	}
+}

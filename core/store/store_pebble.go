@@ -85,11 +85,13 @@ type PebbleOptions struct {
 
 // Pebble is the embedded Store. Create it with OpenPebble.
 //
-// Every method is safe for concurrent use. Commit is serialized (one at a
-// time, fsync included; chatd calls it from one consumer loop anyway), and
-// so is EnsureConversation, each by its own mutex around its
-// read-modify-write. Reads run concurrently with them and with each other,
-// and see each Commit atomically: all of a batch or none of it.
+// Every method is safe for concurrent use. Commits of disjoint sets of
+// conversations run concurrently (their read-modify-writes of last seqs
+// and pointers never meet, and Pebble's commit pipeline covers concurrent
+// commits with one WAL fsync); a Commit touching a conversation another
+// Commit holds waits for it. EnsureConversation and Commits that create
+// conversations are serialized by one mutex. Reads run concurrently with
+// all of them and see each Commit atomically: all of a batch or none of it.
 type Pebble struct {
 	db  *pebble.DB
 	dir string
@@ -102,12 +104,67 @@ type Pebble struct {
 
 	ensureMu sync.Mutex // serializes EnsureConversation
 
-	// commitMu serializes Commit; the fields after it are Commit's scratch
-	// space, reused across calls.
-	commitMu sync.Mutex
+	// busy holds the conversations of the Commits in progress, from before
+	// their first read until their fsync returned; busyCond is signalled
+	// when a Commit leaves.
+	busyMu   sync.Mutex
+	busyCond *sync.Cond
+	busy     map[uint64]struct{}
+
+	scratch sync.Pool // *commitScratch
+}
+
+// commitScratch is one Commit's working space, pooled.
+type commitScratch struct {
+	convs    []uint64          // the batch's conversations, unique
 	lastSeqs map[uint64]uint64 // conv -> highest seq in the batch
 	ptrs     map[ptrID]uint64  // pointer -> its value including this batch
 	buf      []byte
+}
+
+// batchConvs appends the unique conversations b writes to dst.
+func batchConvs(dst []uint64, b *Batch) []uint64 {
+	for i := range b.Messages {
+		dst = append(dst, b.Messages[i].ConvID)
+	}
+	for i := range b.Pointers {
+		dst = append(dst, b.Pointers[i].ConvID)
+	}
+	for i := range b.Conversations {
+		dst = append(dst, b.Conversations[i].ID)
+	}
+	slices.Sort(dst)
+	return slices.Compact(dst)
+}
+
+// hold waits until no other Commit holds any of convs, then holds them.
+func (p *Pebble) hold(convs []uint64) {
+	p.busyMu.Lock()
+	defer p.busyMu.Unlock()
+	for p.anyBusy(convs) {
+		p.busyCond.Wait()
+	}
+	for _, c := range convs {
+		p.busy[c] = struct{}{}
+	}
+}
+
+func (p *Pebble) anyBusy(convs []uint64) bool {
+	for _, c := range convs {
+		if _, ok := p.busy[c]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *Pebble) release(convs []uint64) {
+	p.busyMu.Lock()
+	for _, c := range convs {
+		delete(p.busy, c)
+	}
+	p.busyMu.Unlock()
+	p.busyCond.Broadcast()
 }
 
 type ptrID struct {
@@ -150,12 +207,12 @@ func openPebble(dir string, opts PebbleOptions, fs vfs.FS) (*Pebble, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open pebble %s: %w", dir, err)
 	}
-	return &Pebble{
-		db:       db,
-		dir:      dir,
-		lastSeqs: make(map[uint64]uint64),
-		ptrs:     make(map[ptrID]uint64),
-	}, nil
+	st := &Pebble{db: db, dir: dir, busy: make(map[uint64]struct{})}
+	st.busyCond = sync.NewCond(&st.busyMu)
+	st.scratch.New = func() any {
+		return &commitScratch{lastSeqs: make(map[uint64]uint64), ptrs: make(map[ptrID]uint64)}
+	}
+	return st, nil
 }
 
 // Close closes the database, waiting for calls in progress. It is
@@ -399,18 +456,22 @@ func (p *Pebble) Commit(ctx context.Context, b *Batch) (err error) {
 		}
 	}
 
-	p.commitMu.Lock()
-	defer p.commitMu.Unlock()
-	clear(p.lastSeqs)
-	clear(p.ptrs)
+	sc := p.scratch.Get().(*commitScratch)
+	defer p.scratch.Put(sc)
+	clear(sc.lastSeqs)
+	clear(sc.ptrs)
+	sc.convs = batchConvs(sc.convs[:0], b)
+	p.hold(sc.convs)
+	defer p.release(sc.convs)
 
 	pb := p.db.NewBatch()
 	defer pb.Close()
 	var kb [16 + 2*binary.MaxVarintLen64 + 2*wire.MaxIDLen]byte
 	var vb [binary.MaxVarintLen64]byte
 	if len(b.Conversations) > 0 {
-		// Lock order: commitMu, then ensureMu (EnsureConversation takes
-		// only ensureMu), so a conversation is created once.
+		// Lock order: the batch's conversations, then ensureMu
+		// (EnsureConversation takes only ensureMu), so a conversation is
+		// created once.
 		p.ensureMu.Lock()
 		defer p.ensureMu.Unlock()
 		if err := p.addConversations(pb, b.Conversations); err != nil {
@@ -419,8 +480,8 @@ func (p *Pebble) Commit(ctx context.Context, b *Batch) (err error) {
 	}
 	for i := range b.Messages {
 		m := &b.Messages[i]
-		p.buf = appendMsgVal(p.buf[:0], m)
-		if err := pb.Set(appendMsgKey(kb[:0], m.ConvID, m.Seq), p.buf, nil); err != nil {
+		sc.buf = appendMsgVal(sc.buf[:0], m)
+		if err := pb.Set(appendMsgKey(kb[:0], m.ConvID, m.Seq), sc.buf, nil); err != nil {
 			return fmt.Errorf("store: commit: %w", err)
 		}
 		if m.ClientMsgID != "" {
@@ -429,11 +490,11 @@ func (p *Pebble) Commit(ctx context.Context, b *Batch) (err error) {
 				return fmt.Errorf("store: commit: %w", err)
 			}
 		}
-		if m.Seq > p.lastSeqs[m.ConvID] {
-			p.lastSeqs[m.ConvID] = m.Seq
+		if m.Seq > sc.lastSeqs[m.ConvID] {
+			sc.lastSeqs[m.ConvID] = m.Seq
 		}
 	}
-	for conv, seq := range p.lastSeqs {
+	for conv, seq := range sc.lastSeqs {
 		k := appendLastSeqKey(kb[:0], conv)
 		stored, _, err := p.getUvarint(k)
 		if err != nil {
@@ -449,7 +510,7 @@ func (p *Pebble) Commit(ctx context.Context, b *Batch) (err error) {
 		u := &b.Pointers[i]
 		id := ptrID{u.ConvID, u.User, u.Kind}
 		k := appendPointerKey(kb[:0], u.ConvID, u.User, u.Kind)
-		cur, ok := p.ptrs[id]
+		cur, ok := sc.ptrs[id]
 		if !ok {
 			cur, _, err = p.getUvarint(k)
 			if err != nil {
@@ -463,7 +524,7 @@ func (p *Pebble) Commit(ctx context.Context, b *Batch) (err error) {
 			cur = u.Seq
 			u.Advanced = true
 		}
-		p.ptrs[id] = cur
+		sc.ptrs[id] = cur
 	}
 	if !pb.Empty() {
 		if err := p.db.Apply(pb, pebble.Sync); err != nil {

@@ -478,3 +478,26 @@ func BenchmarkLookupClientMsg(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkLookupClientMsgMiss is the common case on the write path: a new
+// SEND whose client_msg_id the store has never seen.
+func BenchmarkLookupClientMsgMiss(b *testing.B) {
+	p := benchStore(b)
+	const n = 100_000
+	benchFill(b, p, n)
+	ctx := context.Background()
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = "new" + strconv.Itoa(i+1)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	var i int
+	for b.Loop() {
+		_, ok, err := p.LookupClientMsg(ctx, uint64(i%64), "alice", ids[i%n])
+		i++
+		if err != nil || ok {
+			b.Fatal(ok, err)
+		}
+	}
+}

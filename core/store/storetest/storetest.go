@@ -68,6 +68,7 @@ func Run(t *testing.T, o Options) {
 		{"NoAliasing", testNoAliasing},
 		{"ConcurrentReadersDuringCommits", testConcurrentReaders},
 		{"ConcurrentCommits", testConcurrentCommits},
+		{"ConcurrentCommitsDisjoint", testConcurrentCommitsDisjoint},
 		{"Close", testClose},
 		{"Durability", testDurability},
 	}
@@ -1088,6 +1089,57 @@ func testConcurrentCommits(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 	checkMsgs(t, "MessagesAfter", ms, e.msgs(c, 1, top))
+}
+
+// testConcurrentCommitsDisjoint runs writers on conversations of their own
+// that also all move one shared conversation's pointer: commits that share
+// no conversation may run together, those that share one must not lose an
+// update.
+func testConcurrentCommitsDisjoint(t *testing.T, e *env) {
+	const (
+		writers = 8
+		rounds  = 30
+	)
+	shared := e.conv(100)
+	bob := e.user("bob")
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			c := e.conv(uint64(w + 1))
+			for i := range rounds {
+				seq := uint64(i + 1)
+				b := &store.Batch{
+					Messages: []store.Message{e.msg(c, seq)},
+					Pointers: []store.PointerUpdate{
+						ptrUpdate(c, bob, wire.ReceiptDelivered, seq),
+						ptrUpdate(shared, bob, wire.ReceiptRead, uint64(i*writers+w+1)),
+					},
+				}
+				if err := e.s.Commit(e.ctx, b); err != nil {
+					t.Errorf("writer %d: Commit: %v", w, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for w := range writers {
+		c := e.conv(uint64(w + 1))
+		if got := e.lastSeq(t, c); got != rounds {
+			t.Errorf("conv %d: LastSeq = %d, want %d", w+1, got, rounds)
+		}
+		if p := e.pointers(t, c, bob); p.Delivered != rounds {
+			t.Errorf("conv %d: delivered pointer = %d, want %d", w+1, p.Delivered, rounds)
+		}
+		ms, err := e.s.MessagesAfter(e.ctx, c, 0, rounds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkMsgs(t, "MessagesAfter", ms, e.msgs(c, 1, rounds))
+	}
+	if p := e.pointers(t, shared, bob); p.Read != writers*rounds {
+		t.Errorf("shared read pointer = %d, want %d", p.Read, writers*rounds)
+	}
 }
 
 func testClose(t *testing.T, e *env) {
