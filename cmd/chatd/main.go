@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -55,6 +56,8 @@ func serve(args []string) error {
 		nodeID    = fs.Uint("node-id", 1, "Snowflake node id (0-1023), unique among running chatd processes")
 		logLevel  = fs.String("log-level", "info", "debug, info, warn or error")
 		logJSON   = fs.Bool("log-json", false, "log JSON instead of text")
+		gogc      = fs.Int("gogc", 0, "GC percent (0: automatic: 400 when the process runs the core role, else Go's default, and the GOGC environment variable wins over it; -1 turns the GC off)")
+		maxprocs  = fs.Int("gomaxprocs", 0, "Ps for Go code (0: automatic: at least 4 when the process runs the core role, and the GOMAXPROCS environment variable wins over it)")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -87,6 +90,8 @@ func serve(args []string) error {
 	if *roles != "all" {
 		cfg.Roles = strings.Split(*roles, ",")
 	}
+	g, p := runtimeSettings(cfg.Roles, *gogc, *maxprocs, os.Getenv, runtime.NumCPU())
+	log.Info("runtime", "settings", applyRuntime(g, p))
 	cfg.Gateway.ReusePort = *reusePort
 	cfg.Gateway.ID = *gwID
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
