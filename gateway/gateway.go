@@ -143,9 +143,15 @@ type Config struct {
 	// for that long is closed. It also bounds how long final frames (GOAWAY,
 	// ERROR before close) may take to leave. Default 10s.
 	WriteTimeout time.Duration
-	// RegistryTTL is the TTL of registry routes; they are refreshed every
-	// RegistryTTL/3, in batches. Default 90s.
-	RegistryTTL time.Duration
+	// LeaseTTL is the gateway's registry lease (routing.Registry.Lease):
+	// renewed every LeaseTTL/3 with one call, it keeps all of this
+	// gateway's routes live; after a crash they stop being live within
+	// LeaseTTL. Default 90s.
+	LeaseTTL time.Duration
+	// RouteTTL is the TTL of each route in the registry; every live route
+	// is registered again every RouteTTL/3, in batches. It only bounds how
+	// long a crashed gateway's routes take registry memory. Default 24h.
+	RouteTTL time.Duration
 	// ShutdownSpread: Close's GOAWAY tells each client to wait a random
 	// reconnect_after_ms in [0, ShutdownSpread), so a restart's clients do
 	// not all come back in the same instant. Default 5s; negative: 0 for
@@ -208,6 +214,8 @@ type Gateway struct {
 	reg registrar
 	// refreshRetry is set while a retry of a failed refresh is scheduled.
 	refreshRetry atomic.Bool
+	// leasedAt is when the registry last accepted the lease (unix ns).
+	leasedAt atomic.Int64
 
 	pool        *ants.PoolWithFuncGeneric[*conn]
 	backlogMu   sync.Mutex
@@ -246,7 +254,8 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		cfg.ShutdownSpread = 5 * time.Second
 	}
 	setDefault(&cfg.WriteTimeout, 10*time.Second)
-	setDefault(&cfg.RegistryTTL, 90*time.Second)
+	setDefault(&cfg.LeaseTTL, 90*time.Second)
+	setDefault(&cfg.RouteTTL, 24*time.Hour)
 	setDefault(&cfg.MaxQueueBytes, 256<<10)
 	setDefault(&cfg.InboundRate, 50)
 	setDefault(&cfg.InboundBurst, 100)
@@ -256,7 +265,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	}
 	switch {
 	case cfg.HandshakeTimeout < 0 || cfg.HelloTimeout < 0 || cfg.HeartbeatInterval < 0 ||
-		cfg.IdleTimeout < 0 || cfg.WriteTimeout < 0 || cfg.RegistryTTL < 0:
+		cfg.IdleTimeout < 0 || cfg.WriteTimeout < 0 || cfg.LeaseTTL < 0 || cfg.RouteTTL < 0:
 		return nil, errors.New("gateway: negative timeout")
 	case cfg.HeartbeatInterval >= cfg.IdleTimeout:
 		return nil, fmt.Errorf("gateway: HeartbeatInterval %v must be below IdleTimeout %v",
@@ -366,6 +375,16 @@ func (g *Gateway) Start() error {
 		ln.Close()
 		return fail(fmt.Errorf("gateway: event loop: %w", err))
 	}
+	// Routes registered before the lease exists are not live (and the
+	// registry may drop them), so the lease comes first.
+	lctx, cancel := g.registryCtx()
+	err = g.deps.Registry.Lease(lctx, g.id, g.cfg.LeaseTTL)
+	cancel()
+	if err != nil {
+		ln.Close()
+		return fail(fmt.Errorf("gateway: registry lease: %w", err))
+	}
+	g.leasedAt.Store(time.Now().UnixNano())
 	unsub, err := g.deps.Router.Subscribe(g.id, g.onBatch)
 	if err != nil {
 		ln.Close()
@@ -447,6 +466,15 @@ func (g *Gateway) Close(ctx context.Context) error {
 	}
 	close(g.stop) // the registrar flushes its unregistrations before exiting
 	g.wg.Wait()
+	if started {
+		// Every connection is gone: end the lease so no route of this
+		// gateway stays live for the rest of LeaseTTL.
+		lctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if err := g.deps.Registry.Lease(lctx, g.id, 0); err != nil {
+			g.log.Warn("gateway: end registry lease", "err", err)
+		}
+		cancel()
+	}
 	relCtx := ctx
 	if ctx.Err() != nil {
 		relCtx = nil // do not wait for the workers: the deadline has passed

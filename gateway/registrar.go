@@ -23,9 +23,15 @@ const registryBatch = 1000
 //     is persisted after the client sees WELCOME is routed to it live, what
 //     was persisted before is in the store for its RESUME.
 //   - closed connections: their routes go out in batched Unregister calls.
-//   - refresh: every RegistryTTL/3 every live route is registered again, in
-//     chunks of registryBatch, interleaved with the two queues above so
-//     that a refresh of many routes does not delay new connections.
+//   - lease: every LeaseTTL/3 one Lease call keeps all the gateway's
+//     routes live, whatever their number. A failed renewal is retried
+//     after 1s; a renewal that succeeds after the lease may have lapsed
+//     starts a full refresh, since the registry may have dropped routes
+//     of a gateway without a lease.
+//   - refresh: every RouteTTL/3 (and on RefreshRoutes) every live route is
+//     registered again, in chunks of registryBatch, interleaved with the
+//     two queues above so that a refresh of many routes does not delay new
+//     connections.
 //
 // One goroutine keeps the calls ordered: an Unregister always follows the
 // Register it undoes, because a connection is unregistered only after it
@@ -44,10 +50,10 @@ func (r *registrar) init() {
 	r.refreshNow = make(chan struct{}, 1)
 }
 
-// RefreshRoutes registers every live route again now instead of at the
-// next periodic refresh, in batches, off the caller's goroutine. Call it
-// when the registry may have lost its entries, e.g. after a Redis restart
-// (routing.RedisConfig.OnResubscribe).
+// RefreshRoutes renews the lease and registers every live route again now
+// instead of at the next periodic refresh, in batches, off the caller's
+// goroutine. Call it when the registry may have lost its entries, e.g.
+// after a Redis restart (routing.RedisConfig.OnResubscribe).
 func (g *Gateway) RefreshRoutes() {
 	select {
 	case g.reg.refreshNow <- struct{}{}:
@@ -87,8 +93,13 @@ func (r *registrar) take() ([]*conn, []routing.Route) {
 // runRegistrar is the registrar's goroutine.
 func (g *Gateway) runRegistrar() {
 	defer g.wg.Done()
-	tick := time.NewTicker(g.cfg.RegistryTTL / 3)
+	tick := time.NewTicker(g.cfg.RouteTTL / 3)
 	defer tick.Stop()
+	leaseTick := time.NewTicker(g.cfg.LeaseTTL / 3)
+	defer leaseTick.Stop()
+	leaseRetry := time.NewTimer(time.Hour)
+	leaseRetry.Stop()
+	defer leaseRetry.Stop()
 	var refresh []*conn // connections still to refresh in this round
 	for {
 		stopping := false
@@ -97,11 +108,20 @@ func (g *Gateway) runRegistrar() {
 			stopping = true
 		case <-g.reg.wake:
 		case <-g.reg.refreshNow:
+			g.renewLease(leaseRetry)
 			if len(refresh) == 0 {
 				refresh = g.authenticated(refresh[:0])
 			}
 		case <-tick.C:
 			if len(refresh) == 0 {
+				refresh = g.authenticated(refresh[:0])
+			}
+		case <-leaseTick.C:
+			if g.renewLease(leaseRetry) && len(refresh) == 0 {
+				refresh = g.authenticated(refresh[:0])
+			}
+		case <-leaseRetry.C:
+			if g.renewLease(leaseRetry) && len(refresh) == 0 {
 				refresh = g.authenticated(refresh[:0])
 			}
 		}
@@ -133,6 +153,25 @@ func (g *Gateway) runRegistrar() {
 	}
 }
 
+// renewLease renews the gateway's registry lease. On failure it arms retry
+// for 1s. It reports whether the routes need a full refresh: the renewal
+// succeeded but the previous success was more than LeaseTTL ago.
+func (g *Gateway) renewLease(retry *time.Timer) (lapsed bool) {
+	ctx, cancel := g.registryCtx()
+	err := g.deps.Registry.Lease(ctx, g.id, g.cfg.LeaseTTL)
+	cancel()
+	g.m.registryCalls.WithLabelValues("lease").Inc()
+	if err != nil {
+		g.m.registryErrors.Inc()
+		g.log.Warn("gateway: renew registry lease; retrying in 1s", "err", err)
+		retry.Reset(time.Second)
+		return false
+	}
+	now := time.Now().UnixNano()
+	prev := g.leasedAt.Swap(now)
+	return time.Duration(now-prev) >= g.cfg.LeaseTTL
+}
+
 func (g *Gateway) registryCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(g.ctx, g.cfg.HandshakeTimeout)
 }
@@ -149,7 +188,7 @@ func (g *Gateway) registerNew(cs []*conn, stopping bool) {
 			routes = append(routes, c.route())
 		}
 		ctx, cancel := g.registryCtx()
-		err = g.deps.Registry.Register(ctx, routes, g.cfg.RegistryTTL)
+		err = g.deps.Registry.Register(ctx, routes, g.cfg.RouteTTL)
 		cancel()
 		g.m.registryCalls.WithLabelValues("register").Inc()
 	}
@@ -217,7 +256,7 @@ func (g *Gateway) unregisterRoutes(routes []routing.Route) {
 	defer cancel()
 	g.m.registryCalls.WithLabelValues("unregister").Inc()
 	if err := g.deps.Registry.Unregister(ctx, routes); err != nil {
-		// The routes expire with their TTL.
+		// The routes expire with their RouteTTL, or with the lease.
 		g.m.registryErrors.Inc()
 		g.log.Warn("gateway: unregister routes", "routes", len(routes), "err", err)
 	}
@@ -249,7 +288,7 @@ func (g *Gateway) refreshRoutes(cs []*conn) {
 	ctx, cancel := g.registryCtx()
 	defer cancel()
 	g.m.registryCalls.WithLabelValues("refresh").Inc()
-	if err := g.deps.Registry.Register(ctx, routes, g.cfg.RegistryTTL); err != nil {
+	if err := g.deps.Registry.Register(ctx, routes, g.cfg.RouteTTL); err != nil {
 		g.m.registryErrors.Inc()
 		g.log.Warn("gateway: refresh routes; retrying the whole refresh in 1s", "routes", len(routes), "err", err)
 		// The registry may have lost these routes (a restarted Redis):

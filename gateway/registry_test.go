@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,11 +33,11 @@ func TestRouteLifecycle(t *testing.T) {
 	})
 }
 
-// The registry TTL is shorter than the test: only the refresh keeps the
-// route alive.
+// The route TTL is shorter than the test: only the refresh keeps the route
+// alive.
 func TestRegistryRefreshKeepsRoute(t *testing.T) {
 	t.Parallel()
-	e := startGateway(t, func(c *Config, _ *Deps) { c.RegistryTTL = 300 * time.Millisecond })
+	e := startGateway(t, func(c *Config, _ *Deps) { c.RouteTTL = 300 * time.Millisecond })
 	login(t, e, "alice", "phone")
 	for i := 0; i < 10; i++ { // ~1s: more than three TTLs
 		time.Sleep(100 * time.Millisecond)
@@ -49,70 +51,99 @@ func TestRegistryRefreshKeepsRoute(t *testing.T) {
 	}
 }
 
-// Concurrent HELLOs share Register calls: while one call runs, the next
-// HELLOs queue and go out together.
-func TestRegisterBatchesConcurrentHellos(t *testing.T) {
+// The lease TTL is shorter than the test: one Lease call per interval keeps
+// every route live, with no per-route refresh.
+func TestRegistryLeaseKeepsRoutes(t *testing.T) {
 	t.Parallel()
-	cr := &countingRegistry{delay: 50 * time.Millisecond}
-	e := startGateway(t, func(_ *Config, d *Deps) {
-		cr.Registry = d.Registry
-		d.Registry = cr
-	})
-	const n = 40
-	var wg sync.WaitGroup
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c := dial(t, e.url)
-			c.send(helloFrame("user", string(rune('A'+i)), 0))
-			if _, p, err := c.readWS(); err != nil || wire.Type(p[0]) != wire.TypeWelcome {
-				t.Errorf("client %d: %v", i, err)
-			}
-		}()
-	}
-	wg.Wait()
-	if cr.routes.Load() != n {
-		t.Fatalf("%d routes registered, want %d", cr.routes.Load(), n)
-	}
-	if calls := cr.registers.Load(); calls > n/4 {
-		t.Fatalf("%d Register calls for %d concurrent HELLOs", calls, n)
-	}
-}
-
-func TestRegistryFailure(t *testing.T) {
-	t.Parallel()
-	cr := &countingRegistry{}
-	cr.fail.Store(true)
-	e := startGateway(t, func(_ *Config, d *Deps) {
-		cr.Registry = d.Registry
-		d.Registry = cr
-	})
-	c := dial(t, e.url)
-	c.send(helloFrame("alice", "phone", 0))
-	c.expectGoaway(wire.CodeUnavailable)
-	c.expectClosed()
-}
-
-// A second connection of the same device replaces the route; closing the
-// first does not remove the second's.
-func TestReconnectKeepsNewRoute(t *testing.T) {
-	t.Parallel()
-	e := startGateway(t, nil)
-	old := login(t, e, "alice", "phone")
-	oldID := e.connID(t, "alice", "phone")
+	e := startGateway(t, func(c *Config, _ *Deps) { c.LeaseTTL = 300 * time.Millisecond })
 	login(t, e, "alice", "phone")
-	newID := e.connID(t, "alice", "phone")
-	if newID == oldID {
-		t.Fatal("same conn id")
+	login(t, e, "bob", "phone")
+	for i := 0; i < 10; i++ { // ~1s: more than three TTLs
+		time.Sleep(100 * time.Millisecond)
+		routes, _ := e.mem.Lookup(context.Background(), []string{"alice", "bob"}, nil)
+		if len(routes) != 2 {
+			t.Fatalf("routes lost at %d00ms: %v", i+1, routes)
+		}
 	}
-	old.conn.Close()
-	eventually(t, "old connection closed", func() bool { return e.g.Conns() == 1 })
-	time.Sleep(50 * time.Millisecond) // let the Unregister run
-	routes, _ := e.mem.Lookup(context.Background(), []string{"alice"}, nil)
-	if len(routes) != 1 || routes[0].Conn != newID {
-		t.Fatalf("routes %+v, want conn %d", routes, newID)
+	if v := e.metric("chatd_gateway_registry_calls_total", "op", "lease"); v < 2 {
+		t.Fatalf("lease calls = %v", v)
+	}
+	if v := e.metric("chatd_gateway_registry_calls_total", "op", "refresh"); v != 0 {
+		t.Fatalf("refresh calls = %v, want none", v)
 	}
 }
 
-var _ routing.Registry = (*countingRegistry)(nil)
+// flakyLease fails Lease while down is set and records every Lease ttl.
+type flakyLease struct {
+	routing.Registry
+	down atomic.Bool
+	mu   sync.Mutex
+	ttls []time.Duration
+}
+
+func (f *flakyLease) Lease(ctx context.Context, gw string, ttl time.Duration) error {
+	if f.down.Load() {
+		return errors.New("registry unreachable")
+	}
+	f.mu.Lock()
+	f.ttls = append(f.ttls, ttl)
+	f.mu.Unlock()
+	return f.Registry.Lease(ctx, gw, ttl)
+}
+
+// A lease that lapsed (renewals failed for longer than LeaseTTL) may have
+// cost the gateway its routes: once a renewal succeeds again, every route
+// is registered again.
+func TestRegistryLapsedLeaseRefreshes(t *testing.T) {
+	t.Parallel()
+	fl := &flakyLease{}
+	e := startGateway(t, func(c *Config, d *Deps) {
+		c.LeaseTTL = 300 * time.Millisecond
+		fl.Registry = d.Registry
+		d.Registry = fl
+	})
+	login(t, e, "alice", "phone")
+	routes, _ := e.mem.Lookup(context.Background(), []string{"alice"}, nil)
+	if len(routes) != 1 {
+		t.Fatalf("routes %v", routes)
+	}
+	fl.down.Store(true)
+	eventually(t, "the lease lapses", func() bool {
+		got, _ := e.mem.Lookup(context.Background(), []string{"alice"}, nil)
+		return len(got) == 0
+	})
+	// What a registry may do to a gateway without a lease (Redis' reaper
+	// does it on the next Lookup): drop its routes.
+	if err := e.mem.Unregister(context.Background(), routes); err != nil {
+		t.Fatal(err)
+	}
+	fl.down.Store(false)
+	eventually(t, "the route is registered again once the lease is back", func() bool {
+		got, _ := e.mem.Lookup(context.Background(), []string{"alice"}, nil)
+		return len(got) == 1
+	})
+	if v := e.metric("chatd_gateway_registry_calls_total", "op", "refresh"); v < 1 {
+		t.Fatalf("refresh calls = %v", v)
+	}
+}
+
+// Close ends the lease (Lease with ttl 0) after its connections are gone.
+func TestCloseEndsLease(t *testing.T) {
+	t.Parallel()
+	fl := &flakyLease{}
+	e := startGateway(t, func(_ *Config, d *Deps) {
+		fl.Registry = d.Registry
+		d.Registry = fl
+	})
+	login(t, e, "alice", "phone")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := e.g.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	if n := len(fl.ttls); n < 2 || fl.ttls[0] <= 0 || fl.ttls[n-1] > 0 {
+		t.Fatalf("lease ttls %v: want a lease at start and ttl 0 last", fl.ttls)
+	}
+}

@@ -45,6 +45,8 @@ func TestFanoutEncodesOncePerGatewayAndVariant(t *testing.T) {
 		t.Fatal(err)
 	}
 	mem := routing.NewMemory()
+	_ = mem.Lease(ctx, "g1", time.Minute)
+	_ = mem.Lease(ctx, "g2", time.Minute)
 	_ = mem.Register(ctx, []routing.Route{
 		{User: "alice", Device: "phone", Gateway: "g1", Conn: 1},                   // the sender: skipped
 		{User: "alice", Device: "laptop", Gateway: "g1", Conn: 2},                  // sender's other device

@@ -566,7 +566,8 @@ func TestGatewayOnlyNeedsItsCore(t *testing.T) {
 // client resends with the same client_msg_id); once Redis is back, the
 // gateways re-register their connections at once and live delivery
 // resumes without restarting anything. The periodic refresh is pushed far
-// out (RegistryTTL 30 min) so it cannot be what restores delivery.
+// out (LeaseTTL and RouteTTL 30 min) so it cannot be what restores
+// delivery.
 func TestRedisRestart(t *testing.T) {
 	srv := redistest.StartServer(t)
 	dir := t.TempDir()
@@ -574,7 +575,7 @@ func TestRedisRestart(t *testing.T) {
 	defer cancel()
 	core := startRole(t, dir, srv.Addr, node.Config{Roles: []string{node.RoleCore}})
 	gw := startRole(t, dir, srv.Addr, node.Config{Roles: []string{node.RoleGateway}, Brokers: core.Brokers(),
-		Gateway: gateway.Config{RegistryTTL: 30 * time.Minute}})
+		Gateway: gateway.Config{LeaseTTL: 30 * time.Minute, RouteTTL: 30 * time.Minute}})
 	alice := connect(t, gw, "alice", "phone")
 	bob := connect(t, gw, "bob", "phone")
 	conv := alice.openDirect("bob")

@@ -11,6 +11,7 @@ type Memory struct {
 	mu      sync.RWMutex
 	devices map[string]map[string]memEntry // user -> device -> entry
 	subs    map[string]func([]byte)        // gateway -> handler
+	leases  map[string]time.Time           // gateway -> lease expiry
 	now     func() time.Time
 	swept   time.Time // last sweep of expired entries
 }
@@ -34,8 +35,21 @@ func NewMemory() *Memory {
 	return &Memory{
 		devices: make(map[string]map[string]memEntry),
 		subs:    make(map[string]func([]byte)),
+		leases:  make(map[string]time.Time),
 		now:     time.Now,
 	}
+}
+
+// Lease implements Registry.
+func (m *Memory) Lease(_ context.Context, gateway string, ttl time.Duration) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if ttl <= 0 {
+		delete(m.leases, gateway)
+		return nil
+	}
+	m.leases[gateway] = m.now().Add(ttl)
+	return nil
 }
 
 // Register implements Registry.
@@ -48,12 +62,17 @@ func (m *Memory) Register(_ context.Context, routes []Route, ttl time.Duration) 
 		m.swept = now
 		for u, devs := range m.devices {
 			for d, e := range devs {
-				if !now.Before(e.expires) {
+				if !now.Before(e.expires) || !now.Before(m.leases[e.route.Gateway]) {
 					delete(devs, d)
 				}
 			}
 			if len(devs) == 0 {
 				delete(m.devices, u)
+			}
+		}
+		for gw, exp := range m.leases {
+			if !now.Before(exp) {
+				delete(m.leases, gw)
 			}
 		}
 	}
@@ -84,15 +103,16 @@ func (m *Memory) Unregister(_ context.Context, routes []Route) error {
 	return nil
 }
 
-// Lookup implements Registry. Expired entries are skipped (and left for the
-// next Register or Unregister of that device to replace or remove).
+// Lookup implements Registry. Expired entries and those of gateways without
+// a lease are skipped (and left for the next sweep, Register or Unregister
+// to remove).
 func (m *Memory) Lookup(_ context.Context, users []string, dst []Route) ([]Route, error) {
 	now := m.now()
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	for _, u := range users {
 		for _, e := range m.devices[u] {
-			if now.Before(e.expires) {
+			if now.Before(e.expires) && now.Before(m.leases[e.route.Gateway]) {
 				dst = append(dst, e.route)
 			}
 		}

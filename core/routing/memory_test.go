@@ -15,6 +15,8 @@ func TestMemoryRegistry(t *testing.T) {
 	a1 := Route{User: "a", Device: "phone", Gateway: "g1", Conn: 1}
 	a2 := Route{User: "a", Device: "laptop", Gateway: "g2", Conn: 7}
 	b1 := Route{User: "b", Device: "phone", Gateway: "g1", Conn: 2}
+	_ = m.Lease(ctx, "g1", time.Hour)
+	_ = m.Lease(ctx, "g2", time.Hour)
 	if err := m.Register(ctx, []Route{a1, a2, b1}, time.Minute); err != nil {
 		t.Fatal(err)
 	}

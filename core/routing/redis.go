@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -45,6 +46,9 @@ type Redis struct {
 
 	channels  sync.Map // gateway id -> channel name, so Publish does not build it
 	nchannels atomic.Int64
+
+	leaseMu sync.Mutex
+	leases  map[string]leaseEntry // gateway -> what Lookup last read of its lease
 
 	reaping atomic.Bool // a background delete of expired fields is running
 
@@ -169,7 +173,7 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 	if err != nil {
 		return nil, fmt.Errorf("routing: connect redis %v: %w", cfg.Addrs, err)
 	}
-	return &Redis{c: c, prefix: cfg.KeyPrefix, cfg: cfg, subs: make(map[*redisSub]struct{})}, nil
+	return &Redis{c: c, prefix: cfg.KeyPrefix, cfg: cfg, subs: make(map[*redisSub]struct{}), leases: make(map[string]leaseEntry)}, nil
 }
 
 // Close stops every subscription, waits for their handlers to return and
@@ -235,6 +239,77 @@ func (r *Redis) count(commands int) {
 }
 
 // ---- Registry ----
+
+// leaseEntry caches one gateway's lease: alive says whether the lease key
+// existed when read at readMs.
+type leaseEntry struct {
+	alive  bool
+	readMs int64
+}
+
+func (r *Redis) leaseKey(gateway string) string { return r.prefix + "lease:" + gateway }
+
+// Lease implements Registry: SET "{prefix}lease:{gateway}" PX ttl, or DEL
+// when ttl <= 0. One command, whatever the gateway's number of routes.
+func (r *Redis) Lease(ctx context.Context, gateway string, ttl time.Duration) error {
+	var cmd rueidis.Completed
+	if ttl <= 0 {
+		cmd = r.c.B().Del().Key(r.leaseKey(gateway)).Build()
+	} else {
+		cmd = r.c.B().Set().Key(r.leaseKey(gateway)).Value("1").PxMilliseconds(max(ttl.Milliseconds(), 1)).Build()
+	}
+	r.count(1)
+	if err := r.c.Do(ctx, cmd).Error(); err != nil {
+		return fmt.Errorf("routing: lease %s: %w", gateway, err)
+	}
+	r.leaseMu.Lock()
+	r.leases[gateway] = leaseEntry{alive: ttl > 0, readMs: time.Now().UnixMilli()}
+	r.leaseMu.Unlock()
+	return nil
+}
+
+// liveGateways reports, in alive (parallel to gateways), which gateways hold
+// a lease: from the cache when it was read within LeaseCacheTTL, else with
+// one MGET for all the others.
+func (r *Redis) liveGateways(ctx context.Context, gateways []string, alive []bool) error {
+	now := time.Now().UnixMilli()
+	var miss []int
+	r.leaseMu.Lock()
+	for i, gw := range gateways {
+		e, ok := r.leases[gw]
+		if ok && now-e.readMs < LeaseCacheTTL.Milliseconds() {
+			alive[i] = e.alive
+			continue
+		}
+		miss = append(miss, i)
+	}
+	r.leaseMu.Unlock()
+	if len(miss) == 0 {
+		return nil
+	}
+	keys := make([]string, len(miss))
+	for j, i := range miss {
+		keys[j] = r.leaseKey(gateways[i])
+	}
+	r.count(1)
+	vals, err := r.c.Do(ctx, r.c.B().Mget().Key(keys...).Build()).ToArray()
+	if err != nil {
+		return err
+	}
+	if len(vals) != len(miss) {
+		return fmt.Errorf("MGET of %d leases answered %d values", len(miss), len(vals))
+	}
+	r.leaseMu.Lock()
+	defer r.leaseMu.Unlock()
+	if len(r.leases) > maxChannelCache {
+		clear(r.leases) // gateway ids are per process start; forget old ones
+	}
+	for j, i := range miss {
+		alive[i] = !vals[j].IsNil()
+		r.leases[gateways[i]] = leaseEntry{alive: alive[i], readMs: now}
+	}
+	return nil
+}
 
 // The route value stored in a user's hash, under the device's field:
 //
@@ -508,11 +583,13 @@ func (r *Redis) delIfMatch(ctx context.Context, dels []delIfMatch) (int, error) 
 }
 
 // Lookup implements Registry: one HVALS per user, all in one pipelined
-// round trip. Fields whose expiry has passed are skipped and handed to a
-// background delete (delIfMatchScript with the whole value, so a route
-// refreshed meanwhile survives); fields that do not decode are skipped.
-// Route.User aliases users[i]; Device and Gateway alias the strings rueidis
-// allocated for the reply.
+// round trip, then one MGET of the leases of the gateways named in the
+// answer that Lookup did not read within LeaseCacheTTL (usually none).
+// Fields whose expiry has passed, or whose gateway holds no lease, are
+// skipped and handed to a background delete (delIfMatchScript with the
+// whole value, so a route refreshed meanwhile survives); fields that do not
+// decode are skipped. Route.User aliases users[i]; Device and Gateway alias
+// the strings rueidis allocated for the reply.
 func (r *Redis) Lookup(ctx context.Context, users []string, dst []Route) ([]Route, error) {
 	if len(users) == 0 {
 		return dst, nil
@@ -532,15 +609,17 @@ func (r *Redis) Lookup(ctx context.Context, users []string, dst []Route) ([]Rout
 	res := r.c.DoMulti(ctx, cmds...)
 	now := time.Now().UnixMilli()
 	var expired []delIfMatch
+	start := len(dst)
+	var vals []string // the raw value of each route appended, for the reaper
 	for i := range res {
-		vals, err := res[i].ToArray()
+		arr, err := res[i].ToArray()
 		if err != nil {
-			return dst, fmt.Errorf("routing: lookup %q: %w", users[i], err)
+			return dst[:start], fmt.Errorf("routing: lookup %q: %w", users[i], err)
 		}
-		for j := range vals {
-			v, err := vals[j].ToString()
+		for j := range arr {
+			v, err := arr[j].ToString()
 			if err != nil {
-				return dst, fmt.Errorf("routing: lookup %q: %w", users[i], err)
+				return dst[:start], fmt.Errorf("routing: lookup %q: %w", users[i], err)
 			}
 			rt := Route{User: users[i]}
 			exp, err := parseRouteValue(v, &rt)
@@ -553,12 +632,49 @@ func (r *Redis) Lookup(ctx context.Context, users []string, dst []Route) ([]Rout
 				continue
 			}
 			dst = append(dst, rt)
+			vals = append(vals, v)
+		}
+	}
+	if len(dst) > start {
+		var err error
+		if dst, expired, err = r.keepLeased(ctx, dst, start, vals, expired); err != nil {
+			return dst[:start], fmt.Errorf("routing: lookup: leases: %w", err)
 		}
 	}
 	if len(expired) > 0 {
 		r.reap(expired)
 	}
 	return dst, nil
+}
+
+// keepLeased removes from dst[start:] the routes whose gateway holds no
+// lease, adding them to expired.
+func (r *Redis) keepLeased(ctx context.Context, dst []Route, start int, vals []string, expired []delIfMatch) ([]Route, []delIfMatch, error) {
+	var gws []string
+	for i := start; i < len(dst); i++ {
+		if !slices.Contains(gws, dst[i].Gateway) {
+			gws = append(gws, dst[i].Gateway)
+		}
+	}
+	alive := make([]bool, len(gws))
+	if err := r.liveGateways(ctx, gws, alive); err != nil {
+		return dst, expired, err
+	}
+	if !slices.Contains(alive, false) {
+		return dst, expired, nil
+	}
+	kept := dst[:start]
+	for i := start; i < len(dst); i++ {
+		rt := dst[i]
+		if alive[slices.Index(gws, rt.Gateway)] {
+			kept = append(kept, rt)
+			continue
+		}
+		_, key := r.userKey(nil, rt.User)
+		expired = append(expired, delIfMatch{key: key, field: rt.Device, match: vals[i-start], off: wholeValueOffArg})
+	}
+	clear(dst[len(kept):])
+	return kept, expired, nil
 }
 
 // reap deletes expired fields in the background, one at a time per Redis:

@@ -77,6 +77,11 @@ func BenchmarkRedisLookup100Users(b *testing.B) {
 	raw := rawClient(b, addr)
 	ctx := context.Background()
 	routes, users := benchRoutes(100)
+	for _, rt := range routes {
+		if err := r.Lease(ctx, rt.Gateway, time.Hour); err != nil {
+			b.Fatal(err)
+		}
+	}
 	if err := r.Register(ctx, routes, time.Hour); err != nil {
 		b.Fatal(err)
 	}

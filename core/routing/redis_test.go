@@ -97,6 +97,9 @@ func TestRedisRestart(t *testing.T) {
 	}
 	defer stop()
 	route := routing.Route{User: "alice", Device: "phone", Gateway: "g1", Conn: 1}
+	if err := r.Lease(ctx, "g1", time.Minute); err != nil {
+		t.Fatal(err)
+	}
 	if err := r.Register(ctx, []routing.Route{route}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -155,9 +158,12 @@ func TestRedisRestart(t *testing.T) {
 		t.Fatal("OnResubscribe not called")
 	}
 
-	// The registry works again; the new server is empty, so re-register
-	// (as the gateway's next heartbeat would). Unregister meets an empty
-	// script cache and falls back to EVAL.
+	// The registry works again; the new server is empty, so lease and
+	// re-register (as the gateway's OnResubscribe refresh does). Unregister
+	// meets an empty script cache and falls back to EVAL.
+	if err := r.Lease(ctx, "g1", time.Minute); err != nil {
+		t.Fatalf("Lease after restart: %v", err)
+	}
 	if err := r.Register(ctx, []routing.Route{route}, time.Minute); err != nil {
 		t.Fatalf("Register after restart: %v", err)
 	}
@@ -253,6 +259,13 @@ func TestRedisRoundTrips(t *testing.T) {
 	for i := range users {
 		users[i] = routes[i].User
 	}
+	check0 := r.Stats()
+	if err := r.Lease(ctx, "g1", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if s := r.Stats(); s.RoundTrips-check0.RoundTrips != 1 || s.Commands-check0.Commands != 1 {
+		t.Errorf("Lease: %d round trips, %d commands; want 1, 1", s.RoundTrips-check0.RoundTrips, s.Commands-check0.Commands)
+	}
 	stop, err := r.Subscribe("g1", func([]byte) {})
 	if err != nil {
 		t.Fatal(err)
@@ -273,6 +286,11 @@ func TestRedisRoundTrips(t *testing.T) {
 	check("Register 100 routes", 1, 300, func() error { return r.Register(ctx, routes[:100], time.Minute) })
 	check("Register 1000 routes", 2, 3000, func() error { return r.Register(ctx, routes, time.Minute) })
 	var dst []routing.Route
+	// A lease read within routing.LeaseCacheTTL is not read again: renew it
+	// here so the check below cannot straddle the cache's expiry.
+	if err := r.Lease(ctx, "g1", time.Minute); err != nil {
+		t.Fatal(err)
+	}
 	check("Lookup 100 users", 1, 100, func() error {
 		var err error
 		dst, err = r.Lookup(ctx, users, dst[:0])
@@ -281,6 +299,13 @@ func TestRedisRoundTrips(t *testing.T) {
 	if len(dst) != 100 {
 		t.Fatalf("Lookup found %d routes", len(dst))
 	}
+	// Once the cached lease is older than LeaseCacheTTL, Lookup reads it
+	// again: one MGET for all the gateways its answer names.
+	time.Sleep(routing.LeaseCacheTTL + 50*time.Millisecond)
+	check("Lookup 100 users, lease re-read", 2, 101, func() error {
+		_, err := r.Lookup(ctx, users, nil)
+		return err
+	})
 	check("Lookup 0 users", 0, 0, func() error { _, err := r.Lookup(ctx, nil, nil); return err })
 	check("Publish", 1, 1, func() error { return r.Publish(ctx, "g1", []byte("x")) })
 	// The first Unregister after start may load the script (one more
@@ -305,6 +330,11 @@ func TestRedisExpiredFieldsReaped(t *testing.T) {
 	ctx := context.Background()
 	live := routing.Route{User: "alice", Device: "laptop", Gateway: "g1", Conn: 1}
 	dead := routing.Route{User: "alice", Device: "phone", Gateway: "g2", Conn: 2}
+	for _, gw := range []string{"g1", "g2"} {
+		if err := r.Lease(ctx, gw, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := r.Register(ctx, []routing.Route{live}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -346,6 +376,9 @@ func TestRedisBadValueSkipped(t *testing.T) {
 	raw := rawClient(t, addr)
 	ctx := context.Background()
 	ok := routing.Route{User: "bob", Device: "phone", Gateway: "g1", Conn: 5}
+	if err := r.Lease(ctx, "g1", time.Minute); err != nil {
+		t.Fatal(err)
+	}
 	if err := r.Register(ctx, []routing.Route{ok}, time.Minute); err != nil {
 		t.Fatal(err)
 	}

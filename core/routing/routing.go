@@ -25,20 +25,35 @@ type Route struct {
 // Registry maps devices to their live connection.
 //
 // A device has at most one route: registering (user, device) again replaces
-// the previous route. Entries expire ttl after the last Register naming them,
-// so a crashed gateway's entries disappear without anyone removing them.
+// the previous route. A route is live while two things hold: its gateway
+// holds a lease (Lease), and less than ttl passed since the last Register
+// naming it. The lease is how a crashed gateway's routes disappear without
+// anyone removing them: it is one entry per gateway, renewed with one call
+// per interval whatever the gateway's number of connections, so liveness
+// costs the registry nothing per connection. The route ttl only bounds how
+// long a dead gateway's entries occupy memory; gateways refresh their
+// routes rarely (hours) to keep long-lived connections registered.
 type Registry interface {
+	// Lease marks gateway alive for ttl from now; ttl <= 0 ends its lease
+	// (a gateway shutting down). Gateways renew it every ttl/3.
+	Lease(ctx context.Context, gateway string, ttl time.Duration) error
 	// Register adds or refreshes routes. Gateways call it once per new
-	// connection batch and periodically for all their connections (batched:
-	// one call per gateway per refresh interval, never one per connection).
+	// connection batch and, rarely, for all their connections (batched:
+	// never one call per connection).
 	Register(ctx context.Context, routes []Route, ttl time.Duration) error
 	// Unregister removes the routes whose (user, device) still point at the
 	// same Gateway and Conn; a newer connection of that device is kept.
 	Unregister(ctx context.Context, routes []Route) error
 	// Lookup appends to dst the live routes of every device of users and
-	// returns it. One call per message, whatever the number of users.
+	// returns it. One call per message, whatever the number of users. A
+	// gateway's lease ending may take up to LeaseCacheTTL to hide its
+	// routes from a process that looked them up just before.
 	Lookup(ctx context.Context, users []string, dst []Route) ([]Route, error)
 }
+
+// LeaseCacheTTL is how long a Registry may trust a gateway lease it read
+// before reading it again.
+const LeaseCacheTTL = time.Second
 
 // Router carries batches (wire.AppendBatch: conn ids + one frame) to
 // gateways. Delivery is at-most-once and may drop under failure.

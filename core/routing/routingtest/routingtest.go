@@ -56,6 +56,8 @@ func RunRegistry(t *testing.T, newRegistry func(t *testing.T) routing.Registry) 
 		{"RefreshKeepsAlive", testRefresh},
 		{"LookupManyUsers", testLookupMany},
 		{"LargeBatch", testLargeBatch},
+		{"LeaseGatesRoutes", testLease},
+		{"LeaseExpiry", testLeaseExpiry},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newRegistry(t)) })
 	}
@@ -115,10 +117,26 @@ func lookup(t *testing.T, reg routing.Registry, users ...string) []routing.Route
 	return sortRoutes(got)
 }
 
+// register leases every gateway named in rs for a minute, then registers
+// rs with ttl.
 func register(t *testing.T, reg routing.Registry, ttl time.Duration, rs ...routing.Route) {
 	t.Helper()
+	var leased []string
+	for _, r := range rs {
+		if !slices.Contains(leased, r.Gateway) {
+			lease(t, reg, r.Gateway, time.Minute)
+			leased = append(leased, r.Gateway)
+		}
+	}
 	if err := reg.Register(ctx(t), rs, ttl); err != nil {
 		t.Fatalf("Register: %v", err)
+	}
+}
+
+func lease(t *testing.T, reg routing.Registry, gateway string, ttl time.Duration) {
+	t.Helper()
+	if err := reg.Lease(ctx(t), gateway, ttl); err != nil {
+		t.Fatalf("Lease(%s, %v): %v", gateway, ttl, err)
 	}
 }
 
@@ -318,6 +336,44 @@ func testLargeBatch(t *testing.T, reg routing.Registry) {
 	wantRoutes(t, lookup(t, reg, users...))
 }
 
+func testLease(t *testing.T, reg routing.Registry) {
+	a := routing.Route{User: "alice", Device: "phone", Gateway: "g1", Conn: 1}
+	b := routing.Route{User: "alice", Device: "laptop", Gateway: "g2", Conn: 2}
+	// A route of a gateway that never took a lease is not live (and the
+	// registry may drop it: gateways lease before they register).
+	if err := reg.Register(ctx(t), []routing.Route{a}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	wantRoutes(t, lookup(t, reg, "alice"))
+	register(t, reg, time.Minute, a)
+	wantRoutes(t, lookup(t, reg, "alice"), a)
+	register(t, reg, time.Minute, b)
+	wantRoutes(t, lookup(t, reg, "alice"), a, b)
+	// Ending g1's lease hides g1's routes only; renewing a lease is one
+	// call, not one per route.
+	lease(t, reg, "g1", 0)
+	wantRoutes(t, lookup(t, reg, "alice"), b)
+	lease(t, reg, "g2", time.Minute)
+	wantRoutes(t, lookup(t, reg, "alice"), b)
+	// A gateway whose lease ended registers again to come back (the
+	// registry may have dropped its routes meanwhile).
+	register(t, reg, time.Minute, a)
+	wantRoutes(t, lookup(t, reg, "alice"), a, b)
+}
+
+func testLeaseExpiry(t *testing.T, reg routing.Registry) {
+	a := routing.Route{User: "alice", Device: "phone", Gateway: "crashes", Conn: 1}
+	b := routing.Route{User: "bob", Device: "phone", Gateway: "lives", Conn: 2}
+	register(t, reg, time.Hour, a, b)
+	lease(t, reg, "crashes", 300*time.Millisecond)
+	// The crashed gateway renews nothing: its routes stop being live on
+	// their own, long before their own ttl, and the other gateway's stay.
+	eventually(t, "the routes of a gateway whose lease expired disappear", func() bool {
+		return len(lookup(t, reg, "alice", "bob")) == 1
+	})
+	wantRoutes(t, lookup(t, reg, "alice", "bob"), b)
+}
+
 // ---- Router ----
 
 func testPublishOrder(t *testing.T, rt routing.Router) {
@@ -459,6 +515,7 @@ func testConcurrentPublishers(t *testing.T, rt routing.Router) {
 func testConcurrent(t *testing.T, reg routing.Registry, rt routing.Router) {
 	var received atomic.Int64
 	subscribe(t, rt, "gc", func([]byte) { received.Add(1) })
+	lease(t, reg, "gc", time.Minute)
 	const workers, rounds = 4, 50
 	var wg sync.WaitGroup
 	for w := range workers {
