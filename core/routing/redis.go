@@ -270,7 +270,7 @@ func (r *Redis) Lease(ctx context.Context, gateway string, ttl time.Duration) er
 
 // liveGateways reports, in alive (parallel to gateways), which gateways hold
 // a lease: from the cache when it was read within LeaseCacheTTL, else with
-// one MGET for all the others.
+// one pipelined round trip of GETs for all the others.
 func (r *Redis) liveGateways(ctx context.Context, gateways []string, alive []bool) error {
 	now := time.Now().UnixMilli()
 	var miss []int
@@ -287,25 +287,27 @@ func (r *Redis) liveGateways(ctx context.Context, gateways []string, alive []boo
 	if len(miss) == 0 {
 		return nil
 	}
-	keys := make([]string, len(miss))
+	// GETs pipelined in one round trip rather than one MGET: the lease keys
+	// of different gateways may live in different Redis Cluster slots.
+	cmds := make(rueidis.Commands, len(miss))
 	for j, i := range miss {
-		keys[j] = r.leaseKey(gateways[i])
+		cmds[j] = r.c.B().Get().Key(r.leaseKey(gateways[i])).Build()
 	}
-	r.count(1)
-	vals, err := r.c.Do(ctx, r.c.B().Mget().Key(keys...).Build()).ToArray()
-	if err != nil {
-		return err
-	}
-	if len(vals) != len(miss) {
-		return fmt.Errorf("MGET of %d leases answered %d values", len(miss), len(vals))
+	r.count(len(cmds))
+	res := r.c.DoMulti(ctx, cmds...)
+	for j, i := range miss {
+		err := res[j].Error()
+		if err != nil && !rueidis.IsRedisNil(err) {
+			return err
+		}
+		alive[i] = err == nil
 	}
 	r.leaseMu.Lock()
 	defer r.leaseMu.Unlock()
 	if len(r.leases) > maxChannelCache {
 		clear(r.leases) // gateway ids are per process start; forget old ones
 	}
-	for j, i := range miss {
-		alive[i] = !vals[j].IsNil()
+	for _, i := range miss {
 		r.leases[gateways[i]] = leaseEntry{alive: alive[i], readMs: now}
 	}
 	return nil
@@ -583,8 +585,9 @@ func (r *Redis) delIfMatch(ctx context.Context, dels []delIfMatch) (int, error) 
 }
 
 // Lookup implements Registry: one HVALS per user, all in one pipelined
-// round trip, then one MGET of the leases of the gateways named in the
-// answer that Lookup did not read within LeaseCacheTTL (usually none).
+// round trip, then one round trip of GETs of the leases of the gateways
+// named in the answer that were not read within LeaseCacheTTL (usually
+// none).
 // Fields whose expiry has passed, or whose gateway holds no lease, are
 // skipped and handed to a background delete (delIfMatchScript with the
 // whole value, so a route refreshed meanwhile survives); fields that do not

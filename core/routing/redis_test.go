@@ -300,7 +300,7 @@ func TestRedisRoundTrips(t *testing.T) {
 		t.Fatalf("Lookup found %d routes", len(dst))
 	}
 	// Once the cached lease is older than LeaseCacheTTL, Lookup reads it
-	// again: one MGET for all the gateways its answer names.
+	// again: one round trip of GETs, one per gateway its answer names.
 	time.Sleep(routing.LeaseCacheTTL + 50*time.Millisecond)
 	check("Lookup 100 users, lease re-read", 2, 101, func() error {
 		_, err := r.Lookup(ctx, users, nil)
