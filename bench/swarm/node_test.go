@@ -268,7 +268,7 @@ func TestSwarmReconnectResume(t *testing.T) {
 // TestClientMemoryPerConn -v ./bench/swarm/
 func TestClientMemoryPerConn(t *testing.T) {
 	if testing.Short() {
-		t.Skip("5,000 connections")
+		t.Skip("-short: opens 5,000 connections and a child process (make test runs it)")
 	}
 	npairs := 2500
 	if v := os.Getenv("SWARM_MEM_CONNS"); v != "" {
