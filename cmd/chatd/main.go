@@ -45,7 +45,9 @@ func serve(args []string) error {
 		gwAddr    = fs.String("gateway-addr", "127.0.0.1:8080", "WebSocket listener (path /chat/v1/ws)")
 		apiAddr   = fs.String("api-addr", "127.0.0.1:8081", "HTTP API listener")
 		adminAddr = fs.String("admin-addr", "127.0.0.1:9090", "admin listener: /metrics, /debug/pprof/, /healthz (\"off\" disables)")
-		roles     = fs.String("roles", "all", "roles to run: all, or a comma list of gateway and core (split roles need --redis; a gateway-only process needs --brokers and the core's --data-dir for the token key)")
+		roles     = fs.String("roles", "all", "roles to run: all, or a comma list of gateway, core, store and broker (split gateway/core need --redis; a gateway-only process needs --brokers and the core's --data-dir for the token key; store and broker serve the embedded store and Kafka broker to other processes)")
+		storeURL  = fs.String("store", "", "a store process's address (host:port) for the core role; empty opens the embedded store in --data-dir")
+		storeAddr = fs.String("store-addr", "127.0.0.1:7070", "listener of the store role (no authentication: loopback or a private network only)")
 		redis     = fs.String("redis", "", "comma-separated Redis addresses for the registry and router; empty keeps them in process")
 		reusePort = fs.Bool("reuseport", false, "set SO_REUSEPORT on the gateway listener so several gateway processes share one port")
 		gwID      = fs.String("gateway-id", "", "gateway id in the registry (default: generated, unique per process start)")
@@ -77,6 +79,8 @@ func serve(args []string) error {
 		AdminAddr:   *adminAddr,
 		Dev:         *dev,
 		KafkaPort:   *kafkaPort,
+		Store:       *storeURL,
+		StoreAddr:   *storeAddr,
 		Partitions:  *parts,
 		NodeID:      uint16(*nodeID),
 		Logger:      log,
@@ -101,7 +105,7 @@ func serve(args []string) error {
 		return err
 	}
 	// Readiness line for scripts and tests (stdout, one line).
-	fmt.Printf("chatd ready gateway=%s api=%s admin=%s kafka=%s\n", n.GatewayURL(), n.APIURL(), n.AdminAddr(), strings.Join(n.Brokers(), ","))
+	fmt.Printf("chatd ready gateway=%s api=%s admin=%s kafka=%s store=%s\n", n.GatewayURL(), n.APIURL(), n.AdminAddr(), strings.Join(n.Brokers(), ","), n.StoreAddr())
 	<-ctx.Done()
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -39,6 +39,7 @@ import (
 	"github.com/chatd-dev/chatd/core/routing"
 	"github.com/chatd-dev/chatd/core/snowflake"
 	"github.com/chatd-dev/chatd/core/store"
+	"github.com/chatd-dev/chatd/core/store/remote"
 	"github.com/chatd-dev/chatd/gateway"
 	"github.com/chatd-dev/chatd/wire"
 )
@@ -46,7 +47,9 @@ import (
 // Roles a process can run. A node runs any non-empty subset.
 const (
 	RoleGateway = "gateway" // WebSocket connections
-	RoleCore    = "core"    // messages, fanout, store, HTTP API
+	RoleCore    = "core"    // messages, fanout, HTTP API (and the store, unless Config.Store names a remote one)
+	RoleStore   = "store"   // the embedded store (Pebble) served to other processes' cores (core/store/remote)
+	RoleBroker  = "broker"  // the embedded Kafka broker (kfake) for other processes
 )
 
 // Config configures a node. Zero values mean defaults.
@@ -68,6 +71,14 @@ type Config struct {
 	Redis []string
 	// KafkaPort is the embedded broker's loopback port (0: any free one).
 	KafkaPort int
+	// Store is a store process's address (host:port, see RoleStore) for
+	// the core role; empty opens the embedded store in DataDir/store.
+	// Several core processes must share one store: a conversation's seqs
+	// and dedupe entries move with its Kafka partition.
+	Store string
+	// StoreAddr is the RoleStore listener (default 127.0.0.1:7070). It has
+	// no authentication: keep it on loopback or a private network.
+	StoreAddr string
 	// Partitions of chat.inbound and chat.events when created here (default 8).
 	Partitions int
 	// NodeID is the Snowflake node id, unique among running cores (default 1).
@@ -86,6 +97,8 @@ type Node struct {
 	signer *auth.Signer
 
 	store   store.Store
+	stSrv   *http.Server
+	stLn    net.Listener
 	emb     *bus.Embedded
 	brokers []string
 	redis   *routing.Redis
@@ -110,22 +123,32 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if len(cfg.Roles) == 0 {
 		cfg.Roles = []string{RoleGateway, RoleCore}
 	}
-	gwRole, coreRole := false, false
+	var gwRole, coreRole, storeRole, brokerRole bool
 	for _, r := range cfg.Roles {
 		switch r {
 		case RoleGateway:
 			gwRole = true
 		case RoleCore:
 			coreRole = true
+		case RoleStore:
+			storeRole = true
+		case RoleBroker:
+			brokerRole = true
 		default:
-			return nil, fmt.Errorf("node: unknown role %q (want gateway or core)", r)
+			return nil, fmt.Errorf("node: unknown role %q (want gateway, core, store or broker)", r)
 		}
 	}
-	if gwRole && !coreRole && (len(cfg.Brokers) == 0 || len(cfg.Redis) == 0) {
+	switch {
+	case gwRole && !coreRole && (len(cfg.Brokers) == 0 || len(cfg.Redis) == 0):
 		return nil, errors.New("node: a gateway-only process needs Brokers and Redis (the core's)")
-	}
-	if coreRole && !gwRole && len(cfg.Redis) == 0 {
+	case coreRole && !gwRole && len(cfg.Redis) == 0:
 		return nil, errors.New("node: a core-only process needs Redis to reach the gateways")
+	case brokerRole && len(cfg.Brokers) > 0:
+		return nil, errors.New("node: the broker role runs the embedded broker; it takes no Brokers")
+	case storeRole && cfg.Store != "":
+		return nil, errors.New("node: the store role serves the embedded store; it takes no remote Store")
+	case cfg.Store != "" && !coreRole:
+		return nil, errors.New("node: Store (a remote store) is for the core role")
 	}
 	if cfg.GatewayAddr == "" {
 		cfg.GatewayAddr = "127.0.0.1:8080"
@@ -135,6 +158,9 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	}
 	if cfg.AdminAddr == "" {
 		cfg.AdminAddr = "127.0.0.1:9090"
+	}
+	if cfg.StoreAddr == "" {
+		cfg.StoreAddr = "127.0.0.1:7070"
 	}
 	if cfg.Partitions <= 0 {
 		cfg.Partitions = 8
@@ -160,6 +186,10 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 
 	// Identity. Only a core creates the key; a gateway-only process must
 	// find the one its core signs with.
+	if !gwRole && !coreRole {
+		// A store or broker process: no tokens, no routing.
+		return n, n.startBackends(ctx, storeRole, brokerRole, reg)
+	}
 	keyPath := filepath.Join(cfg.DataDir, "keys", "token.key")
 	var key ed25519.PrivateKey
 	if coreRole {
@@ -202,27 +232,27 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	}
 
 	// Bus.
-	n.brokers = cfg.Brokers
-	if len(n.brokers) == 0 {
-		n.emb, err = bus.StartEmbedded(bus.EmbeddedOptions{
-			DataDir:    filepath.Join(cfg.DataDir, "kafka"),
-			Port:       cfg.KafkaPort,
-			Partitions: int32(cfg.Partitions),
-		})
-		if err != nil {
-			return n, fmt.Errorf("node: embedded kafka: %w", err)
+	if len(cfg.Brokers) == 0 {
+		if err := n.startBroker(ctx); err != nil {
+			return n, err
 		}
-		n.brokers = n.emb.Addrs()
+	} else {
+		n.brokers = cfg.Brokers
+		admin, err := n.newClient(bus.Config{Brokers: n.brokers, ClientID: "chatd"}.ClientOpts())
+		if err != nil {
+			return n, err
+		}
+		if err := bus.EnsureTopics(ctx, admin, int32(cfg.Partitions), 1, bus.TopicInbound, bus.TopicEvents); err != nil {
+			return n, fmt.Errorf("node: topics: %w", err)
+		}
 	}
 	bc := bus.Config{Brokers: n.brokers, ClientID: "chatd"}
-	admin, err := n.newClient(bc.ClientOpts())
-	if err != nil {
-		return n, err
-	}
-	if err := bus.EnsureTopics(ctx, admin, int32(cfg.Partitions), 1, bus.TopicInbound, bus.TopicEvents); err != nil {
-		return n, fmt.Errorf("node: topics: %w", err)
-	}
 
+	if storeRole {
+		if err := n.startStore(reg); err != nil {
+			return n, err
+		}
+	}
 	if coreRole {
 		if err := n.startCore(bc, reg, registry, router, authn); err != nil {
 			return n, err
@@ -241,15 +271,94 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	return n, nil
 }
 
-// startCore starts the store, the messages and fanout consumers and the
-// HTTP API.
-func (n *Node) startCore(bc bus.Config, reg *prometheus.Registry, registry routing.Registry, router routing.Router, authn Authenticator) error {
-	cfg := n.cfg
-	pst, err := store.OpenPebble(filepath.Join(cfg.DataDir, "store"), store.PebbleOptions{Logger: pebbleLogger{cfg.Logger.With("component", "pebble")}})
+// startBackends runs a process with only the store and/or broker roles.
+func (n *Node) startBackends(ctx context.Context, storeRole, brokerRole bool, reg *prometheus.Registry) error {
+	if brokerRole {
+		if err := n.startBroker(ctx); err != nil {
+			return err
+		}
+	}
+	if storeRole {
+		if err := n.startStore(reg); err != nil {
+			return err
+		}
+	}
+	if err := n.startAdmin(reg); err != nil {
+		return err
+	}
+	n.log.Info("chatd started", "roles", n.cfg.Roles, "store", n.StoreAddr(), "brokers", n.brokers, "admin", n.AdminAddr(), "data_dir", n.cfg.DataDir)
+	return nil
+}
+
+// startBroker starts the embedded broker in DataDir/kafka and creates the
+// chat topics on it.
+func (n *Node) startBroker(ctx context.Context) error {
+	var err error
+	n.emb, err = bus.StartEmbedded(bus.EmbeddedOptions{
+		DataDir:    filepath.Join(n.cfg.DataDir, "kafka"),
+		Port:       n.cfg.KafkaPort,
+		Partitions: int32(n.cfg.Partitions),
+	})
+	if err != nil {
+		return fmt.Errorf("node: embedded kafka: %w", err)
+	}
+	n.brokers = n.emb.Addrs()
+	admin, err := n.newClient(bus.Config{Brokers: n.brokers, ClientID: "chatd"}.ClientOpts())
+	if err != nil {
+		return err
+	}
+	if err := bus.EnsureTopics(ctx, admin, int32(n.cfg.Partitions), 1, bus.TopicInbound, bus.TopicEvents); err != nil {
+		return fmt.Errorf("node: topics: %w", err)
+	}
+	return nil
+}
+
+// openStore opens the embedded store in DataDir/store (once per process:
+// the store and core roles of one process share it).
+func (n *Node) openStore(reg *prometheus.Registry) error {
+	if n.store != nil {
+		return nil
+	}
+	pst, err := store.OpenPebble(filepath.Join(n.cfg.DataDir, "store"), store.PebbleOptions{Logger: pebbleLogger{n.cfg.Logger.With("component", "pebble")}})
 	if err != nil {
 		return fmt.Errorf("node: store: %w", err)
 	}
 	n.store = instrument(pst, reg)
+	return nil
+}
+
+// startStore serves the embedded store to other processes' cores.
+func (n *Node) startStore(reg *prometheus.Registry) error {
+	if err := n.openStore(reg); err != nil {
+		return err
+	}
+	var err error
+	if n.stLn, err = net.Listen("tcp", n.cfg.StoreAddr); err != nil {
+		return fmt.Errorf("node: store listener: %w", err)
+	}
+	// No WriteTimeout: a Commit answers only after its fsync.
+	n.stSrv = &http.Server{
+		Handler:           remote.Handler(n.store),
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       5 * time.Minute,
+	}
+	go func() { _ = n.stSrv.Serve(n.stLn) }()
+	return nil
+}
+
+// startCore starts the messages and fanout consumers and the HTTP API, on
+// the embedded store or on the remote one Config.Store names.
+func (n *Node) startCore(bc bus.Config, reg *prometheus.Registry, registry routing.Registry, router routing.Router, authn Authenticator) error {
+	cfg := n.cfg
+	if cfg.Store != "" {
+		cl, err := remote.Dial(cfg.Store, remote.ClientOptions{})
+		if err != nil {
+			return fmt.Errorf("node: store: %w", err)
+		}
+		n.store = instrument(cl, reg)
+	} else if err := n.openStore(reg); err != nil {
+		return err
+	}
 	evProd, err := n.newClient(bc.ProducerOpts())
 	if err != nil {
 		return err
@@ -419,6 +528,14 @@ func (n *Node) AdminAddr() string {
 	return n.admLn.Addr().String()
 }
 
+// StoreAddr is the store role's listener address ("" without that role).
+func (n *Node) StoreAddr() string {
+	if n.stLn == nil {
+		return ""
+	}
+	return n.stLn.Addr().String()
+}
+
 // Brokers are the Kafka brokers the node uses (the embedded one's address
 // when it started one).
 func (n *Node) Brokers() []string { return n.brokers }
@@ -444,6 +561,10 @@ func (n *Node) Close(ctx context.Context) {
 		}
 		if n.admSrv != nil {
 			_ = n.admSrv.Shutdown(ctx)
+		}
+		if n.stSrv != nil {
+			// Waits for calls in progress (a Commit until its fsync).
+			_ = n.stSrv.Shutdown(ctx)
 		}
 		if n.cancel != nil {
 			n.cancel()

@@ -647,3 +647,78 @@ func startRole(t *testing.T, dir, redisAddr string, cfg node.Config) *node.Node 
 	t.Cleanup(func() { n.Close(context.Background()) })
 	return n
 }
+
+// TestStoreAndBrokerRoles runs the local-cluster topology in one test
+// process: a broker node, a store node, two cores sharing that store and
+// two gateways. Alice on gateway 1 and Bob on gateway 2 chat; then one core
+// leaves and the other takes its partitions over from the shared store:
+// seqs continue without a gap or a reuse.
+func TestStoreAndBrokerRoles(t *testing.T) {
+	redisAddr, stop := redistest.Start(t)
+	t.Cleanup(stop)
+	dir := t.TempDir()
+	broker := startRole(t, dir, redisAddr, node.Config{Roles: []string{node.RoleBroker}})
+	st := startRole(t, dir, redisAddr, node.Config{Roles: []string{node.RoleStore}, StoreAddr: "127.0.0.1:0"})
+	if len(broker.Brokers()) == 0 || st.StoreAddr() == "" || broker.StoreAddr() != "" || st.GatewayURL() != "" || st.APIURL() != "" {
+		t.Fatalf("roles: broker %v store %q; broker's store %q, store's gateway %q api %q",
+			broker.Brokers(), st.StoreAddr(), broker.StoreAddr(), st.GatewayURL(), st.APIURL())
+	}
+	coreCfg := node.Config{Roles: []string{node.RoleCore}, Brokers: broker.Brokers(), Store: st.StoreAddr()}
+	core1 := startRole(t, dir, redisAddr, coreCfg)
+	core2 := startRole(t, dir, redisAddr, coreCfg)
+	gw1 := startRole(t, dir, redisAddr, node.Config{Roles: []string{node.RoleGateway}, Brokers: broker.Brokers()})
+	gw2 := startRole(t, dir, redisAddr, node.Config{Roles: []string{node.RoleGateway}, Brokers: broker.Brokers()})
+
+	alice := connect(t, gw1, "alice", "phone")
+	bob := connect(t, gw2, "bob", "phone")
+	conv := alice.openDirect("bob")
+	var seqs []uint64
+	exchange := func(from, to int) {
+		for i := from; i < to; i++ {
+			alice.send(sendFrame(conv, fmt.Sprintf("x%d", i), "via the shared store"))
+		}
+		for i := from; i < to; i++ {
+			alice.expect(wire.TypeAck)
+			bob.expect(wire.TypeMsg)
+			if string(bob.dec.Msg.ClientMsgID) != fmt.Sprintf("x%d", i) {
+				t.Fatalf("bob got %q at %d", bob.dec.Msg.ClientMsgID, i)
+			}
+			seqs = append(seqs, bob.dec.Msg.Seq)
+		}
+	}
+	exchange(0, 20)
+	core1.Close(context.Background()) // its partitions move to core2
+	exchange(20, 40)
+	for i, s := range seqs {
+		if s != uint64(i+1) {
+			t.Fatalf("seqs %v: want 1..40 without gaps or reuse", seqs)
+		}
+	}
+	if last, err := core2.Store().LastSeq(context.Background(), conv); err != nil || last != 40 {
+		t.Fatalf("shared store LastSeq = %d, %v; want 40", last, err)
+	}
+}
+
+// TestRoleCombinations: the roles refuse configurations that cannot work.
+func TestRoleCombinations(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		cfg  node.Config
+		want string
+	}{
+		{"unknown role", node.Config{Roles: []string{"kitchen"}}, "unknown role"},
+		{"broker with brokers", node.Config{Roles: []string{node.RoleBroker}, Brokers: []string{"127.0.0.1:1"}}, "takes no Brokers"},
+		{"store with a remote store", node.Config{Roles: []string{node.RoleStore}, Store: "127.0.0.1:1"}, "takes no remote Store"},
+		{"remote store without core", node.Config{Roles: []string{node.RoleGateway}, Store: "127.0.0.1:1",
+			Brokers: []string{"127.0.0.1:1"}, Redis: []string{"127.0.0.1:1"}}, "for the core role"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.DataDir, tc.cfg.AdminAddr = dir, "off"
+			_, err := node.Start(context.Background(), tc.cfg)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Start = %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}

@@ -17,6 +17,11 @@ import (
 // ErrNotFound is returned for a conversation that does not exist.
 var ErrNotFound = errors.New("store: not found")
 
+// ErrInvalid is returned (wrapped; test with errors.Is) by Commit for a
+// batch it rejects without writing anything: a message with seq 0 or a
+// pointer update of an unknown kind.
+var ErrInvalid = errors.New("store: invalid batch")
+
 // ErrClosed is returned (wrapped or as is; test with errors.Is) by every
 // method called after Close.
 var ErrClosed = errors.New("store: closed")

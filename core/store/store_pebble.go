@@ -447,12 +447,12 @@ func (p *Pebble) Commit(ctx context.Context, b *Batch) (err error) {
 	}
 	for i := range b.Messages {
 		if b.Messages[i].Seq == 0 {
-			return fmt.Errorf("store: commit: message %d of conversation %d has seq 0", i, b.Messages[i].ConvID)
+			return fmt.Errorf("%w: message %d of conversation %d has seq 0", ErrInvalid, i, b.Messages[i].ConvID)
 		}
 	}
 	for i := range b.Pointers {
 		if k := b.Pointers[i].Kind; k != wire.ReceiptDelivered && k != wire.ReceiptRead {
-			return fmt.Errorf("store: commit: pointer update %d has unknown kind %d", i, k)
+			return fmt.Errorf("%w: pointer update %d has unknown kind %d", ErrInvalid, i, k)
 		}
 	}
 

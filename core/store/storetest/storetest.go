@@ -481,8 +481,8 @@ func testCommitRejectsInvalid(t *testing.T, e *env) {
 		Messages: []store.Message{e.msg(c, 1), zero},
 		Pointers: []store.PointerUpdate{{ConvID: c, User: e.user("a"), Kind: wire.ReceiptRead, Seq: 1}},
 	}
-	if err := e.s.Commit(e.ctx, bad); err == nil {
-		t.Error("Commit(message with seq 0) = nil, want an error")
+	if err := e.s.Commit(e.ctx, bad); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("Commit(message with seq 0) = %v, want ErrInvalid", err)
 	}
 	if bad.Pointers[0].Advanced {
 		t.Error("rejected Commit set Advanced")
@@ -491,8 +491,8 @@ func testCommitRejectsInvalid(t *testing.T, e *env) {
 		Messages: []store.Message{e.msg(c, 1)},
 		Pointers: []store.PointerUpdate{{ConvID: c, User: e.user("a"), Kind: 0, Seq: 1}},
 	}
-	if err := e.s.Commit(e.ctx, bad); err == nil {
-		t.Error("Commit(pointer kind 0) = nil, want an error")
+	if err := e.s.Commit(e.ctx, bad); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("Commit(pointer kind 0) = %v, want ErrInvalid", err)
 	}
 	if got := e.lastSeq(t, c); got != 0 {
 		t.Errorf("LastSeq after rejected batches = %d, want 0", got)
