@@ -55,6 +55,7 @@ func serve(args []string) error {
 		brokers   = fs.String("brokers", "", "comma-separated Kafka brokers; empty runs an embedded broker in process")
 		kafkaPort = fs.Int("kafka-port", 0, "embedded broker's loopback port (0: any free port)")
 		parts     = fs.Int("partitions", 8, "partitions of chat.inbound and chat.events when chatd creates them")
+		prodBuf   = fs.Int("produce-buffer", 10000, "records a gateway holds for Kafka while the brokers are slow or unreachable; beyond it SEND gets ERROR unavailable (retryable)")
 		nodeID    = fs.Uint("node-id", 1, "Snowflake node id (0-1023), unique among running chatd processes")
 		logLevel  = fs.String("log-level", "info", "debug, info, warn or error")
 		logJSON   = fs.Bool("log-json", false, "log JSON instead of text")
@@ -73,17 +74,18 @@ func serve(args []string) error {
 		return errors.New("--node-id must be 0..1023")
 	}
 	cfg := node.Config{
-		DataDir:     *dataDir,
-		GatewayAddr: *gwAddr,
-		APIAddr:     *apiAddr,
-		AdminAddr:   *adminAddr,
-		Dev:         *dev,
-		KafkaPort:   *kafkaPort,
-		Store:       *storeURL,
-		StoreAddr:   *storeAddr,
-		Partitions:  *parts,
-		NodeID:      uint16(*nodeID),
-		Logger:      log,
+		DataDir:       *dataDir,
+		GatewayAddr:   *gwAddr,
+		APIAddr:       *apiAddr,
+		AdminAddr:     *adminAddr,
+		Dev:           *dev,
+		KafkaPort:     *kafkaPort,
+		Store:         *storeURL,
+		ProduceBuffer: *prodBuf,
+		StoreAddr:     *storeAddr,
+		Partitions:    *parts,
+		NodeID:        uint16(*nodeID),
+		Logger:        log,
 	}
 	if *brokers != "" {
 		cfg.Brokers = strings.Split(*brokers, ",")

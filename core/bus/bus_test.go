@@ -569,3 +569,72 @@ func TestEmbeddedDefaults(t *testing.T) {
 		t.Fatalf("%s has %d partitions", TopicEvents, n)
 	}
 }
+
+// TestProduceBufferBound: while no broker answers, a producer with
+// GatewayBufferOpts holds up to its bound and fails every record beyond it
+// at once with ErrMaxBuffered. When the broker appears, the held records
+// are delivered, each once.
+func TestProduceBufferBound(t *testing.T) {
+	// A port with nothing on it yet; the broker starts there later.
+	probe := startEmbedded(t, EmbeddedOptions{})
+	addr := probe.Addrs()[0]
+	if err := probe.Close(); err != nil {
+		t.Fatal(err)
+	}
+	const bound = 3
+	cl := newClient(t, append(Config{Brokers: []string{addr}}.ProducerOpts(), GatewayBufferOpts(bound, 0)...)...)
+	p := NewProducer(cl, TopicInbound)
+	results := make(chan error, 10)
+	for i := 0; i < bound+2; i++ {
+		p.Produce(context.Background(), []byte("k"), fmt.Appendf(nil, "v%d", i), func(err error) { results <- err })
+	}
+	for i := 0; i < 2; i++ {
+		select {
+		case err := <-results:
+			if !errors.Is(err, kgo.ErrMaxBuffered) {
+				t.Fatalf("record beyond the bound: done(%v), want ErrMaxBuffered", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("records beyond the bound were not failed at once")
+		}
+	}
+	select {
+	case err := <-results:
+		t.Fatalf("a held record completed with no broker: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+
+	var port int
+	fmt.Sscanf(addr[strings.LastIndexByte(addr, ':')+1:], "%d", &port)
+	e, err := StartEmbedded(EmbeddedOptions{Port: port, Partitions: 1})
+	if err != nil {
+		t.Skipf("port %d taken meanwhile: %v", port, err)
+	}
+	t.Cleanup(func() { _ = e.Close() })
+	if err := EnsureTopics(ctxT(t, 10*time.Second), newClient(t, Config{Brokers: e.Addrs()}.ClientOpts()...), 1, 1, TopicInbound); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < bound; i++ {
+		select {
+		case err := <-results:
+			if err != nil {
+				t.Fatalf("held record: done(%v), want nil once the broker is up", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("held records were not delivered once the broker was up")
+		}
+	}
+	recs := readAll(t, e.Addrs(), TopicInbound, bound)
+	got := map[string]int{}
+	for _, r := range recs {
+		got[string(r.Value)]++
+	}
+	for i := 0; i < bound; i++ {
+		if v := fmt.Sprintf("v%d", i); got[v] != 1 {
+			t.Errorf("record %s delivered %d times, want 1 (all: %v)", v, got[v], got)
+		}
+	}
+	if len(recs) != bound {
+		t.Errorf("%d records in the topic, want %d", len(recs), bound)
+	}
+}

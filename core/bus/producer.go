@@ -53,16 +53,42 @@ func promise(r *kgo.Record, err error) {
 //   - done runs on the client's promise goroutine, serially with every
 //     other promise of the client: it must be quick and must not block (in
 //     particular it must not call Produce and wait).
-//   - Produce blocks while the client has its maximum of records buffered
-//     (franz-go MaxBufferedRecords, 50000 by default): that is the
-//     backpressure when Kafka is slow. Cancelling ctx ends the wait, and
-//     fails a buffered record when it is safe to (not yet sent), with done
-//     getting the context's error.
+//   - Produce never blocks. While the client holds its maximum of buffered
+//     records or bytes (franz-go MaxBufferedRecords / MaxBufferedBytes; see
+//     GatewayBufferOpts), a new record fails at once with
+//     kgo.ErrMaxBuffered: that is the bound on what a gateway holds while
+//     Kafka is slow or unreachable, and the caller answers "retry later"
+//     instead of stalling its event loop. A buffered record that Kafka does
+//     not acknowledge within the delivery timeout (30s) fails too.
+//     Cancelling ctx fails a buffered record when it is safe to (not yet
+//     sent), with done getting the context's error.
 func (p *Producer) Produce(ctx context.Context, key, value []byte, done func(error)) {
 	pd := &pending{
 		rec: kgo.Record{Topic: p.topic, Key: key, Value: value},
 		ctx: doneCtx{Context: ctx, done: done},
 	}
 	pd.rec.Context = &pd.ctx
-	p.cl.Produce(&pd.ctx, &pd.rec, promise)
+	p.cl.TryProduce(&pd.ctx, &pd.rec, promise)
+}
+
+// Default bounds of a gateway's produce buffer (GatewayBufferOpts): what one
+// gateway holds for Kafka while the brokers are unreachable. 10,000 records
+// is ~1 s of a busy gateway's sends (franz-go's default is 50,000);
+// 64 MiB caps it when the records are large (a frame is at most 64 KiB).
+const (
+	DefaultGatewayBufferRecords = 10_000
+	DefaultGatewayBufferBytes   = 64 << 20
+)
+
+// GatewayBufferOpts bounds a producer client's buffer to records and bytes
+// (<= 0: the defaults above). Beyond them Producer.Produce fails records at
+// once with kgo.ErrMaxBuffered.
+func GatewayBufferOpts(records, bytes int) []kgo.Opt {
+	if records <= 0 {
+		records = DefaultGatewayBufferRecords
+	}
+	if bytes <= 0 {
+		bytes = DefaultGatewayBufferBytes
+	}
+	return []kgo.Opt{kgo.MaxBufferedRecords(records), kgo.MaxBufferedBytes(bytes)}
 }

@@ -85,6 +85,10 @@ type Config struct {
 	NodeID uint16
 	// Gateway tunes the gateway; its Addr is GatewayAddr.
 	Gateway gateway.Config
+	// ProduceBuffer bounds the records a gateway holds for Kafka while the
+	// brokers are slow or unreachable; beyond it a SEND is answered with
+	// ERROR unavailable (retryable) at once. <= 0: 10,000.
+	ProduceBuffer int
 	// Messages tunes the processor.
 	Messages messages.Config
 	Logger   *slog.Logger
@@ -425,7 +429,7 @@ func (n *Node) startCore(bc bus.Config, reg *prometheus.Registry, registry routi
 
 // startGateway starts the WebSocket gateway.
 func (n *Node) startGateway(bc bus.Config, reg *prometheus.Registry, registry routing.Registry, router routing.Router, authn Authenticator) error {
-	gwProd, err := n.newClient(bc.ProducerOpts())
+	gwProd, err := n.newClient(append(bc.ProducerOpts(), bus.GatewayBufferOpts(n.cfg.ProduceBuffer, 0)...))
 	if err != nil {
 		return err
 	}
