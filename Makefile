@@ -21,6 +21,17 @@ build: ## Build chatd, chat and chatbench into ./bin.
 run: build ## Build and start chatd on its embedded defaults (dev mode, data in ./chatd-data).
 	./$(BIN)/chatd --dev --data-dir $(DATA_DIR)
 
+CLUSTER_DIR ?= cluster-data
+
+.PHONY: cluster
+cluster: build ## Start a local cluster in the background: a broker, a store, redis-server, 2 cores, 2 gateways on 127.0.0.1:8080 (data in ./cluster-data).
+	@command -v redis-server >/dev/null || $(MAKE) --no-print-directory test-deps
+	./$(BIN)/chatbench cluster up --dir $(CLUSTER_DIR)
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local cluster started by `make cluster` (its data stays in ./cluster-data).
+	./$(BIN)/chatbench cluster down --dir $(CLUSTER_DIR)
+
 .PHONY: lint
 lint: ## gofmt and go vet.
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

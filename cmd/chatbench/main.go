@@ -37,6 +37,8 @@ func main() {
 		err = density(ctx, os.Args[2:])
 	case "storm":
 		err = storm(ctx, os.Args[2:])
+	case "cluster":
+		err = cluster(ctx, os.Args[2:])
 	case "swarm-worker":
 		// A load-generator process started by density/storm; not for people.
 		os.Exit(swarm.WorkerMain(os.Args[2:]))
@@ -59,7 +61,10 @@ func usage() {
 scenarios:
   latency   1:1 send->ack and send->deliver latency, open loop
   density   hold N authenticated, heartbeating connections; memory per connection
-  storm     SIGKILL and restart the gateways under N clients; recovery time, loss, duplicates`)
+  storm     SIGKILL and restart the gateways under N clients; recovery time, loss, duplicates
+
+other:
+  cluster up|down   start (detached) or stop a local cluster: broker, store, Redis, cores, gateways`)
 }
 
 type serverFlags struct {
