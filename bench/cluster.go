@@ -536,3 +536,6 @@ func freeAddr() (string, error) {
 	defer l.Close()
 	return l.Addr().String(), nil
 }
+
+// Args returns the process's command-line arguments.
+func (p *Proc) Args() []string { return p.args }

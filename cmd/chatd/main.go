@@ -55,6 +55,7 @@ func serve(args []string) error {
 		brokers   = fs.String("brokers", "", "comma-separated Kafka brokers; empty runs an embedded broker in process")
 		kafkaPort = fs.Int("kafka-port", 0, "embedded broker's loopback port (0: any free port)")
 		parts     = fs.Int("partitions", 8, "partitions of chat.inbound and chat.events when chatd creates them")
+		leaseTTL  = fs.Duration("lease-ttl", 90*time.Second, "gateway's registry lease: renewed every third of it; a dead gateway's routes stop being used within it")
 		prodBuf   = fs.Int("produce-buffer", 10000, "records a gateway holds for Kafka while the brokers are slow or unreachable; beyond it SEND gets ERROR unavailable (retryable)")
 		nodeID    = fs.Uint("node-id", 1, "Snowflake node id (0-1023), unique among running chatd processes")
 		logLevel  = fs.String("log-level", "info", "debug, info, warn or error")
@@ -100,6 +101,7 @@ func serve(args []string) error {
 	log.Info("runtime", "settings", applyRuntime(g, p))
 	cfg.Gateway.ReusePort = *reusePort
 	cfg.Gateway.ID = *gwID
+	cfg.Gateway.LeaseTTL = *leaseTTL
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	n, err := node.Start(ctx, cfg)

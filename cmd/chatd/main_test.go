@@ -130,7 +130,14 @@ type recorder struct {
 	changed   chan struct{}
 }
 
-func newClient(t *testing.T, s *server, user, device string, cursors sdk.CursorStore) (*sdk.Client, *recorder) {
+// endpoint is where clients connect: one chatd, or a cluster's gateways
+// and API.
+type endpoint interface {
+	wsURL() string
+	apiURL() string
+}
+
+func newClient(t *testing.T, s endpoint, user, device string, cursors sdk.CursorStore) (*sdk.Client, *recorder) {
 	t.Helper()
 	c, err := sdk.New(sdk.Config{
 		URL:        s.wsURL(),
@@ -196,7 +203,7 @@ func (r *recorder) waitUntil(t *testing.T, what string, cond func() bool) {
 }
 
 // history fetches a whole conversation through the HTTP API.
-func history(t *testing.T, s *server, token string, conv uint64) []api.MessageJSON {
+func history(t *testing.T, s endpoint, token string, conv uint64) []api.MessageJSON {
 	t.Helper()
 	var all []api.MessageJSON
 	before := uint64(0)

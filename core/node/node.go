@@ -385,21 +385,42 @@ func (n *Node) startCore(bc bus.Config, reg *prometheus.Registry, registry routi
 
 	// On a partition move: hand over exactly where handling stopped, and
 	// make the next owner (maybe this process again) reload seqs.
-	msgOffs, fanOffs := consume.NewOffsets(), consume.NewOffsets()
-	revoked := func(ctx context.Context, cl *kgo.Client, _ map[string][]int32) {
-		consume.CommitOnRevoke(ctx, cl, msgOffs)
-		n.proc.Invalidate()
+	assigned := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chatd_kafka_assigned_partitions", Help: "Partitions this process's consumer owns, by group."}, []string{"group"})
+	reg.MustRegister(assigned)
+	count := func(group string, sign float64) func(context.Context, *kgo.Client, map[string][]int32) {
+		return func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
+			for _, ps := range m {
+				assigned.WithLabelValues(group).Add(sign * float64(len(ps)))
+			}
+		}
 	}
-	invalidate := func(context.Context, *kgo.Client, map[string][]int32) { n.proc.Invalidate() }
+	msgAssigned, msgGone := count("chatd-messages", 1), count("chatd-messages", -1)
+	fanAssigned, fanGone := count("chatd-fanout", 1), count("chatd-fanout", -1)
+	msgOffs, fanOffs := consume.NewOffsets(), consume.NewOffsets()
 	msgCons, err := n.newClient(append(bc.ConsumerOpts("chatd-messages", bus.TopicInbound),
-		kgo.OnPartitionsAssigned(invalidate), kgo.OnPartitionsRevoked(revoked), kgo.OnPartitionsLost(invalidate)))
+		kgo.OnPartitionsAssigned(func(ctx context.Context, cl *kgo.Client, m map[string][]int32) {
+			msgAssigned(ctx, cl, m)
+			n.proc.Invalidate()
+		}),
+		kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, m map[string][]int32) {
+			consume.CommitOnRevoke(ctx, cl, msgOffs)
+			msgGone(ctx, cl, m)
+			n.proc.Invalidate()
+		}),
+		kgo.OnPartitionsLost(func(ctx context.Context, cl *kgo.Client, m map[string][]int32) {
+			msgGone(ctx, cl, m)
+			n.proc.Invalidate()
+		})))
 	if err != nil {
 		return err
 	}
 	fanCons, err := n.newClient(append(bc.ConsumerOpts("chatd-fanout", bus.TopicEvents),
-		kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, _ map[string][]int32) {
+		kgo.OnPartitionsAssigned(fanAssigned),
+		kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, m map[string][]int32) {
 			consume.CommitOnRevoke(ctx, cl, fanOffs)
-		})))
+			fanGone(ctx, cl, m)
+		}),
+		kgo.OnPartitionsLost(fanGone)))
 	if err != nil {
 		return err
 	}
