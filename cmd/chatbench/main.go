@@ -109,6 +109,7 @@ func latency(ctx context.Context, args []string) error {
 		warmup   = fs.Duration("warmup", 2*time.Second, "sending time before measuring")
 		body     = fs.Int("body", 32, "message body bytes")
 		gwProcs  = fs.Int("gateway-procs", 0, "gateway processes sharing the port (0: the fewest the open-files limit allows)")
+		cores    = fs.Int("cores", 0, "run the local cluster instead (a broker, a store, Redis and this many core processes; --gateway-procs gateways, at least 2)")
 		findMax  = fs.Bool("find-max", false, "after the run, raise the rate step by step and report the highest whose deliver P99 stays under 100 ms")
 		outDir   = fs.String("out", "bench/out", "directory for the reports (JSON, Markdown, SVG)")
 		asJSON   = fs.Bool("json", false, "print the result as one JSON object on the last line")
@@ -133,8 +134,11 @@ func latency(ctx context.Context, args []string) error {
 		procs = *gwProcs
 		if procs <= 0 {
 			procs = bench.GatewayProcsFor(*idle + 2*max(*pairs, int(*rate/25)+1))
+			if *cores > 0 {
+				procs = max(procs, 2)
+			}
 		}
-		cl, err := bench.StartCluster(ctx, bench.ClusterConfig{ChatdBin: bin, GatewayProcs: procs})
+		cl, err := bench.StartCluster(ctx, bench.ClusterConfig{ChatdBin: bin, GatewayProcs: procs, Cores: *cores})
 		if err != nil {
 			return err
 		}
