@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/chatd-dev/chatd/core/auth"
+	"github.com/chatd-dev/chatd/core/bus"
 	"github.com/chatd-dev/chatd/core/node"
 )
 
@@ -54,6 +55,14 @@ func serve(args []string) error {
 		dev       = fs.Bool("dev", false, "dev mode: POST /dev/token on the API mints tokens for anyone (never in production)")
 		brokers   = fs.String("brokers", "", "comma-separated Kafka brokers; empty runs an embedded broker in process")
 		kafkaPort = fs.Int("kafka-port", 0, "embedded broker's loopback port (0: any free port)")
+		kTLS      = fs.Bool("kafka-tls", false, "dial the --brokers with TLS (implied by --kafka-ca, --kafka-cert, --kafka-server-name)")
+		kCA       = fs.String("kafka-ca", "", "PEM file of the CAs that sign the brokers' certificates (default: the system roots)")
+		kCert     = fs.String("kafka-cert", "", "PEM client certificate for brokers that require mutual TLS (with --kafka-key)")
+		kKey      = fs.String("kafka-key", "", "PEM key of --kafka-cert")
+		kSNI      = fs.String("kafka-server-name", "", "name to verify in the brokers' certificates (default: the host dialled)")
+		kSASL     = fs.String("kafka-sasl", "", "SASL mechanism: plain, scram-sha-256 or scram-sha-512 (password from CHATD_KAFKA_PASSWORD)")
+		kUser     = fs.String("kafka-user", "", "SASL user")
+		repl      = fs.Int("replication", 0, "replication factor of the chat topics when chatd creates them on --brokers (0: the brokers' default)")
 		parts     = fs.Int("partitions", 8, "partitions of chat.inbound and chat.events when chatd creates them")
 		leaseTTL  = fs.Duration("lease-ttl", 90*time.Second, "gateway's registry lease: renewed every third of it; a dead gateway's routes stop being used within it")
 		prodBuf   = fs.Int("produce-buffer", 10000, "records a gateway holds for Kafka while the brokers are slow or unreachable; beyond it SEND gets ERROR unavailable (retryable)")
@@ -64,6 +73,9 @@ func serve(args []string) error {
 		maxprocs  = fs.Int("gomaxprocs", 0, "Ps for Go code (0: automatic: at least 4 when the process runs the core role, and the GOMAXPROCS environment variable wins over it)")
 	)
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := flagsFromEnv(fs, os.LookupEnv); err != nil {
 		return err
 	}
 	log, err := newLogger(*logLevel, *logJSON)
@@ -90,6 +102,12 @@ func serve(args []string) error {
 	}
 	if *brokers != "" {
 		cfg.Brokers = strings.Split(*brokers, ",")
+		sec := bus.Security{TLS: *kTLS, CAFile: *kCA, CertFile: *kCert, KeyFile: *kKey, ServerName: *kSNI,
+			SASL: *kSASL, User: *kUser, Password: os.Getenv("CHATD_KAFKA_PASSWORD")}
+		if cfg.KafkaTLS, cfg.KafkaSASL, err = sec.Build(); err != nil {
+			return err
+		}
+		cfg.Replication = *repl
 	}
 	if *redis != "" {
 		cfg.Redis = strings.Split(*redis, ",")
@@ -116,6 +134,29 @@ func serve(args []string) error {
 	defer cancel()
 	n.Close(sctx)
 	return nil
+}
+
+// flagsFromEnv sets every flag not given on the command line from the
+// environment variable CHATD_<NAME> (upper case, "-" as "_"), so that a
+// container or a systemd unit can configure chatd without arguments:
+// CHATD_BROKERS=k1:9092,k2:9092 is --brokers k1:9092,k2:9092. The command
+// line wins. A value the flag cannot parse is an error naming the variable.
+func flagsFromEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] || err != nil {
+			return
+		}
+		env := "CHATD_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := lookup(env); ok {
+			if e := fs.Set(f.Name, v); e != nil {
+				err = fmt.Errorf("%s=%q: %w", env, v, e)
+			}
+		}
+	})
+	return err
 }
 
 func tokenCmd(args []string) error {

@@ -13,6 +13,7 @@ package node
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,6 +30,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl"
 
 	"github.com/chatd-dev/chatd/core/api"
 	"github.com/chatd-dev/chatd/core/auth"
@@ -69,6 +71,14 @@ type Config struct {
 	// (required when gateways and cores run in separate processes); empty
 	// uses the in-process registry and router.
 	Redis []string
+	// KafkaTLS and KafkaSASL secure the connections to external Brokers
+	// (bus.Security builds them from files and names); nil: plaintext.
+	KafkaTLS  *tls.Config
+	KafkaSASL sasl.Mechanism
+	// Replication is the replication factor of the chat topics when chatd
+	// creates them on external Brokers (<= 0: the brokers' default). The
+	// embedded broker is one broker: 1.
+	Replication int
 	// KafkaPort is the embedded broker's loopback port (0: any free one).
 	KafkaPort int
 	// Store is a store process's address (host:port, see RoleStore) for
@@ -242,15 +252,18 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		}
 	} else {
 		n.brokers = cfg.Brokers
-		admin, err := n.newClient(bus.Config{Brokers: n.brokers, ClientID: "chatd"}.ClientOpts())
+	}
+	bc := bus.Config{Brokers: n.brokers, ClientID: "chatd"}
+	if len(cfg.Brokers) > 0 {
+		bc.TLS, bc.SASL = cfg.KafkaTLS, cfg.KafkaSASL
+		admin, err := n.newClient(bc.ClientOpts())
 		if err != nil {
 			return n, err
 		}
-		if err := bus.EnsureTopics(ctx, admin, int32(cfg.Partitions), 1, bus.TopicInbound, bus.TopicEvents); err != nil {
+		if err := bus.EnsureTopics(ctx, admin, int32(cfg.Partitions), int16(cfg.Replication), bus.TopicInbound, bus.TopicEvents); err != nil {
 			return n, fmt.Errorf("node: topics: %w", err)
 		}
 	}
-	bc := bus.Config{Brokers: n.brokers, ClientID: "chatd"}
 
 	if storeRole {
 		if err := n.startStore(reg); err != nil {

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/chatd-dev/chatd/bench"
+	"github.com/chatd-dev/chatd/core/bus"
+	"github.com/chatd-dev/chatd/core/bus/bustest"
 	"github.com/chatd-dev/chatd/core/node"
 	"github.com/chatd-dev/chatd/core/routing/redistest"
 	"github.com/chatd-dev/chatd/gateway"
@@ -638,7 +640,10 @@ func startRole(t *testing.T, dir, redisAddr string, cfg node.Config) *node.Node 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cfg.DataDir, cfg.APIAddr, cfg.AdminAddr, cfg.GatewayAddr = dir, "127.0.0.1:0", "off", "127.0.0.1:0"
-	cfg.Redis, cfg.Partitions = []string{redisAddr}, 4
+	if redisAddr != "" {
+		cfg.Redis = []string{redisAddr}
+	}
+	cfg.Partitions = 4
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	n, err := node.Start(ctx, cfg)
 	if err != nil {
@@ -720,5 +725,36 @@ func TestRoleCombinations(t *testing.T) {
 				t.Fatalf("Start = %v, want an error containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestExternalSecureKafka: a node on an external broker that requires TLS
+// and SASL SCRAM creates its topics there (with the replication asked) and
+// carries a chat end to end through it.
+func TestExternalSecureKafka(t *testing.T) {
+	addrs, caFile := bustest.StartSecureBroker(t, "chatd", "s3cret", 4, "unrelated")
+	tc, mech, err := bus.Security{CAFile: caFile, SASL: "scram-sha-256", User: "chatd", Password: "s3cret"}.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := startRole(t, t.TempDir(), "", node.Config{Roles: []string{node.RoleGateway, node.RoleCore},
+		Brokers: addrs, KafkaTLS: tc, KafkaSASL: mech, Replication: 1})
+	alice := connect(t, n, "alice", "phone")
+	bob := connect(t, n, "bob", "phone")
+	conv := alice.openDirect("bob")
+	alice.send(sendFrame(conv, "tls-1", "over TLS and SCRAM"))
+	alice.expect(wire.TypeAck)
+	bob.expect(wire.TypeMsg)
+	if string(bob.dec.Msg.Body) != "over TLS and SCRAM" {
+		t.Fatalf("bob got %q", bob.dec.Msg.Body)
+	}
+
+	// Without the credentials the node cannot start.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = node.Start(ctx, node.Config{DataDir: t.TempDir(), Brokers: addrs, KafkaTLS: tc,
+		AdminAddr: "off", APIAddr: "127.0.0.1:0", GatewayAddr: "127.0.0.1:0"})
+	if err == nil {
+		t.Fatal("a node without SASL credentials started on a broker that requires them")
 	}
 }
