@@ -175,7 +175,12 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 			return nil, fmt.Errorf("broker: %w", err)
 		}
 		brokers := c.Broker.Ready["kafka"]
-		if c.Store, err = c.start(ctx, "store", "store", append(append(common, "--roles", "store", "--store-addr", "127.0.0.1:0"), cfg.ExtraArgs...)); err != nil {
+		// A fixed port, so that a restarted store is where the cores look.
+		storeAddr, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		if c.Store, err = c.start(ctx, "store", "store", append(append(common, "--roles", "store", "--store-addr", storeAddr), cfg.ExtraArgs...)); err != nil {
 			return nil, fmt.Errorf("store: %w", err)
 		}
 		for i := 0; i < cfg.Cores; i++ {

@@ -418,6 +418,36 @@ func TestClusterBrokerOutage(t *testing.T) {
 	checkConversation(t, c, conv.ID, ids, ar, br)
 }
 
+// TestClusterStoreKill: the store process is SIGKILLed while Alice sends,
+// and restarted on the same data dir. The cores retry their batches until
+// it is back; every message is stored once, acknowledged and delivered in
+// order.
+func TestClusterStoreKill(t *testing.T) {
+	c := startCluster(t)
+	alice, ar := newClient(t, c, "alice", "phone", nil)
+	_, br := newClient(t, c, "bob", "phone", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	conv, err := alice.OpenDirect(ctx, "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := sendAll(t, alice, conv.ID, 100, func(i int) {
+		switch i {
+		case 30:
+			ar.waitUntil(t, "some acks", func() bool { return len(ar.acks) >= 10 })
+			c.Store.Kill()
+		case 60:
+			if err := c.Restart(ctx, c.Store); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	ar.waitUntil(t, "every ack", func() bool { return len(ar.acks) == len(ids) })
+	br.waitUntil(t, "every message at bob", func() bool { return len(br.msgs) >= len(ids) })
+	checkConversation(t, c, conv.ID, ids, ar, br)
+}
+
 func produceErrors(t *testing.T, c cluster) float64 {
 	t.Helper()
 	var sum float64
