@@ -50,6 +50,9 @@ func serve(args []string) error {
 		storeURL  = fs.String("store", "", "a store process's address (host:port) for the core role; empty opens the embedded store in --data-dir")
 		storeAddr = fs.String("store-addr", "127.0.0.1:7070", "listener of the store role (no authentication: loopback or a private network only)")
 		redis     = fs.String("redis", "", "comma-separated Redis addresses for the registry and router; empty keeps them in process")
+		redisUser = fs.String("redis-user", "", "Redis ACL user (password from CHATD_REDIS_PASSWORD; a password alone is AUTH with the default user)")
+		redisTLS  = fs.Bool("redis-tls", false, "connect to Redis with TLS (system roots, or --redis-ca)")
+		redisCA   = fs.String("redis-ca", "", "PEM file of the CAs that sign Redis's certificate (implies --redis-tls)")
 		reusePort = fs.Bool("reuseport", false, "set SO_REUSEPORT on the gateway listener so several gateway processes share one port")
 		gwID      = fs.String("gateway-id", "", "gateway id in the registry (default: generated, unique per process start)")
 		dev       = fs.Bool("dev", false, "dev mode: POST /dev/token on the API mints tokens for anyone (never in production)")
@@ -111,6 +114,13 @@ func serve(args []string) error {
 	}
 	if *redis != "" {
 		cfg.Redis = strings.Split(*redis, ",")
+		cfg.RedisUser, cfg.RedisPassword = *redisUser, os.Getenv("CHATD_REDIS_PASSWORD")
+		if *redisTLS || *redisCA != "" {
+			// The same file handling as Kafka's (system roots or a CA file).
+			if cfg.RedisTLS, _, err = (bus.Security{TLS: true, CAFile: *redisCA}).Build(); err != nil {
+				return fmt.Errorf("--redis-ca: %w", err)
+			}
+		}
 	}
 	if *roles != "all" {
 		cfg.Roles = strings.Split(*roles, ",")

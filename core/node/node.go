@@ -71,6 +71,11 @@ type Config struct {
 	// (required when gateways and cores run in separate processes); empty
 	// uses the in-process registry and router.
 	Redis []string
+	// RedisUser and RedisPassword authenticate to Redis (AUTH; empty: none);
+	// RedisTLS, when set, wraps every Redis connection.
+	RedisUser     string
+	RedisPassword string
+	RedisTLS      *tls.Config
 	// KafkaTLS and KafkaSASL secure the connections to external Brokers
 	// (bus.Security builds them from files and names); nil: plaintext.
 	KafkaTLS  *tls.Config
@@ -236,7 +241,8 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 				n.gw.RefreshRoutes()
 			}
 		}
-		if n.redis, err = routing.NewRedis(routing.RedisConfig{Addrs: cfg.Redis, OnResubscribe: onResub}); err != nil {
+		if n.redis, err = routing.NewRedis(routing.RedisConfig{Addrs: cfg.Redis, OnResubscribe: onResub,
+			Username: cfg.RedisUser, Password: cfg.RedisPassword, TLS: cfg.RedisTLS}); err != nil {
 			return n, fmt.Errorf("node: redis: %w", err)
 		}
 		registry, router = n.redis, n.redis

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -757,4 +758,36 @@ func TestExternalSecureKafka(t *testing.T) {
 	if err == nil {
 		t.Fatal("a node without SASL credentials started on a broker that requires them")
 	}
+}
+
+// TestRedisAuth: with requirepass set, a node given the password runs on
+// that Redis, and one without it refuses to start.
+func TestRedisAuth(t *testing.T) {
+	addr, stop := redistest.Start(t)
+	t.Cleanup(stop)
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(conn, "*4\r\n$6\r\nCONFIG\r\n$3\r\nSET\r\n$11\r\nrequirepass\r\n$6\r\ns3cret\r\n")
+	reply := make([]byte, 16)
+	if n, err := conn.Read(reply); err != nil || !strings.HasPrefix(string(reply[:n]), "+OK") {
+		t.Fatalf("CONFIG SET requirepass: %q %v", reply[:n], err)
+	}
+	conn.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = node.Start(ctx, node.Config{DataDir: t.TempDir(), Redis: []string{addr}, AdminAddr: "off",
+		APIAddr: "127.0.0.1:0", GatewayAddr: "127.0.0.1:0"})
+	if err == nil {
+		t.Fatal("a node without the Redis password started")
+	}
+	n := startRole(t, t.TempDir(), addr, node.Config{Roles: []string{node.RoleGateway, node.RoleCore}, RedisPassword: "s3cret"})
+	alice := connect(t, n, "alice", "phone")
+	bob := connect(t, n, "bob", "phone")
+	conv := alice.openDirect("bob")
+	alice.send(sendFrame(conv, "auth-1", "through an authenticated Redis"))
+	alice.expect(wire.TypeAck)
+	bob.expect(wire.TypeMsg)
 }
