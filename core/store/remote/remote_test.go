@@ -25,7 +25,7 @@ type served struct {
 	cl  *remote.Client
 }
 
-func serve(t *testing.T, dir string) *served {
+func serve(t testing.TB, dir string) *served {
 	t.Helper()
 	pst, err := store.OpenPebble(dir, store.PebbleOptions{})
 	if err != nil {
