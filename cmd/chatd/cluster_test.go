@@ -171,6 +171,21 @@ func checkConversation(t *testing.T, ep endpoint, conv uint64, ids []string, ar,
 	}
 }
 
+// alicePlusBob connects Alice and Bob (on whichever gateways the kernel
+// picks) and opens their conversation.
+func alicePlusBob(t *testing.T, c cluster) (alice *sdk.Client, ar, br *recorder, conv uint64) {
+	t.Helper()
+	alice, ar = newClient(t, c, "alice", "phone", nil)
+	_, br = newClient(t, c, "bob", "phone", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	cv, err := alice.OpenDirect(ctx, "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return alice, ar, br, cv.ID
+}
+
 // sendAll sends n messages from alice in conv, with fn called before
 // message i (for injecting failures), and returns their client_msg_ids.
 func sendAll(t *testing.T, alice *sdk.Client, conv uint64, n int, fn func(i int)) []string {
@@ -322,26 +337,21 @@ func TestClusterGatewayKill(t *testing.T) {
 // delivery resumes without a restart; Bob catches up on the rest.
 func TestClusterRedisKill(t *testing.T) {
 	c := startCluster(t)
-	alice, ar := newClient(t, c, "alice", "phone", nil)
-	_, br := newClient(t, c, "bob", "phone", nil)
+	alice, ar, br, conv := alicePlusBob(t, c)
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
-	conv, err := alice.OpenDirect(ctx, "bob")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ids := sendAll(t, alice, conv.ID, 20, nil)
+	ids := sendAll(t, alice, conv, 20, nil)
 	br.waitUntil(t, "first messages", func() bool { return len(br.msgs) == 20 })
 
 	c.KillRedis()
-	ids = append(ids, sendAll(t, alice, conv.ID, 20, nil)...)
+	ids = append(ids, sendAll(t, alice, conv, 20, nil)...)
 	// Persisted while Redis is down: the store has all 40.
 	tok, err := sdk.DevToken(ctx, c.APIURL, "alice", "check")
 	if err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(waitFor)
-	for len(history(t, c, tok, conv.ID)) < 40 {
+	for len(history(t, c, tok, conv)) < 40 {
 		if time.Now().After(deadline) {
 			t.Fatal("sends made while Redis was down were not persisted")
 		}
@@ -355,7 +365,7 @@ func TestClusterRedisKill(t *testing.T) {
 	// live. His SDK then sees the gap and fetches what he missed.
 	deadline = time.Now().Add(waitFor)
 	for {
-		ids = append(ids, sendAll(t, alice, conv.ID, 1, nil)...)
+		ids = append(ids, sendAll(t, alice, conv, 1, nil)...)
 		br.mu.Lock()
 		got := len(br.msgs) > 20
 		br.mu.Unlock()
@@ -369,7 +379,7 @@ func TestClusterRedisKill(t *testing.T) {
 	}
 	ar.waitUntil(t, "every ack", func() bool { return len(ar.acks) == len(ids) })
 	br.waitUntil(t, "every message at bob", func() bool { return len(br.msgs) >= len(ids) })
-	checkConversation(t, c, conv.ID, ids, ar, br)
+	checkConversation(t, c, conv, ids, ar, br)
 }
 
 // TestClusterBrokerOutage: the Kafka broker stops answering (SIGSTOP). The
@@ -379,15 +389,8 @@ func TestClusterRedisKill(t *testing.T) {
 // stored exactly once.
 func TestClusterBrokerOutage(t *testing.T) {
 	c := startCluster(t, "--produce-buffer", "4")
-	alice, ar := newClient(t, c, "alice", "phone", nil)
-	_, br := newClient(t, c, "bob", "phone", nil)
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-	defer cancel()
-	conv, err := alice.OpenDirect(ctx, "bob")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ids := sendAll(t, alice, conv.ID, 10, nil)
+	alice, ar, br, conv := alicePlusBob(t, c)
+	ids := sendAll(t, alice, conv, 10, nil)
 	ar.waitUntil(t, "first acks", func() bool { return len(ar.acks) == 10 })
 
 	if err := c.Broker.Signal(syscall.SIGSTOP); err != nil {
@@ -399,7 +402,7 @@ func TestClusterBrokerOutage(t *testing.T) {
 			_ = c.Broker.Signal(syscall.SIGCONT)
 		}
 	}()
-	ids = append(ids, sendAll(t, alice, conv.ID, 30, nil)...)
+	ids = append(ids, sendAll(t, alice, conv, 30, nil)...)
 	// The bound was hit: some SEND got ERROR unavailable.
 	deadline := time.Now().Add(waitFor)
 	for produceErrors(t, c) == 0 {
@@ -415,7 +418,7 @@ func TestClusterBrokerOutage(t *testing.T) {
 	stopped = false
 	ar.waitUntil(t, "every ack", func() bool { return len(ar.acks) == len(ids) })
 	br.waitUntil(t, "every message at bob", func() bool { return len(br.msgs) >= len(ids) })
-	checkConversation(t, c, conv.ID, ids, ar, br)
+	checkConversation(t, c, conv, ids, ar, br)
 }
 
 // TestClusterStoreKill: the store process is SIGKILLed while Alice sends,
@@ -424,15 +427,10 @@ func TestClusterBrokerOutage(t *testing.T) {
 // order.
 func TestClusterStoreKill(t *testing.T) {
 	c := startCluster(t)
-	alice, ar := newClient(t, c, "alice", "phone", nil)
-	_, br := newClient(t, c, "bob", "phone", nil)
+	alice, ar, br, conv := alicePlusBob(t, c)
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
-	conv, err := alice.OpenDirect(ctx, "bob")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ids := sendAll(t, alice, conv.ID, 100, func(i int) {
+	ids := sendAll(t, alice, conv, 100, func(i int) {
 		switch i {
 		case 30:
 			ar.waitUntil(t, "some acks", func() bool { return len(ar.acks) >= 10 })
@@ -445,7 +443,7 @@ func TestClusterStoreKill(t *testing.T) {
 	})
 	ar.waitUntil(t, "every ack", func() bool { return len(ar.acks) == len(ids) })
 	br.waitUntil(t, "every message at bob", func() bool { return len(br.msgs) >= len(ids) })
-	checkConversation(t, c, conv.ID, ids, ar, br)
+	checkConversation(t, c, conv, ids, ar, br)
 }
 
 func produceErrors(t *testing.T, c cluster) float64 {
