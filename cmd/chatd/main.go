@@ -23,6 +23,7 @@ import (
 	"github.com/chatd-dev/chatd/core/auth"
 	"github.com/chatd-dev/chatd/core/bus"
 	"github.com/chatd-dev/chatd/core/node"
+	"github.com/chatd-dev/chatd/core/store/scylla"
 )
 
 func main() {
@@ -48,6 +49,9 @@ func serve(args []string) error {
 		adminAddr = fs.String("admin-addr", "127.0.0.1:9090", "admin listener: /metrics, /debug/pprof/, /healthz (\"off\" disables)")
 		roles     = fs.String("roles", "all", "roles to run: all, or a comma list of gateway, core, store and broker (split gateway/core need --redis; a gateway-only process needs --brokers and the core's --data-dir for the token key; store and broker serve the embedded store and Kafka broker to other processes)")
 		storeURL  = fs.String("store", "", "a store process's address (host:port) for the core role; empty opens the embedded store in --data-dir")
+		scyllaH   = fs.String("scylla", "", "comma-separated ScyllaDB/Cassandra hosts for the core's store (user and password from CHATD_SCYLLA_USER, CHATD_SCYLLA_PASSWORD); empty: the embedded store")
+		scyllaKS  = fs.String("scylla-keyspace", "chatd", "keyspace (created with --scylla-replication if missing; migrations applied at start)")
+		scyllaRF  = fs.Int("scylla-replication", 3, "replication factor when chatd creates the keyspace")
 		storeAddr = fs.String("store-addr", "127.0.0.1:7070", "listener of the store role (no authentication: loopback or a private network only)")
 		redis     = fs.String("redis", "", "comma-separated Redis addresses for the registry and router; empty keeps them in process")
 		redisUser = fs.String("redis-user", "", "Redis ACL user (password from CHATD_REDIS_PASSWORD; a password alone is AUTH with the default user)")
@@ -102,6 +106,10 @@ func serve(args []string) error {
 		Partitions:    *parts,
 		NodeID:        uint16(*nodeID),
 		Logger:        log,
+	}
+	if *scyllaH != "" {
+		cfg.Scylla = scylla.Options{Hosts: strings.Split(*scyllaH, ","), Keyspace: *scyllaKS, Replication: *scyllaRF,
+			Username: os.Getenv("CHATD_SCYLLA_USER"), Password: os.Getenv("CHATD_SCYLLA_PASSWORD")}
 	}
 	if *brokers != "" {
 		cfg.Brokers = strings.Split(*brokers, ",")

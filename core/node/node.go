@@ -42,6 +42,7 @@ import (
 	"github.com/chatd-dev/chatd/core/snowflake"
 	"github.com/chatd-dev/chatd/core/store"
 	"github.com/chatd-dev/chatd/core/store/remote"
+	"github.com/chatd-dev/chatd/core/store/scylla"
 	"github.com/chatd-dev/chatd/gateway"
 	"github.com/chatd-dev/chatd/wire"
 )
@@ -91,6 +92,9 @@ type Config struct {
 	// Several core processes must share one store: a conversation's seqs
 	// and dedupe entries move with its Kafka partition.
 	Store string
+	// Scylla, when Hosts is set, keeps the core's store in ScyllaDB or
+	// Cassandra (core/store/scylla) instead of the embedded one.
+	Scylla scylla.Options
 	// StoreAddr is the RoleStore listener (default 127.0.0.1:7070). It has
 	// no authentication: keep it on loopback or a private network.
 	StoreAddr string
@@ -166,6 +170,8 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		return nil, errors.New("node: the broker role runs the embedded broker; it takes no Brokers")
 	case storeRole && cfg.Store != "":
 		return nil, errors.New("node: the store role serves the embedded store; it takes no remote Store")
+	case cfg.Store != "" && len(cfg.Scylla.Hosts) > 0:
+		return nil, errors.New("node: a remote Store and Scylla are two stores; give one")
 	case cfg.Store != "" && !coreRole:
 		return nil, errors.New("node: Store (a remote store) is for the core role")
 	}
@@ -373,7 +379,13 @@ func (n *Node) startStore(reg *prometheus.Registry) error {
 // the embedded store or on the remote one Config.Store names.
 func (n *Node) startCore(bc bus.Config, reg *prometheus.Registry, registry routing.Registry, router routing.Router, authn Authenticator) error {
 	cfg := n.cfg
-	if cfg.Store != "" {
+	if len(cfg.Scylla.Hosts) > 0 {
+		sc, err := scylla.Open(context.Background(), cfg.Scylla)
+		if err != nil {
+			return fmt.Errorf("node: store: %w", err)
+		}
+		n.store = instrument(sc, reg)
+	} else if cfg.Store != "" {
 		cl, err := remote.Dial(cfg.Store, remote.ClientOptions{})
 		if err != nil {
 			return fmt.Errorf("node: store: %w", err)

@@ -18,6 +18,7 @@ import (
 	"github.com/chatd-dev/chatd/core/bus"
 	"github.com/chatd-dev/chatd/core/bus/bustest"
 	"github.com/chatd-dev/chatd/core/node"
+	"github.com/chatd-dev/chatd/core/store/scylla"
 	"github.com/chatd-dev/chatd/core/routing/redistest"
 	"github.com/chatd-dev/chatd/gateway"
 	"github.com/chatd-dev/chatd/wire"
@@ -716,6 +717,8 @@ func TestRoleCombinations(t *testing.T) {
 		{"unknown role", node.Config{Roles: []string{"kitchen"}}, "unknown role"},
 		{"broker with brokers", node.Config{Roles: []string{node.RoleBroker}, Brokers: []string{"127.0.0.1:1"}}, "takes no Brokers"},
 		{"store with a remote store", node.Config{Roles: []string{node.RoleStore}, Store: "127.0.0.1:1"}, "takes no remote Store"},
+		{"two stores", node.Config{Roles: []string{node.RoleCore}, Store: "127.0.0.1:1", Scylla: scylla.Options{Hosts: []string{"127.0.0.1"}},
+			Redis: []string{"127.0.0.1:1"}}, "two stores"},
 		{"remote store without core", node.Config{Roles: []string{node.RoleGateway}, Store: "127.0.0.1:1",
 			Brokers: []string{"127.0.0.1:1"}, Redis: []string{"127.0.0.1:1"}}, "for the core role"},
 	} {

@@ -1,0 +1,544 @@
+// Package scylla is the store.Store for clusters of several machines: it
+// keeps the store in ScyllaDB or Cassandra through gocqlx.
+//
+// Why gocqlx v3 with the scylladb/gocql fork (go.mod replaces
+// github.com/gocql/gocql with github.com/scylladb/gocql): v3 is the
+// maintained line of gocqlx, and it is built and tested against that fork,
+// which adds shard-aware routing on ScyllaDB and still speaks plain CQL to
+// Cassandra. gocqlx v2 pins the older upstream driver.
+//
+// Layout (migrations/0001_init.cql; docs/storage.md): messages are
+// partitioned by (conv_id, bucket = seq / 1000) and clustered by seq DESC;
+// members by conversation and conversations by user; pointers per member;
+// client_msg_id dedupe rows with a TTL; the last seq per conversation.
+//
+// Consistency: every read and write is QUORUM (Options.Consistency), and
+// conversation creation is a lightweight transaction, so a conversation is
+// created once however many cores race for it.
+//
+// How Commit keeps store.Store's contract without cross-partition
+// transactions: it writes the messages, then their dedupe rows, then the
+// conversation's last seq, then the pointers. Readers (MessagesAfter,
+// MessagesBefore, LookupClientMsg) show nothing above the last seq, so a
+// Commit that failed part-way is invisible until the caller's retry of the
+// same batch completes it. The last seq and the pointers are written USING
+// TIMESTAMP seq, which makes the highest value win whatever order writes
+// land in: neither ever moves backwards.
+//
+// The contract suite (core/store/storetest) runs against a cluster when
+// CHAT_SCYLLA_HOSTS names one; no CQL server can run on the development
+// machine (docs/operations.md).
+package scylla
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/gocql/gocql"
+	"github.com/scylladb/gocqlx/v3"
+	"github.com/scylladb/gocqlx/v3/migrate"
+
+	"github.com/chatd-dev/chatd/core/store"
+	"github.com/chatd-dev/chatd/wire"
+)
+
+//go:embed migrations/*.cql
+var migrations embed.FS
+
+// BucketSize is the number of seqs in one messages partition.
+const BucketSize = 1000
+
+// bucket is the messages partition of seq.
+func bucket(seq uint64) int64 { return int64(seq / BucketSize) }
+
+// Options configures Open. Hosts and Keyspace are required.
+type Options struct {
+	Hosts    []string
+	Keyspace string
+	// Replication is the keyspace's replication factor when Open creates
+	// it (default 3; NetworkTopologyStrategy). An existing keyspace is left
+	// as it is.
+	Replication int
+	// Consistency of every read and write (default QUORUM).
+	Consistency gocql.Consistency
+	// DedupeTTL is how long a client_msg_id is remembered (default 7
+	// days): a client resending after that gets a new message.
+	DedupeTTL time.Duration
+	// Timeout of one query (default 5s).
+	Timeout time.Duration
+	// Username and Password authenticate when set.
+	Username, Password string
+}
+
+var keyspaceName = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9_]{0,47}$`)
+
+// Store is a store.Store in ScyllaDB or Cassandra.
+type Store struct {
+	s   gocqlx.Session
+	ttl int // dedupe TTL, seconds
+
+	// mu is held shared by calls in progress, exclusively by Close.
+	mu     sync.RWMutex
+	closed bool
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open connects, creates the keyspace if it does not exist, and applies the
+// migrations that have not been applied yet.
+func Open(ctx context.Context, o Options) (*Store, error) {
+	if len(o.Hosts) == 0 {
+		return nil, errors.New("scylla: no hosts")
+	}
+	if !keyspaceName.MatchString(o.Keyspace) {
+		return nil, fmt.Errorf("scylla: bad keyspace name %q", o.Keyspace)
+	}
+	if o.Replication <= 0 {
+		o.Replication = 3
+	}
+	if o.Consistency == 0 {
+		o.Consistency = gocql.Quorum
+	}
+	if o.DedupeTTL <= 0 {
+		o.DedupeTTL = 7 * 24 * time.Hour
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 5 * time.Second
+	}
+	cluster := func(keyspace string) *gocql.ClusterConfig {
+		c := gocql.NewCluster(o.Hosts...)
+		c.Keyspace = keyspace
+		c.Consistency = o.Consistency
+		c.Timeout = o.Timeout
+		if o.Username != "" {
+			c.Authenticator = gocql.PasswordAuthenticator{Username: o.Username, Password: o.Password}
+		}
+		return c
+	}
+	boot, err := gocqlx.WrapSession(cluster("").CreateSession())
+	if err != nil {
+		return nil, fmt.Errorf("scylla: connect: %w", err)
+	}
+	err = boot.ContextQuery(ctx, fmt.Sprintf(
+		`CREATE KEYSPACE IF NOT EXISTS %s WITH replication = {'class': 'NetworkTopologyStrategy', 'replication_factor': %d}`,
+		o.Keyspace, o.Replication), nil).ExecRelease()
+	boot.Close()
+	if err != nil {
+		return nil, fmt.Errorf("scylla: create keyspace: %w", err)
+	}
+	s, err := gocqlx.WrapSession(cluster(o.Keyspace).CreateSession())
+	if err != nil {
+		return nil, fmt.Errorf("scylla: connect to %s: %w", o.Keyspace, err)
+	}
+	if err := migrate.FromFS(ctx, s, migrations); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("scylla: migrate: %w", err)
+	}
+	return &Store{s: s, ttl: int(o.DedupeTTL / time.Second)}, nil
+}
+
+func (st *Store) enter() error {
+	st.mu.RLock()
+	if st.closed {
+		st.mu.RUnlock()
+		return store.ErrClosed
+	}
+	return nil
+}
+
+func (st *Store) exit() { st.mu.RUnlock() }
+
+// Close waits for calls in progress and closes the session. Idempotent.
+func (st *Store) Close() error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if !st.closed {
+		st.closed = true
+		st.s.Close()
+	}
+	return nil
+}
+
+func (st *Store) q(ctx context.Context, stmt string, args ...any) *gocqlx.Queryx {
+	return st.s.ContextQuery(ctx, stmt, nil).Bind(args...)
+}
+
+type convRow struct {
+	Kind      int
+	Members   []string
+	CreatedMS int64
+}
+
+// EnsureConversation implements store.Store with a lightweight
+// transaction. The user index is written for the stored members on every
+// call (idempotent), which also repairs an index a crash left incomplete.
+func (st *Store) EnsureConversation(ctx context.Context, c store.Conversation) (store.Conversation, error) {
+	if err := st.enter(); err != nil {
+		return store.Conversation{}, err
+	}
+	defer st.exit()
+	return st.ensure(ctx, c)
+}
+
+func (st *Store) ensure(ctx context.Context, c store.Conversation) (store.Conversation, error) {
+	members := slices.Compact(slices.Sorted(slices.Values(c.Members)))
+	// A failed IF NOT EXISTS answers with the existing row; it is read
+	// again below in a known column order instead.
+	applied, err := st.q(ctx, `INSERT INTO conversations (conv_id, kind, members, created_ms) VALUES (?, ?, ?, ?) IF NOT EXISTS`,
+		int64(c.ID), int(c.Kind), members, int64(c.CreatedMS)).
+		Query.MapScanCAS(map[string]any{})
+	if err != nil {
+		return store.Conversation{}, fmt.Errorf("scylla: ensure conversation %d: %w", c.ID, err)
+	}
+	out := store.Conversation{ID: c.ID, Kind: c.Kind, Members: members, CreatedMS: c.CreatedMS}
+	if !applied {
+		if out, err = st.conversation(ctx, c.ID); err != nil {
+			return store.Conversation{}, err
+		}
+	}
+	b := st.s.ContextBatch(ctx, gocql.UnloggedBatch)
+	for _, m := range out.Members {
+		b.Query(`INSERT INTO user_conversations (user_id, conv_id) VALUES (?, ?)`, m, int64(out.ID))
+	}
+	if err := st.s.ExecuteBatch(b); err != nil {
+		return store.Conversation{}, fmt.Errorf("scylla: index conversation %d: %w", c.ID, err)
+	}
+	return out, nil
+}
+
+// Conversation implements store.Store.
+func (st *Store) Conversation(ctx context.Context, id uint64) (store.Conversation, error) {
+	if err := st.enter(); err != nil {
+		return store.Conversation{}, err
+	}
+	defer st.exit()
+	return st.conversation(ctx, id)
+}
+
+func (st *Store) conversation(ctx context.Context, id uint64) (store.Conversation, error) {
+	var r convRow
+	err := st.q(ctx, `SELECT kind, members, created_ms FROM conversations WHERE conv_id = ?`, int64(id)).
+		Query.Scan(&r.Kind, &r.Members, &r.CreatedMS)
+	if errors.Is(err, gocql.ErrNotFound) {
+		return store.Conversation{}, store.ErrNotFound
+	}
+	if err != nil {
+		return store.Conversation{}, fmt.Errorf("scylla: conversation %d: %w", id, err)
+	}
+	slices.Sort(r.Members)
+	return store.Conversation{ID: id, Kind: wire.ConvKind(r.Kind), Members: r.Members, CreatedMS: uint64(r.CreatedMS)}, nil
+}
+
+// UserConversations implements store.Store.
+func (st *Store) UserConversations(ctx context.Context, user string) ([]uint64, error) {
+	if err := st.enter(); err != nil {
+		return nil, err
+	}
+	defer st.exit()
+	iter := st.q(ctx, `SELECT conv_id FROM user_conversations WHERE user_id = ?`, user).Query.Iter()
+	var ids []uint64
+	var id int64
+	for iter.Scan(&id) {
+		ids = append(ids, uint64(id))
+	}
+	if err := iter.Close(); err != nil {
+		return nil, fmt.Errorf("scylla: user conversations: %w", err)
+	}
+	return ids, nil
+}
+
+// LastSeq implements store.Store.
+func (st *Store) LastSeq(ctx context.Context, conv uint64) (uint64, error) {
+	if err := st.enter(); err != nil {
+		return 0, err
+	}
+	defer st.exit()
+	return st.lastSeq(ctx, conv)
+}
+
+func (st *Store) lastSeq(ctx context.Context, conv uint64) (uint64, error) {
+	var last int64
+	err := st.q(ctx, `SELECT last_seq FROM conv_meta WHERE conv_id = ?`, int64(conv)).Query.Scan(&last)
+	if errors.Is(err, gocql.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("scylla: last seq of %d: %w", conv, err)
+	}
+	return uint64(last), nil
+}
+
+// maxBatch bounds the statements of one logged batch: Scylla and Cassandra
+// warn about large batches and refuse them past batch_size_fail_threshold
+// (50 KiB by default).
+const maxBatch = 20
+
+// Commit implements store.Store; the package comment says how a failure
+// part-way stays invisible.
+func (st *Store) Commit(ctx context.Context, b *store.Batch) error {
+	for i := range b.Pointers {
+		b.Pointers[i].Advanced = false
+	}
+	if err := st.enter(); err != nil {
+		return err
+	}
+	defer st.exit()
+	for i := range b.Messages {
+		if b.Messages[i].Seq == 0 {
+			return fmt.Errorf("%w: message %d of conversation %d has seq 0", store.ErrInvalid, i, b.Messages[i].ConvID)
+		}
+	}
+	for i := range b.Pointers {
+		if k := b.Pointers[i].Kind; k != wire.ReceiptDelivered && k != wire.ReceiptRead {
+			return fmt.Errorf("%w: pointer update %d has unknown kind %d", store.ErrInvalid, i, k)
+		}
+	}
+	for _, c := range b.Conversations {
+		if _, err := st.ensure(ctx, c); err != nil {
+			return fmt.Errorf("scylla: commit: %w", err)
+		}
+	}
+	// Messages, then dedupe rows, then the last seqs.
+	last := map[uint64]uint64{}
+	if err := st.batched(ctx, len(b.Messages), func(bt *gocqlx.Batch, i int) {
+		m := &b.Messages[i]
+		bt.Query(`INSERT INTO messages (conv_id, bucket, seq, message_id, server_ms, sender, sender_device, client_msg_id, kind, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			int64(m.ConvID), bucket(m.Seq), int64(m.Seq), int64(m.MessageID), int64(m.ServerTimeMS),
+			m.Sender, m.SenderDevice, m.ClientMsgID, int64(m.Kind), m.Body)
+		last[m.ConvID] = max(last[m.ConvID], m.Seq)
+	}); err != nil {
+		return fmt.Errorf("scylla: commit messages: %w", err)
+	}
+	var dedupe []*store.Message
+	for i := range b.Messages {
+		if b.Messages[i].ClientMsgID != "" {
+			dedupe = append(dedupe, &b.Messages[i])
+		}
+	}
+	if err := st.batched(ctx, len(dedupe), func(bt *gocqlx.Batch, i int) {
+		m := dedupe[i]
+		bt.Query(`INSERT INTO client_msgs (conv_id, sender, client_msg_id, seq) VALUES (?, ?, ?, ?) USING TTL ?`,
+			int64(m.ConvID), m.Sender, m.ClientMsgID, int64(m.Seq), st.ttl)
+	}); err != nil {
+		return fmt.Errorf("scylla: commit dedupe: %w", err)
+	}
+	convs := make([]uint64, 0, len(last))
+	for c := range last {
+		convs = append(convs, c)
+	}
+	if err := st.batched(ctx, len(convs), func(bt *gocqlx.Batch, i int) {
+		bt.Query(`UPDATE conv_meta USING TIMESTAMP ? SET last_seq = ? WHERE conv_id = ?`,
+			int64(last[convs[i]]), int64(last[convs[i]]), int64(convs[i]))
+	}); err != nil {
+		return fmt.Errorf("scylla: commit last seq: %w", err)
+	}
+	return st.commitPointers(ctx, b.Pointers)
+}
+
+// commitPointers moves pointers forward. The core owns a conversation
+// through its partition, so read-then-write has no concurrent writer for
+// the same pointer in normal operation; the seq timestamp keeps the
+// highest value even if one appears (a rebalance).
+func (st *Store) commitPointers(ctx context.Context, ups []store.PointerUpdate) error {
+	type key struct {
+		conv uint64
+		user string
+		kind wire.ReceiptKind
+	}
+	cur := map[key]uint64{}
+	var writes []int
+	for i := range ups {
+		u := &ups[i]
+		k := key{u.ConvID, u.User, u.Kind}
+		v, ok := cur[k]
+		if !ok {
+			p, err := st.pointers(ctx, u.ConvID, u.User)
+			if err != nil {
+				return err
+			}
+			v = p.Delivered
+			if u.Kind == wire.ReceiptRead {
+				v = p.Read
+			}
+		}
+		if u.Seq > v {
+			v = u.Seq
+			writes = append(writes, i)
+		}
+		cur[k] = v
+	}
+	if err := st.batched(ctx, len(writes), func(bt *gocqlx.Batch, i int) {
+		u := &ups[writes[i]]
+		col := "delivered_seq"
+		if u.Kind == wire.ReceiptRead {
+			col = "read_seq"
+		}
+		bt.Query(`UPDATE pointers USING TIMESTAMP ? SET `+col+` = ? WHERE conv_id = ? AND user_id = ?`,
+			int64(u.Seq), int64(u.Seq), int64(u.ConvID), u.User)
+	}); err != nil {
+		return fmt.Errorf("scylla: commit pointers: %w", err)
+	}
+	for _, i := range writes {
+		ups[i].Advanced = true
+	}
+	return nil
+}
+
+// batched executes n statements in logged batches of at most maxBatch,
+// add appending statement i to its batch.
+func (st *Store) batched(ctx context.Context, n int, add func(*gocqlx.Batch, int)) error {
+	for from := 0; from < n; from += maxBatch {
+		bt := st.s.ContextBatch(ctx, gocql.LoggedBatch)
+		for i := from; i < min(from+maxBatch, n); i++ {
+			add(bt, i)
+		}
+		if err := st.s.ExecuteBatch(bt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+const msgCols = `seq, message_id, server_ms, sender, sender_device, client_msg_id, kind, body`
+
+func scanMsg(conv uint64, iter *gocqlx.Iterx) (store.Message, bool) {
+	var seq, id, ms, kind int64
+	m := store.Message{ConvID: conv}
+	if !iter.Scan(&seq, &id, &ms, &m.Sender, &m.SenderDevice, &m.ClientMsgID, &kind, &m.Body) {
+		return m, false
+	}
+	m.Seq, m.MessageID, m.ServerTimeMS, m.Kind = uint64(seq), uint64(id), uint64(ms), wire.MsgKind(kind)
+	if m.Body == nil {
+		m.Body = []byte{}
+	}
+	return m, true
+}
+
+// LookupClientMsg implements store.Store.
+func (st *Store) LookupClientMsg(ctx context.Context, conv uint64, sender, clientMsgID string) (store.Message, bool, error) {
+	if err := st.enter(); err != nil {
+		return store.Message{}, false, err
+	}
+	defer st.exit()
+	var seq int64
+	err := st.q(ctx, `SELECT seq FROM client_msgs WHERE conv_id = ? AND sender = ? AND client_msg_id = ?`,
+		int64(conv), sender, clientMsgID).Query.Scan(&seq)
+	if errors.Is(err, gocql.ErrNotFound) {
+		return store.Message{}, false, nil
+	}
+	if err != nil {
+		return store.Message{}, false, fmt.Errorf("scylla: lookup client msg: %w", err)
+	}
+	last, err := st.lastSeq(ctx, conv)
+	if err != nil || uint64(seq) > last {
+		return store.Message{}, false, err // a commit still in progress
+	}
+	iter := st.q(ctx, `SELECT `+msgCols+` FROM messages WHERE conv_id = ? AND bucket = ? AND seq = ?`,
+		int64(conv), bucket(uint64(seq)), seq).Iter()
+	m, ok := scanMsg(conv, iter)
+	if err := iter.Close(); err != nil {
+		return store.Message{}, false, fmt.Errorf("scylla: lookup client msg: %w", err)
+	}
+	return m, ok, nil
+}
+
+// MessagesAfter implements store.Store.
+func (st *Store) MessagesAfter(ctx context.Context, conv, after uint64, limit int) ([]store.Message, error) {
+	if err := st.enter(); err != nil {
+		return nil, err
+	}
+	defer st.exit()
+	limit = store.ClampLimit(limit)
+	last, err := st.lastSeq(ctx, conv)
+	if err != nil {
+		return nil, err
+	}
+	var out []store.Message
+	for b := bucket(after + 1); b <= bucket(last) && len(out) < limit; b++ {
+		iter := st.q(ctx, `SELECT `+msgCols+` FROM messages WHERE conv_id = ? AND bucket = ? AND seq > ? AND seq <= ? ORDER BY seq ASC LIMIT ?`,
+			int64(conv), b, int64(after), int64(last), limit-len(out)).Iter()
+		for {
+			m, ok := scanMsg(conv, iter)
+			if !ok {
+				break
+			}
+			out = append(out, m)
+		}
+		if err := iter.Close(); err != nil {
+			return nil, fmt.Errorf("scylla: messages after: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// MessagesBefore implements store.Store. Seqs have no gaps, so older
+// messages exist exactly when the oldest returned seq is above 1.
+func (st *Store) MessagesBefore(ctx context.Context, conv, before uint64, limit int) ([]store.Message, bool, error) {
+	if err := st.enter(); err != nil {
+		return nil, false, err
+	}
+	defer st.exit()
+	limit = store.ClampLimit(limit)
+	last, err := st.lastSeq(ctx, conv)
+	if err != nil {
+		return nil, false, err
+	}
+	if before == 0 || before > last+1 {
+		before = last + 1
+	}
+	if before <= 1 {
+		return nil, false, nil
+	}
+	var out []store.Message // newest first
+	for b := bucket(before - 1); b >= 0 && len(out) < limit; b-- {
+		iter := st.q(ctx, `SELECT `+msgCols+` FROM messages WHERE conv_id = ? AND bucket = ? AND seq < ? LIMIT ?`,
+			int64(conv), b, int64(before), limit-len(out)).Iter()
+		for {
+			m, ok := scanMsg(conv, iter)
+			if !ok {
+				break
+			}
+			out = append(out, m)
+		}
+		if err := iter.Close(); err != nil {
+			return nil, false, fmt.Errorf("scylla: messages before: %w", err)
+		}
+	}
+	slices.Reverse(out)
+	more := len(out) > 0 && out[0].Seq > 1
+	return out, more, nil
+}
+
+// Pointers implements store.Store.
+func (st *Store) Pointers(ctx context.Context, conv uint64, user string) (store.Pointers, error) {
+	if err := st.enter(); err != nil {
+		return store.Pointers{}, err
+	}
+	defer st.exit()
+	return st.pointers(ctx, conv, user)
+}
+
+func (st *Store) pointers(ctx context.Context, conv uint64, user string) (store.Pointers, error) {
+	var d, r *int64
+	err := st.q(ctx, `SELECT delivered_seq, read_seq FROM pointers WHERE conv_id = ? AND user_id = ?`, int64(conv), user).Query.Scan(&d, &r)
+	if errors.Is(err, gocql.ErrNotFound) {
+		return store.Pointers{}, nil
+	}
+	if err != nil {
+		return store.Pointers{}, fmt.Errorf("scylla: pointers: %w", err)
+	}
+	var p store.Pointers
+	if d != nil {
+		p.Delivered = uint64(*d)
+	}
+	if r != nil {
+		p.Read = uint64(*r)
+	}
+	return p, nil
+}
