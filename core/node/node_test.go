@@ -18,8 +18,8 @@ import (
 	"github.com/chatd-dev/chatd/core/bus"
 	"github.com/chatd-dev/chatd/core/bus/bustest"
 	"github.com/chatd-dev/chatd/core/node"
-	"github.com/chatd-dev/chatd/core/store/scylla"
 	"github.com/chatd-dev/chatd/core/routing/redistest"
+	"github.com/chatd-dev/chatd/core/store/scylla"
 	"github.com/chatd-dev/chatd/gateway"
 	"github.com/chatd-dev/chatd/wire"
 )
