@@ -202,12 +202,15 @@ func (st *Store) ensure(ctx context.Context, c store.Conversation) (store.Conver
 			return store.Conversation{}, err
 		}
 	}
-	b := st.s.ContextBatch(ctx, gocql.UnloggedBatch)
-	for _, m := range out.Members {
-		b.Query(`INSERT INTO user_conversations (user_id, conv_id) VALUES (?, ?)`, m, int64(out.ID))
-	}
-	if err := st.s.ExecuteBatch(b); err != nil {
-		return store.Conversation{}, fmt.Errorf("scylla: index conversation %d: %w", c.ID, err)
+	// Unlogged: each row is its own partition and idempotent.
+	for from := 0; from < len(out.Members); from += maxBatch {
+		b := st.s.ContextBatch(ctx, gocql.UnloggedBatch)
+		for _, m := range out.Members[from:min(from+maxBatch, len(out.Members))] {
+			b.Query(`INSERT INTO user_conversations (user_id, conv_id) VALUES (?, ?)`, m, int64(out.ID))
+		}
+		if err := st.s.ExecuteBatch(b); err != nil {
+			return store.Conversation{}, fmt.Errorf("scylla: index conversation %d: %w", c.ID, err)
+		}
 	}
 	return out, nil
 }
