@@ -423,6 +423,19 @@ func scanMsg(conv uint64, iter *gocqlx.Iterx) (store.Message, bool) {
 	return m, true
 }
 
+// readMsgs appends the messages stmt selects (msgCols) to out.
+func (st *Store) readMsgs(ctx context.Context, out []store.Message, conv uint64, stmt string, args ...any) ([]store.Message, error) {
+	iter := st.q(ctx, stmt, args...).Iter()
+	for {
+		m, ok := scanMsg(conv, iter)
+		if !ok {
+			break
+		}
+		out = append(out, m)
+	}
+	return out, iter.Close()
+}
+
 // LookupClientMsg implements store.Store.
 func (st *Store) LookupClientMsg(ctx context.Context, conv uint64, sender, clientMsgID string) (store.Message, bool, error) {
 	if err := st.enter(); err != nil {
@@ -464,16 +477,10 @@ func (st *Store) MessagesAfter(ctx context.Context, conv, after uint64, limit in
 	}
 	var out []store.Message
 	for b := bucket(after + 1); b <= bucket(last) && len(out) < limit; b++ {
-		iter := st.q(ctx, `SELECT `+msgCols+` FROM messages WHERE conv_id = ? AND bucket = ? AND seq > ? AND seq <= ? ORDER BY seq ASC LIMIT ?`,
-			int64(conv), b, int64(after), int64(last), limit-len(out)).Iter()
-		for {
-			m, ok := scanMsg(conv, iter)
-			if !ok {
-				break
-			}
-			out = append(out, m)
-		}
-		if err := iter.Close(); err != nil {
+		var err error
+		out, err = st.readMsgs(ctx, out, conv, `SELECT `+msgCols+` FROM messages WHERE conv_id = ? AND bucket = ? AND seq > ? AND seq <= ? ORDER BY seq ASC LIMIT ?`,
+			int64(conv), b, int64(after), int64(last), limit-len(out))
+		if err != nil {
 			return nil, fmt.Errorf("scylla: messages after: %w", err)
 		}
 	}
@@ -500,16 +507,10 @@ func (st *Store) MessagesBefore(ctx context.Context, conv, before uint64, limit 
 	}
 	var out []store.Message // newest first
 	for b := bucket(before - 1); b >= 0 && len(out) < limit; b-- {
-		iter := st.q(ctx, `SELECT `+msgCols+` FROM messages WHERE conv_id = ? AND bucket = ? AND seq < ? LIMIT ?`,
-			int64(conv), b, int64(before), limit-len(out)).Iter()
-		for {
-			m, ok := scanMsg(conv, iter)
-			if !ok {
-				break
-			}
-			out = append(out, m)
-		}
-		if err := iter.Close(); err != nil {
+		var err error
+		out, err = st.readMsgs(ctx, out, conv, `SELECT `+msgCols+` FROM messages WHERE conv_id = ? AND bucket = ? AND seq < ? LIMIT ?`,
+			int64(conv), b, int64(before), limit-len(out))
+		if err != nil {
 			return nil, false, fmt.Errorf("scylla: messages before: %w", err)
 		}
 	}
