@@ -8,11 +8,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -117,6 +119,8 @@ const (
 	defaultTimeout          = time.Second
 	defaultRegisterChunk    = 500
 	defaultSubscribeTimeout = 5 * time.Second
+	pipelineMultiplex       = 2
+	pipelinedConns          = 1 << pipelineMultiplex
 	// maxChannelCache bounds the gateway -> channel name cache; gateway
 	// ids are per process lifetime, so it is reset when it grows past this.
 	maxChannelCache = 4096
@@ -150,7 +154,10 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 		SelectDB:    cfg.DB,
 		TLSConfig:   cfg.TLS,
 		ClientName:  "chatd-routing",
-		Dialer:      net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: time.Second},
+		// 2^2 pipelined connections (rueidis' default, set here because
+		// retryBroken counts on it).
+		PipelineMultiplex: pipelineMultiplex,
+		Dialer:            net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: time.Second},
 		// Bounds a silent Redis: a connection with commands waiting and no
 		// reply for this long is closed and its commands fail.
 		ConnWriteTimeout: cfg.Timeout,
@@ -252,14 +259,17 @@ func (r *Redis) leaseKey(gateway string) string { return r.prefix + "lease:" + g
 // Lease implements Registry: SET "{prefix}lease:{gateway}" PX ttl, or DEL
 // when ttl <= 0. One command, whatever the gateway's number of routes.
 func (r *Redis) Lease(ctx context.Context, gateway string, ttl time.Duration) error {
-	var cmd rueidis.Completed
-	if ttl <= 0 {
-		cmd = r.c.B().Del().Key(r.leaseKey(gateway)).Build()
-	} else {
-		cmd = r.c.B().Set().Key(r.leaseKey(gateway)).Value("1").PxMilliseconds(max(ttl.Milliseconds(), 1)).Build()
-	}
-	r.count(1)
-	if err := r.c.Do(ctx, cmd).Error(); err != nil {
+	err := retryBroken(func() error {
+		var cmd rueidis.Completed // rueidis recycles a command once done: one per try
+		if ttl <= 0 {
+			cmd = r.c.B().Del().Key(r.leaseKey(gateway)).Build()
+		} else {
+			cmd = r.c.B().Set().Key(r.leaseKey(gateway)).Value("1").PxMilliseconds(max(ttl.Milliseconds(), 1)).Build()
+		}
+		r.count(1)
+		return r.c.Do(ctx, cmd).Error()
+	})
+	if err != nil {
 		return fmt.Errorf("routing: lease %s: %w", gateway, err)
 	}
 	r.leaseMu.Lock()
@@ -456,7 +466,7 @@ func (r *Redis) Register(ctx context.Context, routes []Route, ttl time.Duration)
 	exp := time.Now().UnixMilli() + ttlMs
 	for start := 0; start < len(routes); start += r.cfg.RegisterChunk {
 		chunk := routes[start:min(start+r.cfg.RegisterChunk, len(routes))]
-		if err := r.registerChunk(ctx, chunk, ttlMs, exp); err != nil {
+		if err := retryBroken(func() error { return r.registerChunk(ctx, chunk, ttlMs, exp) }); err != nil {
 			return err
 		}
 	}
@@ -521,11 +531,35 @@ func (r *Redis) Unregister(ctx context.Context, routes []Route) error {
 			arena = appendRouteIdent(arena, rt)
 			dels = append(dels, delIfMatch{key: key, field: rt.Device, match: arenaString(arena, n), off: routeIdentOffArg})
 		}
-		if _, err := r.delIfMatch(ctx, dels); err != nil {
+		if err := retryBroken(func() error { _, err := r.delIfMatch(ctx, dels); return err }); err != nil {
 			return fmt.Errorf("routing: unregister: %w", err)
 		}
 	}
 	return nil
+}
+
+// retryBroken runs op, and runs it again while it fails because the
+// connection it went out on was already broken (brokenConn), at most once
+// per pipelined connection. rueidis keeps a connection that broke while idle
+// (Redis died or restarted) until a command fails on it, and retries only
+// read-only commands itself; it picks one of its pipelinedConns at random, so
+// after a Redis restart each of them can fail one write with EOF before it is
+// redialed. The ops passed here are idempotent (SET, HSET of the same value,
+// PEXPIRE NX/GT, delete-if-match), so sending them again is safe. A broken
+// connection fails at once, so the retries cost no waiting; a timeout or a
+// refused dial is not retried, so a hung or dead Redis still fails the op
+// within Timeout.
+func retryBroken(op func() error) error {
+	err := op()
+	for i := 0; i < pipelinedConns && brokenConn(err); i++ {
+		err = op()
+	}
+	return err
+}
+
+func brokenConn(err error) bool {
+	return err != nil && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed))
 }
 
 const (
