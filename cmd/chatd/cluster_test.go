@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"syscall"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/chatd-dev/chatd/bench"
+	"github.com/chatd-dev/chatd/core/api"
 	"github.com/chatd-dev/chatd/sdk"
 	"github.com/chatd-dev/chatd/wire"
 )
@@ -228,6 +231,77 @@ func TestClusterAcrossGateways(t *testing.T) {
 	ar.waitUntil(t, "delivered receipt", func() bool { return ar.receipts[wire.ReceiptDelivered] == total })
 	bob.MarkRead(conv.ID, total)
 	ar.waitUntil(t, "read receipt", func() bool { return ar.receipts[wire.ReceiptRead] == total })
+
+	// Presence across processes: Bob's gateway registered him in Redis, a
+	// core's API answers Alice; when Bob leaves he is offline, last seen
+	// when he left.
+	tok, err := sdk.DevToken(ctx, c.APIURL, "alice", "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Receipt counts from the core's fanout, in Redis, read by a core's API.
+	deadline := time.Now().Add(waitFor)
+	for {
+		var rc api.ReceiptsJSON
+		getJSON(t, fmt.Sprintf("%s/api/v1/conversations/%d/receipts?seq=%d", c.APIURL, conv.ID, total), tok, &rc)
+		if len(rc.Receipts) == 1 && rc.Receipts[0] == (api.ReceiptCountJSON{Seq: total, Delivered: 1, Read: 1}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("receipt counts %+v, want read by 1", rc)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if p := presenceOf(t, c.APIURL, tok, "bob"); !p.Online || p.Hidden {
+		t.Fatalf("bob connected: %+v", p)
+	}
+	left := time.Now().UnixMilli()
+	bob.Close()
+	deadline = time.Now().Add(waitFor)
+	for {
+		p := presenceOf(t, c.APIURL, tok, "bob")
+		if !p.Online {
+			if p.LastSeenMS < left {
+				t.Fatalf("bob gone: %+v, want last seen after %d", p, left)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bob still online after closing: %+v", p)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// presenceOf asks the API for user's presence with tok.
+func presenceOf(t *testing.T, apiURL, tok, user string) api.PresenceJSON {
+	t.Helper()
+	var out struct {
+		Presence []api.PresenceJSON `json:"presence"`
+	}
+	getJSON(t, apiURL+"/api/v1/presence?user="+user, tok, &out)
+	if len(out.Presence) != 1 {
+		t.Fatalf("presence of %s: %+v", user, out)
+	}
+	return out.Presence[0]
+}
+
+// getJSON GETs url with tok and decodes a 200 answer into v.
+func getJSON(t *testing.T, url, tok string, v any) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", url, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
 }
 
 // TestClusterCoreKill: a core is SIGKILLed mid-traffic. The other core

@@ -1,6 +1,6 @@
 // Package api is chatd's HTTP API: history paging, opening direct
-// conversations, listing a user's conversations and, in dev mode only,
-// minting tokens. Every error is a 4xx/5xx with a JSON body
+// conversations, listing a user's conversations, presence and, in dev mode
+// only, minting tokens. Every error is a 4xx/5xx with a JSON body
 // {"error":{"code":N,"name":"...","message":"..."}} using the protocol's
 // error codes (wire/codes.go).
 package api
@@ -18,6 +18,7 @@ import (
 
 	"github.com/chatd-dev/chatd/core/auth"
 	"github.com/chatd-dev/chatd/core/messages"
+	"github.com/chatd-dev/chatd/core/routing"
 	"github.com/chatd-dev/chatd/core/store"
 	"github.com/chatd-dev/chatd/wire"
 )
@@ -46,6 +47,11 @@ type Deps struct {
 	Store    store.Store
 	Verifier Verifier
 	Minter   Minter
+	// Presence answers GET /api/v1/presence; nil answers it with 503.
+	Presence routing.Presence
+	// Receipts answers the receipt count and reader endpoints; nil
+	// answers them with 503.
+	Receipts routing.ReceiptCounter
 }
 
 // Handler returns the API's http.Handler.
@@ -61,6 +67,9 @@ func Handler(cfg Config, deps Deps) http.Handler {
 	mux.HandleFunc("GET /api/v1/conversations/{id}/messages", a.authed(a.history))
 	mux.HandleFunc("GET /api/v1/conversations", a.authed(a.list))
 	mux.HandleFunc("POST /api/v1/conversations/direct", a.authed(a.openDirect))
+	mux.HandleFunc("GET /api/v1/presence", a.authed(a.presence))
+	mux.HandleFunc("GET /api/v1/conversations/{id}/receipts", a.authed(a.receiptCounts))
+	mux.HandleFunc("GET /api/v1/conversations/{id}/receipts/{seq}/readers", a.authed(a.receiptReaders))
 	if cfg.Dev {
 		mux.HandleFunc("POST /dev/token", a.devToken)
 	}
@@ -139,17 +148,7 @@ func (a *api) history(w http.ResponseWriter, r *http.Request, user string) {
 			return
 		}
 	}
-	c, err := a.deps.Store.Conversation(r.Context(), conv)
-	if errors.Is(err, store.ErrNotFound) {
-		writeError(w, http.StatusNotFound, wire.CodeConvNotFound, "no such conversation")
-		return
-	}
-	if err != nil {
-		a.internal(w, err)
-		return
-	}
-	if !member(c.Members, user) {
-		writeError(w, http.StatusForbidden, wire.CodeNotMember, "not a member")
+	if _, ok := a.memberOf(w, r, conv, user); !ok {
 		return
 	}
 	msgs, more, err := a.deps.Store.MessagesBefore(r.Context(), conv, before, messages.ClampLimit(limit))
@@ -223,6 +222,206 @@ func (a *api) openDirect(w http.ResponseWriter, r *http.Request, user string) {
 		return
 	}
 	writeJSON(w, http.StatusOK, convJSON(&c, last))
+}
+
+// MaxPresenceUsers bounds the users one presence request may name.
+const MaxPresenceUsers = 100
+
+// PresenceJSON is one user's presence. Hidden users (no conversation shared
+// with the caller) carry only User and Hidden.
+type PresenceJSON struct {
+	User   string `json:"user"`
+	Hidden bool   `json:"hidden,omitempty"`
+	Online bool   `json:"online"`
+	// LastSeenMS is when the user was last seen online (Unix ms); 0 when
+	// never seen, hidden, or not within the retention.
+	LastSeenMS int64 `json:"last_seen_ms"`
+}
+
+// presence answers GET /api/v1/presence?user=a&user=b: each named user's
+// online state and last seen, in the order named. The caller sees itself
+// and the users it shares a direct conversation with; any other user is
+// answered as hidden, the same whether or not that user exists, so the
+// endpoint tells nothing about strangers.
+func (a *api) presence(w http.ResponseWriter, r *http.Request, user string) {
+	if a.deps.Presence == nil {
+		writeError(w, http.StatusServiceUnavailable, wire.CodeUnavailable, "presence is not served here")
+		return
+	}
+	users := r.URL.Query()["user"]
+	if len(users) == 0 || len(users) > MaxPresenceUsers {
+		writeError(w, http.StatusBadRequest, wire.CodeInvalidArgument, "name 1 to 100 users: ?user=a&user=b")
+		return
+	}
+	out := make([]PresenceJSON, len(users))
+	var visible []string
+	var at []int // index in out of each of visible
+	for i, u := range users {
+		if !auth.ValidUserID(u) {
+			writeError(w, http.StatusBadRequest, wire.CodeInvalidArgument, "bad user id")
+			return
+		}
+		out[i] = PresenceJSON{User: u, Hidden: true}
+		if u != user {
+			_, err := a.deps.Store.Conversation(r.Context(), messages.DirectID(user, u))
+			if errors.Is(err, store.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				a.internal(w, err)
+				return
+			}
+		}
+		visible = append(visible, u)
+		at = append(at, i)
+	}
+	st, err := a.deps.Presence.Presence(r.Context(), visible, nil)
+	if err != nil {
+		a.cfg.Logger.Warn("api: presence", "err", err)
+		writeError(w, http.StatusServiceUnavailable, wire.CodeUnavailable, "presence unavailable")
+		return
+	}
+	for j, s := range st {
+		out[at[j]] = PresenceJSON{User: s.User, Online: s.Online, LastSeenMS: s.LastSeenMS}
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Presence []PresenceJSON `json:"presence"`
+	}{out})
+}
+
+// memberOf reads conversation conv and checks that user is a member; on any
+// failure it writes the error response and reports false.
+func (a *api) memberOf(w http.ResponseWriter, r *http.Request, conv uint64, user string) (store.Conversation, bool) {
+	c, err := a.deps.Store.Conversation(r.Context(), conv)
+	if errors.Is(err, store.ErrNotFound) {
+		writeError(w, http.StatusNotFound, wire.CodeConvNotFound, "no such conversation")
+		return c, false
+	}
+	if err != nil {
+		a.internal(w, err)
+		return c, false
+	}
+	if !member(c.Members, user) {
+		writeError(w, http.StatusForbidden, wire.CodeNotMember, "not a member")
+		return c, false
+	}
+	return c, true
+}
+
+// MaxReceiptSeqs bounds the seqs one receipt count request may name.
+const MaxReceiptSeqs = 100
+
+// ReceiptsJSON is the receipt count endpoint's response.
+type ReceiptsJSON struct {
+	ConvID string `json:"conversation_id"`
+	// Others is the number of members besides the caller: the "of 800".
+	Others   int                `json:"others"`
+	Receipts []ReceiptCountJSON `json:"receipts"` // in the order asked
+}
+
+// ReceiptCountJSON is how many members besides the caller have delivered
+// and read message Seq.
+type ReceiptCountJSON struct {
+	Seq       uint64 `json:"seq"`
+	Delivered int    `json:"delivered"`
+	Read      int    `json:"read"`
+}
+
+// receiptCounts answers GET /api/v1/conversations/{id}/receipts?seq=1&seq=2:
+// for each seq, how many members other than the caller have delivered and
+// read it. Asked by a message's sender, that is the "read by 640 of 800"
+// under it. Members only.
+func (a *api) receiptCounts(w http.ResponseWriter, r *http.Request, user string) {
+	conv, ok := a.receiptsConv(w, r)
+	if !ok {
+		return
+	}
+	qs := r.URL.Query()["seq"]
+	if len(qs) == 0 || len(qs) > MaxReceiptSeqs {
+		writeError(w, http.StatusBadRequest, wire.CodeInvalidArgument, "name 1 to 100 seqs: ?seq=1&seq=2")
+		return
+	}
+	seqs := make([]uint64, len(qs))
+	for i, v := range qs {
+		seq, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || seq == 0 || seq > routing.MaxReceiptSeq {
+			writeError(w, http.StatusBadRequest, wire.CodeInvalidArgument, "bad seq")
+			return
+		}
+		seqs[i] = seq
+	}
+	c, ok := a.memberOf(w, r, conv, user)
+	if !ok {
+		return
+	}
+	counts, err := a.deps.Receipts.ReceiptCounts(r.Context(), conv, user, seqs, nil)
+	if err != nil {
+		a.cfg.Logger.Warn("api: receipt counts", "err", err)
+		writeError(w, http.StatusServiceUnavailable, wire.CodeUnavailable, "receipt counts unavailable")
+		return
+	}
+	out := ReceiptsJSON{ConvID: strconv.FormatUint(conv, 10), Others: len(c.Members) - 1, Receipts: make([]ReceiptCountJSON, len(seqs))}
+	for i, n := range counts {
+		out.Receipts[i] = ReceiptCountJSON{Seq: seqs[i], Delivered: n.Delivered, Read: n.Read}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// MaxReaders bounds the reader list: wire.MaxMembers.
+const MaxReaders = wire.MaxMembers
+
+// receiptReaders answers GET /api/v1/conversations/{id}/receipts/{seq}/readers?limit=N:
+// the members other than the caller who have read message seq, sorted, at
+// most limit (default and maximum MaxReaders). Members only.
+func (a *api) receiptReaders(w http.ResponseWriter, r *http.Request, user string) {
+	conv, ok := a.receiptsConv(w, r)
+	if !ok {
+		return
+	}
+	seq, err := strconv.ParseUint(r.PathValue("seq"), 10, 64)
+	if err != nil || seq == 0 || seq > routing.MaxReceiptSeq {
+		writeError(w, http.StatusBadRequest, wire.CodeInvalidArgument, "bad seq")
+		return
+	}
+	limit := uint64(MaxReaders)
+	if v := r.URL.Query().Get("limit"); v != "" {
+		if limit, err = strconv.ParseUint(v, 10, 64); err != nil || limit == 0 || limit > MaxReaders {
+			writeError(w, http.StatusBadRequest, wire.CodeInvalidArgument, "limit must be 1..1024")
+			return
+		}
+	}
+	if _, ok := a.memberOf(w, r, conv, user); !ok {
+		return
+	}
+	readers, err := a.deps.Receipts.ReceiptReaders(r.Context(), conv, user, seq, int(limit), nil)
+	if err != nil {
+		a.cfg.Logger.Warn("api: receipt readers", "err", err)
+		writeError(w, http.StatusServiceUnavailable, wire.CodeUnavailable, "receipt readers unavailable")
+		return
+	}
+	if readers == nil {
+		readers = []string{}
+	}
+	writeJSON(w, http.StatusOK, struct {
+		ConvID  string   `json:"conversation_id"`
+		Seq     uint64   `json:"seq"`
+		Readers []string `json:"readers"`
+	}{strconv.FormatUint(conv, 10), seq, readers})
+}
+
+// receiptsConv checks that receipts are served here and parses the
+// conversation id; on failure it writes the error response.
+func (a *api) receiptsConv(w http.ResponseWriter, r *http.Request) (uint64, bool) {
+	if a.deps.Receipts == nil {
+		writeError(w, http.StatusServiceUnavailable, wire.CodeUnavailable, "receipt counts are not served here")
+		return 0, false
+	}
+	conv, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
+	if err != nil || conv == 0 {
+		writeError(w, http.StatusBadRequest, wire.CodeInvalidArgument, "bad conversation id")
+		return 0, false
+	}
+	return conv, true
 }
 
 func (a *api) devToken(w http.ResponseWriter, r *http.Request) {

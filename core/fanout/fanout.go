@@ -12,7 +12,6 @@ package fanout
 import (
 	"cmp"
 	"context"
-	"errors"
 	"log/slog"
 	"slices"
 	"sync"
@@ -37,6 +36,16 @@ type Deps struct {
 	Store    store.Store
 	Registry routing.Registry
 	Router   routing.Router
+	// Receipts, if set, gets every receipt event's pointer advance (one
+	// AdvanceReceipts call per handled batch): the counts the sender's UI
+	// shows. Best effort like delivery: a failure is counted, not retried
+	// (the next receipt of that member raises the same pointer further).
+	Receipts routing.ReceiptCounter
+	// Members, if set, caches conversation membership for every core
+	// process (routing.Redis: client-side cached, so a hit costs no round
+	// trip, and invalidated when a writer changes it). Unset, the fanout
+	// keeps its own in-process cache of the store's answers.
+	Members routing.MemberCache
 }
 
 // Fanout handles chat.events batches. Handle is called from one goroutine.
@@ -61,6 +70,7 @@ type Fanout struct {
 	routes   []routing.Route
 	evRoutes []routing.Route
 	pubs     []routing.Publication
+	advances []routing.ReceiptAdvance
 	conns    []uint64
 	zconns   []uint64
 }
@@ -101,6 +111,7 @@ type event struct {
 // It only fails when ctx ends.
 func (f *Fanout) Handle(ctx context.Context, recs []*kgo.Record) error {
 	evs := f.evs[:0]
+	advances := f.advances[:0]
 	for _, rec := range recs {
 		kind, body, err := events.Split(rec.Value)
 		if err != nil {
@@ -128,6 +139,7 @@ func (f *Fanout) Handle(ctx context.Context, recs []*kgo.Record) error {
 			// their read pointer (badge) from the same frame.
 			r := wire.Receipt{ConvID: f.rcpt.Conv, Kind: f.rcpt.Kind, UpToSeq: f.rcpt.Seq, User: f.rcpt.User}
 			ev = event{conv: f.rcpt.Conv, frame: r.Append(nil, 0), skipUser: string(f.rcpt.User), skipDevice: string(f.rcpt.Device)}
+			advances = append(advances, routing.ReceiptAdvance{Conv: f.rcpt.Conv, User: ev.skipUser, Kind: routing.ReceiptKind(f.rcpt.Kind), Seq: f.rcpt.Seq})
 		default:
 			f.failures.WithLabelValues("unknown_kind").Inc()
 			continue
@@ -142,6 +154,14 @@ func (f *Fanout) Handle(ctx context.Context, recs []*kgo.Record) error {
 		evs = append(evs, ev)
 	}
 	f.evs = evs
+	f.advances = advances
+	if len(advances) > 0 && f.deps.Receipts != nil {
+		if err := f.deps.Receipts.AdvanceReceipts(ctx, advances); err != nil {
+			f.failures.WithLabelValues("receipt_counters").Inc()
+			f.log.Warn("fanout: receipt counters", "advances", len(advances), "err", err)
+		}
+		clear(advances) // drop the user strings until the next batch
+	}
 	if len(evs) == 0 {
 		return ctx.Err()
 	}
@@ -225,10 +245,29 @@ func (f *Fanout) deliver(pubs []routing.Publication, ev *event, byUser map[strin
 	return pubs
 }
 
-// membersOf returns a conversation's members, cached. Direct
-// conversations never change members, so the cache needs no invalidation
-// for them.
+// membersOf returns a conversation's members: from Deps.Members when set
+// (a miss reads the store and fills it; a cache that cannot be read is
+// counted and bypassed), else from the fanout's own cache. Direct
+// conversations never change members, so the own cache needs no
+// invalidation for them.
 func (f *Fanout) membersOf(ctx context.Context, conv uint64) ([]string, error) {
+	if f.deps.Members != nil {
+		m, ok, err := f.deps.Members.Members(ctx, conv)
+		if err == nil && ok {
+			return m, nil
+		}
+		if err != nil {
+			f.failures.WithLabelValues("member_cache").Inc()
+		}
+		c, err := f.deps.Store.Conversation(ctx, conv)
+		if err != nil {
+			return nil, err
+		}
+		if err := f.deps.Members.FillMembers(ctx, conv, c.Members); err != nil {
+			f.failures.WithLabelValues("member_cache").Inc()
+		}
+		return c.Members, nil
+	}
 	f.mu.Lock()
 	m, ok := f.members[conv]
 	f.mu.Unlock()
@@ -236,9 +275,6 @@ func (f *Fanout) membersOf(ctx context.Context, conv uint64) ([]string, error) {
 		return m, nil
 	}
 	c, err := f.deps.Store.Conversation(ctx, conv)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, err
-	}
 	if err != nil {
 		return nil, err
 	}

@@ -103,3 +103,73 @@ func TestFanoutEncodesOncePerGatewayAndVariant(t *testing.T) {
 		t.Fatalf("g1 %+v\ng2 %+v", g1, g2)
 	}
 }
+
+// TestFanoutSharedCaches: with Deps.Members the fanout fills the shared
+// membership cache on a miss and then delivers by the cache (a change set
+// there is followed); with Deps.Receipts every receipt event advances the
+// counters.
+func TestFanoutSharedCaches(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.OpenPebble(t.TempDir(), store.PebbleOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.EnsureConversation(ctx, store.Conversation{ID: 42, Kind: wire.ConvDirect, Members: []string{"alice", "bob"}}); err != nil {
+		t.Fatal(err)
+	}
+	mem := routing.NewMemory()
+	_ = mem.Lease(ctx, "g1", time.Minute)
+	_ = mem.Register(ctx, []routing.Route{
+		{User: "bob", Device: "phone", Gateway: "g1", Conn: 3},
+		{User: "carol", Device: "phone", Gateway: "g1", Conn: 5},
+	}, time.Minute)
+	s := &sink{batches: map[string][][]byte{}}
+	s.subscribe(t, mem, "g1")
+	f := New(Config{}, Deps{Store: st, Registry: mem, Router: mem, Members: mem, Receipts: mem})
+
+	msg := func(seq uint64) *kgo.Record {
+		m := wire.Msg{ConvID: 42, MessageID: seq, Seq: seq, Sender: []byte("alice"), SenderDevice: []byte("phone"), Kind: wire.KindText, Body: []byte("hi")}
+		return &kgo.Record{Value: events.AppendMsg(nil, m.Append(nil, 0))}
+	}
+	deliveredTo := func() []uint64 {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		var all []uint64
+		for _, b := range s.batches["g1"] {
+			conns, _, err := wire.DecodeBatch(b, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			all = append(all, conns...)
+		}
+		s.batches["g1"] = nil
+		slices.Sort(all)
+		return all
+	}
+	r := events.Receipt{Conv: 42, Kind: wire.ReceiptRead, Seq: 1, User: []byte("bob"), Device: []byte("phone")}
+	if err := f.Handle(ctx, []*kgo.Record{msg(1), {Value: r.Append(nil)}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := deliveredTo(); !slices.Equal(got, []uint64{3}) {
+		t.Fatalf("delivered to %v, want bob's conn 3", got)
+	}
+	if m, ok, err := mem.Members(ctx, 42); err != nil || !ok || !slices.Equal(m, []string{"alice", "bob"}) {
+		t.Fatalf("cache after a miss: %v %v %v", m, ok, err)
+	}
+	counts, err := mem.ReceiptCounts(ctx, 42, "alice", []uint64{1, 2}, nil)
+	if err != nil || !slices.Equal(counts, []routing.ReceiptCount{{Delivered: 1, Read: 1}, {}}) {
+		t.Fatalf("receipt counts %v, %v", counts, err)
+	}
+	// A membership change written to the cache is what the next message
+	// follows (the store still says alice and bob).
+	if err := mem.SetMembers(ctx, 42, []string{"alice", "bob", "carol"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Handle(ctx, []*kgo.Record{msg(2)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := deliveredTo(); !slices.Equal(got, []uint64{3, 5}) {
+		t.Fatalf("delivered to %v, want bob's and carol's conns", got)
+	}
+}

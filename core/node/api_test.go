@@ -176,3 +176,162 @@ func TestHTTPOpenDirectErrors(t *testing.T) {
 		t.Fatalf("direct ids %d %d (%v %v)", c1, c2, err1, err2)
 	}
 }
+
+// TestHTTPPresence: a user sees its own presence and that of the users it
+// shares a direct conversation with (online while connected, then offline
+// with a last seen); anyone else is hidden; bad requests get coded errors.
+func TestHTTPPresence(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	ctx := context.Background()
+	tokBob, err := bench.DevToken(ctx, n.APIURL(), "bob", "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	presence := func(users ...string) []api.PresenceJSON {
+		t.Helper()
+		status, body := get(t, n.APIURL()+"/api/v1/presence?user="+strings.Join(users, "&user="), tokBob)
+		if status != http.StatusOK {
+			t.Fatalf("%d %s", status, body)
+		}
+		var out struct {
+			Presence []api.PresenceJSON `json:"presence"`
+		}
+		if err := json.Unmarshal(body, &out); err != nil || len(out.Presence) != len(users) {
+			t.Fatalf("body %s: %v", body, err)
+		}
+		return out.Presence
+	}
+	alice := connect(t, n, "alice", "phone")
+	// No conversation shared yet: alice is hidden, like a user who does
+	// not exist; bob sees himself.
+	got := presence("alice", "nobody", "bob")
+	if want := (api.PresenceJSON{User: "alice", Hidden: true}); got[0] != want {
+		t.Fatalf("stranger: %+v", got[0])
+	}
+	if want := (api.PresenceJSON{User: "nobody", Hidden: true}); got[1] != want {
+		t.Fatalf("unknown user: %+v", got[1])
+	}
+	if got[2].Hidden || got[2].Online {
+		t.Fatalf("self, not connected: %+v", got[2])
+	}
+
+	if _, err := bench.OpenDirect(ctx, n.APIURL(), tokBob, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if p := presence("alice")[0]; p.Hidden || !p.Online || p.LastSeenMS == 0 {
+		t.Fatalf("connected peer: %+v", p)
+	}
+	before := time.Now().UnixMilli()
+	alice.conn.Close()
+	var p api.PresenceJSON
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if p = presence("alice")[0]; !p.Online {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still online after closing: %+v", p)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if p.Hidden || p.LastSeenMS < before || p.LastSeenMS > time.Now().UnixMilli() {
+		t.Fatalf("disconnected peer: %+v, want last seen after %d", p, before)
+	}
+
+	url := n.APIURL() + "/api/v1/presence"
+	status, body := get(t, url+"?user=alice", "")
+	wantError(t, status, body, http.StatusUnauthorized, wire.CodeTokenInvalid)
+	status, body = get(t, url, tokBob)
+	wantError(t, status, body, http.StatusBadRequest, wire.CodeInvalidArgument)
+	status, body = get(t, url+"?user="+strings.Repeat("x&user=", api.MaxPresenceUsers)+"x", tokBob)
+	wantError(t, status, body, http.StatusBadRequest, wire.CodeInvalidArgument)
+	status, body = get(t, url+"?user=%00bad", tokBob)
+	wantError(t, status, body, http.StatusBadRequest, wire.CodeInvalidArgument)
+}
+
+// TestHTTPReceipts: receipts sent over the socket become counts and a
+// reader list over the API, for members only; bad requests get coded
+// errors.
+func TestHTTPReceipts(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	ctx := context.Background()
+	tokA, err := bench.DevToken(ctx, n.APIURL(), "alice", "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokC, err := bench.DevToken(ctx, n.APIURL(), "carol", "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := connect(t, n, "alice", "phone")
+	bob := connect(t, n, "bob", "phone")
+	conv := alice.openDirect("bob")
+	for i := 1; i <= 3; i++ {
+		alice.send(sendFrame(conv, fmt.Sprintf("c%d", i), "hi"))
+		alice.expect(wire.TypeAck)
+		bob.expect(wire.TypeMsg, wire.TypeConv)
+	}
+	bob.send(receiptFrame(conv, wire.ReceiptDelivered, 3))
+	bob.send(receiptFrame(conv, wire.ReceiptRead, 2))
+	alice.expect(wire.TypeReceipt)
+	alice.expect(wire.TypeReceipt)
+
+	base := fmt.Sprintf("%s/api/v1/conversations/%d/receipts", n.APIURL(), conv)
+	want := api.ReceiptsJSON{ConvID: fmt.Sprint(conv), Others: 1, Receipts: []api.ReceiptCountJSON{
+		{Seq: 1, Delivered: 1, Read: 1}, {Seq: 3, Delivered: 1, Read: 0}, {Seq: 2, Delivered: 1, Read: 1}, {Seq: 4}}}
+	// The fanout writes the counters after the RECEIPT frames went out;
+	// poll until they are in.
+	var got api.ReceiptsJSON
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		status, body := get(t, base+"?seq=1&seq=3&seq=2&seq=4", tokA)
+		if status != http.StatusOK {
+			t.Fatalf("%d %s", status, body)
+		}
+		got = api.ReceiptsJSON{}
+		if err := json.Unmarshal(body, &got); err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(got) == fmt.Sprint(want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("counts %+v, want %+v", got, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	readers := func(seq int) string {
+		t.Helper()
+		status, body := get(t, fmt.Sprintf("%s/%d/readers", base, seq), tokA)
+		if status != http.StatusOK {
+			t.Fatalf("%d %s", status, body)
+		}
+		return strings.TrimSpace(string(body))
+	}
+	if got := readers(2); got != fmt.Sprintf(`{"conversation_id":"%d","seq":2,"readers":["bob"]}`, conv) {
+		t.Fatalf("readers of 2: %s", got)
+	}
+	if got := readers(3); got != fmt.Sprintf(`{"conversation_id":"%d","seq":3,"readers":[]}`, conv) {
+		t.Fatalf("readers of 3: %s", got)
+	}
+
+	for _, tc := range []struct {
+		url, tok string
+		status   int
+		code     wire.Code
+	}{
+		{base + "?seq=1", "", http.StatusUnauthorized, wire.CodeTokenInvalid},
+		{base + "?seq=1", tokC, http.StatusForbidden, wire.CodeNotMember},
+		{base + "/1/readers", tokC, http.StatusForbidden, wire.CodeNotMember},
+		{base, tokA, http.StatusBadRequest, wire.CodeInvalidArgument},
+		{base + "?seq=0", tokA, http.StatusBadRequest, wire.CodeInvalidArgument},
+		{base + "?seq=x", tokA, http.StatusBadRequest, wire.CodeInvalidArgument},
+		{base + "?seq=" + strings.Repeat("1&seq=", api.MaxReceiptSeqs) + "1", tokA, http.StatusBadRequest, wire.CodeInvalidArgument},
+		{base + "/0/readers", tokA, http.StatusBadRequest, wire.CodeInvalidArgument},
+		{base + "/1/readers?limit=0", tokA, http.StatusBadRequest, wire.CodeInvalidArgument},
+		{base + "/1/readers?limit=5000", tokA, http.StatusBadRequest, wire.CodeInvalidArgument},
+		{n.APIURL() + "/api/v1/conversations/12345/receipts?seq=1", tokA, http.StatusNotFound, wire.CodeConvNotFound},
+		{n.APIURL() + "/api/v1/conversations/x/receipts?seq=1", tokA, http.StatusBadRequest, wire.CodeInvalidArgument},
+	} {
+		status, body := get(t, tc.url, tc.tok)
+		wantError(t, status, body, tc.status, tc.code)
+	}
+}

@@ -119,19 +119,22 @@ type Node struct {
 	log    *slog.Logger
 	signer *auth.Signer
 
-	store   store.Store
-	stSrv   *http.Server
-	stLn    net.Listener
-	emb     *bus.Embedded
-	brokers []string
-	redis   *routing.Redis
-	clients []*kgo.Client
-	proc    *messages.Processor
-	gw      *gateway.Gateway
-	apiSrv  *http.Server
-	apiLn   net.Listener
-	admSrv  *http.Server
-	admLn   net.Listener
+	store    store.Store
+	stSrv    *http.Server
+	stLn     net.Listener
+	emb      *bus.Embedded
+	brokers  []string
+	redis    *routing.Redis
+	presence routing.Presence       // the registry's view of who is online (the API serves it)
+	receipts routing.ReceiptCounter // receipt counts (fanout writes, the API reads)
+	members  routing.MemberCache    // shared membership cache (Redis only; else the fanout's own)
+	clients  []*kgo.Client
+	proc     *messages.Processor
+	gw       *gateway.Gateway
+	apiSrv   *http.Server
+	apiLn    net.Listener
+	admSrv   *http.Server
+	admLn    net.Listener
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -251,10 +254,10 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 			Username: cfg.RedisUser, Password: cfg.RedisPassword, TLS: cfg.RedisTLS}); err != nil {
 			return n, fmt.Errorf("node: redis: %w", err)
 		}
-		registry, router = n.redis, n.redis
+		registry, router, n.presence, n.receipts, n.members = n.redis, n.redis, n.redis, n.redis, n.redis
 	} else {
 		mem := routing.NewMemory()
-		registry, router = mem, mem
+		registry, router, n.presence, n.receipts = mem, mem, mem, mem
 	}
 
 	// Bus.
@@ -410,7 +413,7 @@ func (n *Node) startCore(bc bus.Config, reg *prometheus.Registry, registry routi
 		return err
 	}
 	fan := fanout.New(fanout.Config{Logger: cfg.Logger.With("component", "fanout"), Metrics: reg},
-		fanout.Deps{Store: n.store, Registry: registry, Router: router})
+		fanout.Deps{Store: n.store, Registry: registry, Router: router, Receipts: n.receipts, Members: n.members})
 	lag := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chatd_kafka_lag", Help: "Records between a consumer's position and the partition's high watermark, at its last poll."}, []string{"group", "topic", "partition"})
 	reg.MustRegister(lag)
 
@@ -468,7 +471,7 @@ func (n *Node) startCore(bc bus.Config, reg *prometheus.Registry, registry routi
 		return fmt.Errorf("node: api listener: %w", err)
 	}
 	n.apiSrv = &http.Server{
-		Handler:           api.Handler(api.Config{Dev: cfg.Dev, Logger: cfg.Logger.With("component", "api")}, api.Deps{Store: n.store, Verifier: authn, Minter: minter}),
+		Handler:           api.Handler(api.Config{Dev: cfg.Dev, Logger: cfg.Logger.With("component", "api")}, api.Deps{Store: n.store, Verifier: authn, Minter: minter, Presence: n.presence, Receipts: n.receipts}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      30 * time.Second,

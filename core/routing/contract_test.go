@@ -41,3 +41,12 @@ func newRedis(t testing.TB, addr string) *routing.Redis {
 	t.Cleanup(r.Close)
 	return r
 }
+
+func TestMemoryPresence(t *testing.T) {
+	routingtest.RunPresence(t, func(t *testing.T) routingtest.RegistryPresence { return routing.NewMemory() })
+}
+
+func TestRedisPresence(t *testing.T) {
+	addr, _ := redistest.Start(t)
+	routingtest.RunPresence(t, func(t *testing.T) routingtest.RegistryPresence { return newRedis(t, addr) })
+}

@@ -14,6 +14,15 @@ type Memory struct {
 	leases  map[string]time.Time           // gateway -> lease expiry
 	now     func() time.Time
 	swept   time.Time // last sweep of expired entries
+
+	receipts memReceipts // ReceiptCounter state, with its own lock (receipts_memory.go)
+	members  memMembers  // MemberCache state, with its own lock (members.go)
+
+	// Presence: last-seen times (Unix ms) of users and of gateways' last
+	// lease renewals, kept for retention.
+	seen        map[string]int64
+	gatewaySeen map[string]int64
+	retention   time.Duration
 }
 
 // sweepEvery bounds how long expired entries (a crashed gateway's) stay in
@@ -37,18 +46,25 @@ func NewMemory() *Memory {
 		subs:    make(map[string]func([]byte)),
 		leases:  make(map[string]time.Time),
 		now:     time.Now,
+		members: memMembers{convs: make(map[uint64][]string)},
+
+		seen:        make(map[string]int64),
+		gatewaySeen: make(map[string]int64),
+		retention:   DefaultPresenceRetention,
 	}
 }
 
 // Lease implements Registry.
 func (m *Memory) Lease(_ context.Context, gateway string, ttl time.Duration) error {
+	now := m.now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.gatewaySeen[gateway] = now.UnixMilli()
 	if ttl <= 0 {
 		delete(m.leases, gateway)
 		return nil
 	}
-	m.leases[gateway] = m.now().Add(ttl)
+	m.leases[gateway] = now.Add(ttl)
 	return nil
 }
 
@@ -60,9 +76,15 @@ func (m *Memory) Register(_ context.Context, routes []Route, ttl time.Duration) 
 	defer m.mu.Unlock()
 	if now.Sub(m.swept) > sweepEvery {
 		m.swept = now
+		m.sweepSeenLocked(now)
 		for u, devs := range m.devices {
 			for d, e := range devs {
 				if !now.Before(e.expires) || !now.Before(m.leases[e.route.Gateway]) {
+					if now.Before(e.expires) {
+						// A crashed gateway's route: its users were
+						// online until the gateway's last renewal.
+						m.seenLocked(u, m.gatewaySeen[e.route.Gateway])
+					}
 					delete(devs, d)
 				}
 			}
@@ -83,15 +105,20 @@ func (m *Memory) Register(_ context.Context, routes []Route, ttl time.Duration) 
 			m.devices[r.User] = devs
 		}
 		devs[r.Device] = memEntry{route: r, expires: exp}
+		m.seenLocked(r.User, now.UnixMilli())
 	}
 	return nil
 }
 
 // Unregister implements Registry.
 func (m *Memory) Unregister(_ context.Context, routes []Route) error {
+	nowMS := m.now().UnixMilli()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, r := range routes {
+		// The device was online until now, whether or not this route was
+		// still its current one.
+		m.seenLocked(r.User, nowMS)
 		devs := m.devices[r.User]
 		if e, ok := devs[r.Device]; ok && e.route.Gateway == r.Gateway && e.route.Conn == r.Conn {
 			delete(devs, r.Device)

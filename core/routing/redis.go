@@ -46,6 +46,8 @@ type Redis struct {
 	prefix string
 	cfg    RedisConfig
 
+	members *redisMembers // MemberCache, with its own caching client (members_redis.go)
+
 	channels  sync.Map // gateway id -> channel name, so Publish does not build it
 	nchannels atomic.Int64
 
@@ -95,13 +97,16 @@ type RedisConfig struct {
 	// Default 1s.
 	Timeout time.Duration
 	// RegisterChunk is the number of routes written per pipelined round
-	// trip by Register (3 commands each) and Unregister (1 each). Batches
+	// trip by Register (5 commands each) and Unregister (3 each). Batches
 	// larger than that take several round trips, one chunk at a time, so a
-	// heartbeat of a very large gateway never holds the shared connection
-	// for long. Default 500 (1,500 commands, under rueidis'
+	// refresh of a very large gateway never holds the shared connection
+	// for long. Default 350 (1,750 commands, under rueidis'
 	// BlockingPipeline threshold of 2,000 that would move a pipeline off
 	// the shared connections).
 	RegisterChunk int
+	// PresenceRetention is how long a user's last-seen time is kept after
+	// it was last written (see Presence). Default 30 days.
+	PresenceRetention time.Duration
 	// SubscribeTimeout bounds how long Subscribe waits for Redis to
 	// confirm the first SUBSCRIBE. Default 5s.
 	SubscribeTimeout time.Duration
@@ -111,13 +116,21 @@ type RedisConfig struct {
 	// a gateway should refresh all its routes then rather than wait for
 	// its next periodic refresh. Default: nothing.
 	OnResubscribe func(gateway string)
+	// ReceiptTTL is how long a conversation's receipt pointers (see
+	// AdvanceReceipts) are kept after their last advance: every advance
+	// resets it, so only conversations idle that long are forgotten.
+	// Default 90 days.
+	ReceiptTTL time.Duration
+	// MembersTTL is how long a conversation's cached member list (see
+	// MemberCache) is kept after it was last filled or set. Default 24h.
+	MembersTTL time.Duration
 }
 
 const (
 	defaultKeyPrefix        = "chatd:"
 	defaultDialTimeout      = time.Second
 	defaultTimeout          = time.Second
-	defaultRegisterChunk    = 500
+	defaultRegisterChunk    = 350
 	defaultSubscribeTimeout = 5 * time.Second
 	pipelineMultiplex       = 2
 	pipelinedConns          = 1 << pipelineMultiplex
@@ -147,26 +160,52 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 	if cfg.SubscribeTimeout <= 0 {
 		cfg.SubscribeTimeout = defaultSubscribeTimeout
 	}
-	c, err := rueidis.NewClient(rueidis.ClientOption{
+	if cfg.ReceiptTTL <= 0 {
+		cfg.ReceiptTTL = defaultReceiptTTL
+	}
+	if cfg.PresenceRetention <= 0 {
+		cfg.PresenceRetention = DefaultPresenceRetention
+	}
+	if cfg.MembersTTL <= 0 {
+		cfg.MembersTTL = defaultMembersTTL
+	}
+	opt := redisClientOption(cfg, "chatd-routing")
+	// 2^2 pipelined connections (rueidis' default, set here because
+	// retryBroken counts on it).
+	opt.PipelineMultiplex = pipelineMultiplex
+	// No client-side caching: every heartbeat rewrites every user's
+	// hash, so cached lookups would be invalidated about as often as
+	// they are read, and invalidations arrive on another connection
+	// than the write, which would let a Lookup right after a Register
+	// miss it. See docs/routing.md. (The member cache, read per message
+	// and rarely written, has a caching client of its own.)
+	opt.DisableCache = true
+	c, err := rueidis.NewClient(opt)
+	if err != nil {
+		return nil, fmt.Errorf("routing: connect redis %v: %w", cfg.Addrs, err)
+	}
+	members, err := newRedisMembers(redisClientOption(cfg, "chatd-members"))
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("routing: connect redis %v (member cache): %w", cfg.Addrs, err)
+	}
+	return &Redis{c: c, prefix: cfg.KeyPrefix, cfg: cfg, members: members, subs: make(map[*redisSub]struct{}), leases: make(map[string]leaseEntry)}, nil
+}
+
+// redisClientOption is what every rueidis client of a Redis shares: where
+// Redis is, how to log in, and how fast to give up.
+func redisClientOption(cfg RedisConfig, name string) rueidis.ClientOption {
+	return rueidis.ClientOption{
 		InitAddress: cfg.Addrs,
 		Username:    cfg.Username,
 		Password:    cfg.Password,
 		SelectDB:    cfg.DB,
 		TLSConfig:   cfg.TLS,
-		ClientName:  "chatd-routing",
-		// 2^2 pipelined connections (rueidis' default, set here because
-		// retryBroken counts on it).
-		PipelineMultiplex: pipelineMultiplex,
-		Dialer:            net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: time.Second},
+		ClientName:  name,
+		Dialer:      net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: time.Second},
 		// Bounds a silent Redis: a connection with commands waiting and no
 		// reply for this long is closed and its commands fail.
 		ConnWriteTimeout: cfg.Timeout,
-		// No client-side caching: every heartbeat rewrites every user's
-		// hash, so cached lookups would be invalidated about as often as
-		// they are read, and invalidations arrive on another connection
-		// than the write, which would let a Lookup right after a Register
-		// miss it. See docs/routing.md.
-		DisableCache: true,
 		// One quick retry of a read (Lookup) that hit a connection broken
 		// by a Redis restart, then fail: routing is best effort and must
 		// fail fast rather than queue up behind a dead Redis.
@@ -176,11 +215,7 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 			}
 			return 10 * time.Millisecond
 		},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("routing: connect redis %v: %w", cfg.Addrs, err)
 	}
-	return &Redis{c: c, prefix: cfg.KeyPrefix, cfg: cfg, subs: make(map[*redisSub]struct{}), leases: make(map[string]leaseEntry)}, nil
 }
 
 // Close stops every subscription, waits for their handlers to return and
@@ -202,6 +237,7 @@ func (r *Redis) Close() {
 	}
 	r.wg.Wait()
 	r.c.Close()
+	r.members.c.Close()
 }
 
 // RedisStats are cumulative counters of one Redis since NewRedis.
@@ -257,17 +293,28 @@ type leaseEntry struct {
 func (r *Redis) leaseKey(gateway string) string { return r.prefix + "lease:" + gateway }
 
 // Lease implements Registry: SET "{prefix}lease:{gateway}" PX ttl, or DEL
-// when ttl <= 0. One command, whatever the gateway's number of routes.
+// when ttl <= 0, and SET "{prefix}gs:{gateway}" to now (kept for
+// PresenceRetention): the time the gateway was last known alive, which is
+// the last-seen time of its users should it crash (Presence). Two commands
+// in one round trip, whatever the gateway's number of routes.
 func (r *Redis) Lease(ctx context.Context, gateway string, ttl time.Duration) error {
 	err := retryBroken(func() error {
-		var cmd rueidis.Completed // rueidis recycles a command once done: one per try
+		// rueidis recycles a command once done: build them on each try.
+		cmds := make(rueidis.Commands, 0, 2)
 		if ttl <= 0 {
-			cmd = r.c.B().Del().Key(r.leaseKey(gateway)).Build()
+			cmds = append(cmds, r.c.B().Del().Key(r.leaseKey(gateway)).Build())
 		} else {
-			cmd = r.c.B().Set().Key(r.leaseKey(gateway)).Value("1").PxMilliseconds(max(ttl.Milliseconds(), 1)).Build()
+			cmds = append(cmds, r.c.B().Set().Key(r.leaseKey(gateway)).Value("1").PxMilliseconds(max(ttl.Milliseconds(), 1)).Build())
 		}
-		r.count(1)
-		return r.c.Do(ctx, cmd).Error()
+		now := strconv.FormatInt(time.Now().UnixMilli(), 10)
+		cmds = append(cmds, r.c.B().Set().Key(r.gatewaySeenKey(gateway)).Value(now).PxMilliseconds(r.cfg.PresenceRetention.Milliseconds()).Build())
+		r.count(len(cmds))
+		for _, res := range r.c.DoMulti(ctx, cmds...) {
+			if err := res.Error(); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("routing: lease %s: %w", gateway, err)
@@ -451,7 +498,8 @@ func arenaString(arena []byte, from int) string {
 // Register implements Registry: per route HSET of the device's field, then
 // PEXPIRE NX (a new key gets the ttl) and PEXPIRE GT (an existing key's TTL
 // only ever grows, so a device registered with a shorter ttl never cuts a
-// longer-lived device's entry short). One round trip per RegisterChunk routes.
+// longer-lived device's entry short), then the user's last-seen time
+// (seenCmds). One round trip per RegisterChunk routes.
 func (r *Redis) Register(ctx context.Context, routes []Route, ttl time.Duration) error {
 	ttlMs := ttl.Milliseconds()
 	if ttlMs < 1 {
@@ -479,10 +527,11 @@ func (r *Redis) registerChunk(ctx context.Context, routes []Route, ttlMs, exp in
 		size += len(r.prefix) + 2 + len(routes[i].User) + routeValLen + len(routes[i].Gateway) + len(routes[i].Device)
 	}
 	arena := make([]byte, 0, size)
-	cmds := make(rueidis.Commands, 0, 3*len(routes))
+	cmds := make(rueidis.Commands, 0, 5*len(routes))
 	// The typed PEXPIRE builder formats the ttl on every call; format it
 	// once (two allocations per route saved on the heartbeat path).
 	ttlArg := strconv.FormatInt(ttlMs, 10)
+	seen := r.newSeenArgs(exp - ttlMs)
 	var key string
 	for i := range routes {
 		rt := &routes[i]
@@ -495,6 +544,7 @@ func (r *Redis) registerChunk(ctx context.Context, routes []Route, ttlMs, exp in
 			r.c.B().Arbitrary("PEXPIRE").Keys(key).Args(ttlArg, "NX").Build(),
 			r.c.B().Arbitrary("PEXPIRE").Keys(key).Args(ttlArg, "GT").Build(),
 		)
+		cmds = r.appendSeen(cmds, rt.User, &seen)
 	}
 	r.count(len(cmds))
 	for _, res := range r.c.DoMulti(ctx, cmds...) {
@@ -505,8 +555,9 @@ func (r *Redis) registerChunk(ctx context.Context, routes []Route, ttlMs, exp in
 	return nil
 }
 
-// Unregister implements Registry: per route one EVALSHA of delIfMatchScript,
-// pipelined, one round trip per RegisterChunk routes (plus one, with the
+// Unregister implements Registry: per route one EVALSHA of delIfMatchScript
+// and the user's last-seen time (seenCmds: the device was online until now,
+// whether or not its route was still the one named), pipelined, one round trip per RegisterChunk routes (plus one, with the
 // script's source, the first time after Redis lost its script cache).
 func (r *Redis) Unregister(ctx context.Context, routes []Route) error {
 	for start := 0; start < len(routes); start += r.cfg.RegisterChunk {
@@ -529,9 +580,10 @@ func (r *Redis) Unregister(ctx context.Context, routes []Route) error {
 			arena, key = r.userKey(arena, rt.User)
 			n := len(arena)
 			arena = appendRouteIdent(arena, rt)
-			dels = append(dels, delIfMatch{key: key, field: rt.Device, match: arenaString(arena, n), off: routeIdentOffArg})
+			dels = append(dels, delIfMatch{key: key, field: rt.Device, match: arenaString(arena, n), off: routeIdentOffArg, user: rt.User})
 		}
-		if err := retryBroken(func() error { _, err := r.delIfMatch(ctx, dels); return err }); err != nil {
+		seenMs := time.Now().UnixMilli()
+		if err := retryBroken(func() error { _, err := r.delIfMatch(ctx, dels, seenMs); return err }); err != nil {
 			return fmt.Errorf("routing: unregister: %w", err)
 		}
 	}
@@ -568,22 +620,40 @@ const (
 	wholeValueOffArg = ""   // compare the whole value
 )
 
-type delIfMatch struct{ key, field, match, off string }
+// delIfMatch is one conditional delete of a route. With seenMs > 0 (see
+// Redis.delIfMatch), user is the user whose last-seen time is written.
+// deadGateway, set by Lookup for a route whose gateway holds no lease, makes
+// the reaper first record that gateway's last-alive time as the user's
+// last-seen time (a crashed gateway's users were online until then).
+type delIfMatch struct{ key, field, match, off, user, deadGateway string }
 
 // delIfMatch runs delIfMatchScript for each d in one pipelined round trip of
-// EVALSHA; entries that failed with NOSCRIPT (Redis restarted or its script
-// cache was flushed) are sent again with EVAL, which also reloads the script.
-// It returns the number of fields deleted.
-func (r *Redis) delIfMatch(ctx context.Context, dels []delIfMatch) (int, error) {
+// EVALSHA, and when seenMs > 0 also writes seenMs as the last-seen time of
+// each d.user; entries that failed with NOSCRIPT (Redis restarted or its
+// script cache was flushed) are sent again with EVAL, which also reloads the
+// script. It returns the number of fields deleted.
+func (r *Redis) delIfMatch(ctx context.Context, dels []delIfMatch, seenMs int64) (int, error) {
 	if len(dels) == 0 {
 		return 0, nil
 	}
-	cmds := make(rueidis.Commands, len(dels))
+	cmds := make(rueidis.Commands, len(dels), 3*len(dels))
 	for i, d := range dels {
 		cmds[i] = r.c.B().Evalsha().Sha1(delIfMatchSHA).Numkeys(1).Key(d.key).Arg(d.field, d.match, d.off).Build()
 	}
+	if seenMs > 0 {
+		seen := r.newSeenArgs(seenMs)
+		for _, d := range dels {
+			cmds = r.appendSeen(cmds, d.user, &seen)
+		}
+	}
 	r.count(len(cmds))
 	res := r.c.DoMulti(ctx, cmds...)
+	for _, re := range res[len(dels):] {
+		if err := re.Error(); err != nil {
+			return 0, err
+		}
+	}
+	res = res[:len(dels)]
 	deleted := 0
 	var retry []int
 	for i, re := range res {
@@ -708,7 +778,7 @@ func (r *Redis) keepLeased(ctx context.Context, dst []Route, start int, vals []s
 			continue
 		}
 		_, key := r.userKey(nil, rt.User)
-		expired = append(expired, delIfMatch{key: key, field: rt.Device, match: vals[i-start], off: wholeValueOffArg})
+		expired = append(expired, delIfMatch{key: key, field: rt.Device, match: vals[i-start], off: wholeValueOffArg, user: rt.User, deadGateway: rt.Gateway})
 	}
 	clear(dst[len(kept):])
 	return kept, expired, nil
@@ -733,7 +803,11 @@ func (r *Redis) reap(dels []delIfMatch) {
 		defer r.reaping.Store(false)
 		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.Timeout+r.cfg.DialTimeout)
 		defer cancel()
-		n, _ := r.delIfMatch(ctx, dels) // best effort: a failure leaves them for the next Lookup
+		// Best effort: a failure leaves them for the next Lookup.
+		if err := r.seenFromDeadGateways(ctx, dels); err != nil {
+			return // keep the routes: they still carry the last-seen time
+		}
+		n, _ := r.delIfMatch(ctx, dels, 0)
 		r.stats.reaped.Add(uint64(n))
 	}()
 }

@@ -263,8 +263,8 @@ func TestRedisRoundTrips(t *testing.T) {
 	if err := r.Lease(ctx, "g1", time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if s := r.Stats(); s.RoundTrips-check0.RoundTrips != 1 || s.Commands-check0.Commands != 1 {
-		t.Errorf("Lease: %d round trips, %d commands; want 1, 1", s.RoundTrips-check0.RoundTrips, s.Commands-check0.Commands)
+	if s := r.Stats(); s.RoundTrips-check0.RoundTrips != 1 || s.Commands-check0.Commands != 2 {
+		t.Errorf("Lease: %d round trips, %d commands; want 1, 2", s.RoundTrips-check0.RoundTrips, s.Commands-check0.Commands)
 	}
 	stop, err := r.Subscribe("g1", func([]byte) {})
 	if err != nil {
@@ -283,8 +283,9 @@ func TestRedisRoundTrips(t *testing.T) {
 			t.Errorf("%s: %d round trips, %d commands; want %d, %d", name, rt, cmds, wantRT, wantCmds)
 		}
 	}
-	check("Register 100 routes", 1, 300, func() error { return r.Register(ctx, routes[:100], time.Minute) })
-	check("Register 1000 routes", 2, 3000, func() error { return r.Register(ctx, routes, time.Minute) })
+	// Per route: HSET, 2 PEXPIRE, and the last-seen ZADD and PEXPIRE.
+	check("Register 100 routes", 1, 500, func() error { return r.Register(ctx, routes[:100], time.Minute) })
+	check("Register 1000 routes", 3, 5000, func() error { return r.Register(ctx, routes, time.Minute) })
 	var dst []routing.Route
 	// A lease read within routing.LeaseCacheTTL is not read again: renew it
 	// here so the check below cannot straddle the cache's expiry.
@@ -299,6 +300,13 @@ func TestRedisRoundTrips(t *testing.T) {
 	if len(dst) != 100 {
 		t.Fatalf("Lookup found %d routes", len(dst))
 	}
+	check("Presence of 100 users", 1, 200, func() error {
+		st, err := r.Presence(ctx, users, nil)
+		if err == nil && (len(st) != 100 || !st[99].Online) {
+			err = fmt.Errorf("statuses %v", st)
+		}
+		return err
+	})
 	// Once the cached lease is older than LeaseCacheTTL, Lookup reads it
 	// again: one round trip of GETs, one per gateway its answer names.
 	time.Sleep(routing.LeaseCacheTTL + 50*time.Millisecond)
@@ -313,7 +321,8 @@ func TestRedisRoundTrips(t *testing.T) {
 	if err := r.Unregister(ctx, routes[999:]); err != nil {
 		t.Fatal(err)
 	}
-	check("Unregister 100 routes", 1, 100, func() error { return r.Unregister(ctx, routes[:100]) })
+	// Per route: EVALSHA, and the last-seen ZADD and PEXPIRE.
+	check("Unregister 100 routes", 1, 300, func() error { return r.Unregister(ctx, routes[:100]) })
 }
 
 // TestRedisExpiredFieldsReaped: an expired device inside a user's live hash
@@ -559,5 +568,50 @@ func TestRedisRestartWrites(t *testing.T) {
 	got, err := r.Lookup(ctx, []string{"alice"}, nil)
 	if err != nil || len(got) != 0 {
 		t.Fatalf("Lookup after Unregister: %v, %v", got, err)
+	}
+}
+
+// TestRedisPresenceKeys: the last-seen keys carry PresenceRetention as their
+// TTL, and a last-seen time never moves back.
+func TestRedisPresenceKeys(t *testing.T) {
+	addr, _ := redistest.Start(t)
+	r, err := routing.NewRedis(routing.RedisConfig{Addrs: []string{addr}, PresenceRetention: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	raw := rawClient(t, addr)
+	ctx := context.Background()
+	rt := routing.Route{User: "alice", Device: "phone", Gateway: "g1", Conn: 1}
+	if err := r.Lease(ctx, "g1", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Register(ctx, []routing.Route{rt}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Unregister(ctx, []routing.Route{rt}); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"chatd:s:alice", "chatd:gs:g1"} {
+		pttl, err := raw.Do(ctx, raw.B().Pttl().Key(key).Build()).AsInt64()
+		if err != nil || pttl <= 0 || pttl > time.Hour.Milliseconds() {
+			t.Fatalf("%s: PTTL %d, %v: want within the hour's retention", key, pttl, err)
+		}
+	}
+	// A later time written by another gateway (its clock ahead) is not
+	// moved back by this one's writes.
+	later := time.Now().Add(time.Minute).UnixMilli()
+	if err := raw.Do(ctx, raw.B().Zadd().Key("chatd:s:alice").ScoreMember().ScoreMember(float64(later), "t").Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Register(ctx, []routing.Route{rt}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Unregister(ctx, []routing.Route{rt}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := r.Presence(ctx, []string{"alice"}, nil)
+	if err != nil || st[0].Online || st[0].LastSeenMS != later {
+		t.Fatalf("after earlier writes: %+v, %v; want last seen %d", st, err, later)
 	}
 }
