@@ -135,14 +135,18 @@ func (r *Redis) newSeenArgs(ms int64) seenArgs {
 }
 
 // appendSeen appends the two commands that record user as seen at a.ms:
-// ZADD GT (never moves the time back) and PEXPIRE of the retention.
-func (r *Redis) appendSeen(cmds rueidis.Commands, user string, a *seenArgs) rueidis.Commands {
-	_, key := r.seenKey(nil, user)
+// ZADD GT (never moves the time back) and PEXPIRE of the retention. The key
+// is built in arena (seenKeyLen(user) bytes), which it returns.
+func (r *Redis) appendSeen(cmds rueidis.Commands, arena []byte, user string, a *seenArgs) (rueidis.Commands, []byte) {
+	arena, key := r.seenKey(arena, user)
 	return append(cmds,
 		r.c.B().Arbitrary("ZADD").Keys(key).Args("GT", a.ms, seenMember).Build(),
 		r.c.B().Arbitrary("PEXPIRE").Keys(key).Args(a.retention).Build(),
-	)
+	), arena
 }
+
+// seenKeyLen is the length of user's last-seen key.
+func (r *Redis) seenKeyLen(user string) int { return len(r.prefix) + 2 + len(user) }
 
 // seenFromDeadGateways records, for each d with a deadGateway, that
 // gateway's last-alive time as d.user's last-seen time: one round trip of
@@ -171,7 +175,7 @@ func (r *Redis) seenFromDeadGateways(ctx context.Context, dels []delIfMatch) err
 		}
 		if ms := seen[slices.Index(gws, d.deadGateway)]; ms > 0 {
 			a := r.newSeenArgs(ms)
-			cmds = r.appendSeen(cmds, d.user, &a)
+			cmds, _ = r.appendSeen(cmds, nil, d.user, &a)
 		}
 	}
 	if len(cmds) == 0 {

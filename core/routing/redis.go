@@ -524,7 +524,7 @@ func (r *Redis) Register(ctx context.Context, routes []Route, ttl time.Duration)
 func (r *Redis) registerChunk(ctx context.Context, routes []Route, ttlMs, exp int64) error {
 	size := 0
 	for i := range routes {
-		size += len(r.prefix) + 2 + len(routes[i].User) + routeValLen + len(routes[i].Gateway) + len(routes[i].Device)
+		size += len(r.prefix) + 2 + len(routes[i].User) + routeValLen + len(routes[i].Gateway) + len(routes[i].Device) + r.seenKeyLen(routes[i].User)
 	}
 	arena := make([]byte, 0, size)
 	cmds := make(rueidis.Commands, 0, 5*len(routes))
@@ -544,7 +544,7 @@ func (r *Redis) registerChunk(ctx context.Context, routes []Route, ttlMs, exp in
 			r.c.B().Arbitrary("PEXPIRE").Keys(key).Args(ttlArg, "NX").Build(),
 			r.c.B().Arbitrary("PEXPIRE").Keys(key).Args(ttlArg, "GT").Build(),
 		)
-		cmds = r.appendSeen(cmds, rt.User, &seen)
+		cmds, arena = r.appendSeen(cmds, arena, rt.User, &seen)
 	}
 	r.count(len(cmds))
 	for _, res := range r.c.DoMulti(ctx, cmds...) {
@@ -642,8 +642,13 @@ func (r *Redis) delIfMatch(ctx context.Context, dels []delIfMatch, seenMs int64)
 	}
 	if seenMs > 0 {
 		seen := r.newSeenArgs(seenMs)
+		size := 0
 		for _, d := range dels {
-			cmds = r.appendSeen(cmds, d.user, &seen)
+			size += r.seenKeyLen(d.user)
+		}
+		arena := make([]byte, 0, size)
+		for _, d := range dels {
+			cmds, arena = r.appendSeen(cmds, arena, d.user, &seen)
 		}
 	}
 	r.count(len(cmds))

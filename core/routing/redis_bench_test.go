@@ -100,8 +100,39 @@ func BenchmarkRedisLookup100Users(b *testing.B) {
 	}
 }
 
-// BenchmarkRedisRegister1000Routes: one heartbeat batch of a gateway with
-// 1,000 connections (two chunks of 500).
+// BenchmarkRedisPresence100Users: the presence of 100 online users with two
+// devices each (one round trip: HVALS and ZSCORE per user).
+func BenchmarkRedisPresence100Users(b *testing.B) {
+	addr, _ := redistest.Start(b)
+	r := newRedis(b, addr)
+	raw := rawClient(b, addr)
+	ctx := context.Background()
+	routes, users := benchRoutes(100)
+	for _, rt := range routes {
+		if err := r.Lease(ctx, rt.Gateway, time.Hour); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := r.Register(ctx, routes, time.Hour); err != nil {
+		b.Fatal(err)
+	}
+	dst := make([]routing.Status, 0, 100)
+	b.ReportAllocs()
+	before := markRedis(b, r, raw)
+	for b.Loop() {
+		var err error
+		if dst, err = r.Presence(ctx, users, dst[:0]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	reportRedis(b, r, raw, before)
+	if len(dst) != 100 || !dst[99].Online {
+		b.Fatalf("statuses %v", dst)
+	}
+}
+
+// BenchmarkRedisRegister1000Routes: one refresh batch of a gateway with
+// 1,000 connections (chunks of RegisterChunk).
 func BenchmarkRedisRegister1000Routes(b *testing.B) {
 	addr, _ := redistest.Start(b)
 	r := newRedis(b, addr)
