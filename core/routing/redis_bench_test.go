@@ -72,19 +72,8 @@ func benchRoutes(n int) ([]routing.Route, []string) {
 // BenchmarkRedisLookup100Users: the per-message lookup of a 100-member
 // group, every member with two online devices (200 routes back).
 func BenchmarkRedisLookup100Users(b *testing.B) {
-	addr, _ := redistest.Start(b)
-	r := newRedis(b, addr)
-	raw := rawClient(b, addr)
+	r, raw, users := benchRegistered(b, 100)
 	ctx := context.Background()
-	routes, users := benchRoutes(100)
-	for _, rt := range routes {
-		if err := r.Lease(ctx, rt.Gateway, time.Hour); err != nil {
-			b.Fatal(err)
-		}
-	}
-	if err := r.Register(ctx, routes, time.Hour); err != nil {
-		b.Fatal(err)
-	}
 	dst := make([]routing.Route, 0, 256)
 	b.ReportAllocs()
 	before := markRedis(b, r, raw)
@@ -100,14 +89,15 @@ func BenchmarkRedisLookup100Users(b *testing.B) {
 	}
 }
 
-// BenchmarkRedisPresence100Users: the presence of 100 online users with two
-// devices each (one round trip: HVALS and ZSCORE per user).
-func BenchmarkRedisPresence100Users(b *testing.B) {
+// benchRegistered starts a redis-server with the routes of benchRoutes(n)
+// registered under live leases, and returns a Redis on it, a raw client and
+// the users.
+func benchRegistered(b *testing.B, n int) (*routing.Redis, rueidis.Client, []string) {
 	addr, _ := redistest.Start(b)
 	r := newRedis(b, addr)
 	raw := rawClient(b, addr)
 	ctx := context.Background()
-	routes, users := benchRoutes(100)
+	routes, users := benchRoutes(n)
 	for _, rt := range routes {
 		if err := r.Lease(ctx, rt.Gateway, time.Hour); err != nil {
 			b.Fatal(err)
@@ -116,6 +106,14 @@ func BenchmarkRedisPresence100Users(b *testing.B) {
 	if err := r.Register(ctx, routes, time.Hour); err != nil {
 		b.Fatal(err)
 	}
+	return r, raw, users
+}
+
+// BenchmarkRedisPresence100Users: the presence of 100 online users with two
+// devices each (one round trip: HVALS and ZSCORE per user).
+func BenchmarkRedisPresence100Users(b *testing.B) {
+	r, raw, users := benchRegistered(b, 100)
+	ctx := context.Background()
 	dst := make([]routing.Status, 0, 100)
 	b.ReportAllocs()
 	before := markRedis(b, r, raw)
