@@ -376,21 +376,9 @@ func TestRedisExpiredFieldsReaped(t *testing.T) {
 // TestRedisBadValueSkipped: a field Lookup cannot decode (another writer,
 // a future format) is not routed to and is no error.
 func TestRedisBadValueSkipped(t *testing.T) {
-	addr, _ := redistest.Start(t)
-	r, err := routing.NewRedis(routing.RedisConfig{Addrs: []string{addr}, KeyPrefix: "bad:"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.Close)
-	raw := rawClient(t, addr)
-	ctx := context.Background()
 	ok := routing.Route{User: "bob", Device: "phone", Gateway: "g1", Conn: 5}
-	if err := r.Lease(ctx, "g1", time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Register(ctx, []routing.Route{ok}, time.Minute); err != nil {
-		t.Fatal(err)
-	}
+	r, raw := redisWithRoute(t, routing.RedisConfig{KeyPrefix: "bad:"}, ok)
+	ctx := context.Background()
 	const prefix = "bad:"
 	for _, v := range []string{"", "x", "\x01short", "\x02" + strings.Repeat("\xff", 20), "\x01\xff\xff\xff\xff\xff\xff\xff\xff\x80"} {
 		if err := raw.Do(ctx, raw.B().Hset().Key(prefix+"u:bob").FieldValue().FieldValue("junk", v).Build()).Error(); err != nil {
@@ -574,21 +562,9 @@ func TestRedisRestartWrites(t *testing.T) {
 // TestRedisPresenceKeys: the last-seen keys carry PresenceRetention as their
 // TTL, and a last-seen time never moves back.
 func TestRedisPresenceKeys(t *testing.T) {
-	addr, _ := redistest.Start(t)
-	r, err := routing.NewRedis(routing.RedisConfig{Addrs: []string{addr}, PresenceRetention: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.Close)
-	raw := rawClient(t, addr)
-	ctx := context.Background()
 	rt := routing.Route{User: "alice", Device: "phone", Gateway: "g1", Conn: 1}
-	if err := r.Lease(ctx, "g1", time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Register(ctx, []routing.Route{rt}, time.Minute); err != nil {
-		t.Fatal(err)
-	}
+	r, raw := redisWithRoute(t, routing.RedisConfig{PresenceRetention: time.Hour}, rt)
+	ctx := context.Background()
 	if err := r.Unregister(ctx, []routing.Route{rt}); err != nil {
 		t.Fatal(err)
 	}
@@ -614,4 +590,26 @@ func TestRedisPresenceKeys(t *testing.T) {
 	if err != nil || st[0].Online || st[0].LastSeenMS != later {
 		t.Fatalf("after earlier writes: %+v, %v; want last seen %d", st, err, later)
 	}
+}
+
+// redisWithRoute starts a redis-server, opens a Redis on it with cfg (Addrs
+// filled in), leases rt's gateway and registers rt, each for a minute. It
+// returns the Redis and a raw client on the same server.
+func redisWithRoute(t *testing.T, cfg routing.RedisConfig, rt routing.Route) (*routing.Redis, rueidis.Client) {
+	t.Helper()
+	addr, _ := redistest.Start(t)
+	cfg.Addrs = []string{addr}
+	r, err := routing.NewRedis(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	ctx := context.Background()
+	if err := r.Lease(ctx, rt.Gateway, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Register(ctx, []routing.Route{rt}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	return r, rawClient(t, addr)
 }
