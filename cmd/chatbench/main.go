@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -113,7 +114,9 @@ func latency(ctx context.Context, args []string) error {
 		findMax  = fs.Bool("find-max", false, "after the run, raise the rate step by step and report the highest whose deliver P99 stays under 100 ms")
 		outDir   = fs.String("out", "bench/out", "directory for the reports (JSON, Markdown, SVG)")
 		asJSON   = fs.Bool("json", false, "print the result as one JSON object on the last line")
+		gwEnv    envFlag
 	)
+	fs.Var(&gwEnv, "gateway-env", "KEY=VALUE added to the gateway processes' environment (repeatable; e.g. GOMAXPROCS=1)")
 	_ = fs.Parse(args)
 	var gw, api string
 	procs := 1
@@ -138,7 +141,7 @@ func latency(ctx context.Context, args []string) error {
 				procs = max(procs, 2)
 			}
 		}
-		cl, err := bench.StartCluster(ctx, bench.ClusterConfig{ChatdBin: bin, GatewayProcs: procs, Cores: *cores})
+		cl, err := bench.StartCluster(ctx, bench.ClusterConfig{ChatdBin: bin, GatewayProcs: procs, Cores: *cores, GatewayEnv: gwEnv})
 		if err != nil {
 			return err
 		}
@@ -312,4 +315,17 @@ func binaries(chatd string) (bin, self string, err error) {
 	}
 	self, err = os.Executable()
 	return bin, self, err
+}
+
+// envFlag collects repeated KEY=VALUE flags.
+type envFlag []string
+
+func (e *envFlag) String() string { return strings.Join(*e, " ") }
+
+func (e *envFlag) Set(v string) error {
+	if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
+		return fmt.Errorf("want KEY=VALUE, got %q", v)
+	}
+	*e = append(*e, v)
+	return nil
 }
