@@ -7,7 +7,12 @@
 // consumer in the group owns a conversation and assigns its seqs with no
 // coordination. The owner caches (conversation, last seq) and reloads both
 // from the store after any partition change or failed commit, so a seq is
-// never reused or skipped, also across restarts and rebalances.
+// never reused or skipped, also across restarts and rebalances. A core that
+// lost its partitions without knowing yet (paused, or cut off from the
+// broker: a zombie) may still hold a batch and a stale cache; the store
+// refuses its commit (store.ErrSeqConflict, any seq not above the stored
+// last seq), so it cannot overwrite what the new owner stored, and its
+// retry reloads and dedupes like any other.
 //
 // Per polled batch (Handle):
 //
@@ -24,6 +29,7 @@ package messages
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -228,6 +234,13 @@ func (p *Processor) Handle(ctx context.Context, recs []*kgo.Record) error {
 		if err != nil {
 			// The cache ran ahead of the store; make the retry reload it.
 			p.Invalidate()
+			if errors.Is(err, store.ErrSeqConflict) {
+				// Fenced: another core owns (or owned) one of these
+				// conversations and committed since this one read its last
+				// seq. Nothing was written; the retry reloads the last seqs
+				// and dedupes against what the other core stored.
+				p.cfg.Metrics.SeqConflicts.Inc()
+			}
 			return fmt.Errorf("commit: %w", err)
 		}
 	}

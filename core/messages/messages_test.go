@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/chatd-dev/chatd/core/events"
@@ -165,6 +166,80 @@ func TestSeqContinuesAcrossProcessors(t *testing.T) {
 	}
 	if got := h2.acks(); fmt.Sprint(got) != "[3]" {
 		t.Fatalf("acks after takeover %v", got)
+	}
+}
+
+// TestZombieCoreFenced: a core that lost its partition without knowing it
+// (paused, or cut off from the broker) still holds a stale seq cache and a
+// batch. Meanwhile the new owner stored messages. The zombie's commit must
+// be refused, not overwrite them; its retry continues after them and
+// answers a record both cores handled with the stored message.
+func TestZombieCoreFenced(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	conv := setupConv(t, st)
+	ctx := context.Background()
+	zombie, owner := newHarness(t, st), newHarness(t, st)
+	if err := zombie.p.Handle(ctx, []*kgo.Record{sendRec("alice", conv, "a")}); err != nil {
+		t.Fatal(err)
+	}
+	zombie.acks()
+	// The partition moved: the new owner re-reads from the last committed
+	// offset and handles "b" and "c".
+	shared := sendRec("alice", conv, "b")
+	if err := owner.p.Handle(ctx, []*kgo.Record{shared, sendRec("bob", conv, "c")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := owner.acks(); fmt.Sprint(got) != "[2 3]" {
+		t.Fatalf("owner acks %v", got)
+	}
+	stored, err := st.MessagesAfter(ctx, conv, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The zombie wakes up with its cache at seq 1 and a batch of its own.
+	batch := []*kgo.Record{shared, sendRec("alice", conv, "d")}
+	err = zombie.p.Handle(ctx, batch)
+	if !errors.Is(err, store.ErrSeqConflict) {
+		t.Fatalf("zombie's Handle = %v, want ErrSeqConflict", err)
+	}
+	if n := testutil.ToFloat64(zombie.p.cfg.Metrics.SeqConflicts); n != 1 {
+		t.Errorf("seq conflicts = %v, want 1", n)
+	}
+	if got := zombie.acks(); len(got) != 0 {
+		t.Fatalf("refused batch acknowledged %v", got)
+	}
+	after, err := st.MessagesAfter(ctx, conv, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(after) != fmt.Sprint(stored) {
+		t.Fatalf("the refused batch changed the store:\n%v\nwant\n%v", after, stored)
+	}
+	// consume.Run retries the batch: "b" is the owner's message, re-ACKed
+	// with its seq and id; "d" follows the owner's messages.
+	if err := zombie.p.Handle(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	if got := zombie.acks(); fmt.Sprint(got) != "[2 4]" {
+		t.Fatalf("zombie acks after reload %v, want [2 4]", got)
+	}
+	m, ok, err := st.LookupClientMsg(ctx, conv, "alice", "b")
+	if err != nil || !ok || m.MessageID != stored[1].MessageID {
+		t.Fatalf("b is %v %v %v, want the owner's message %d", m, ok, err, stored[1].MessageID)
+	}
+	final, err := st.MessagesAfter(ctx, conv, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cmids []string
+	for i, m := range final {
+		if m.Seq != uint64(i+1) {
+			t.Fatalf("seq %d at position %d", m.Seq, i)
+		}
+		cmids = append(cmids, m.ClientMsgID)
+	}
+	if fmt.Sprint(cmids) != "[a b c d]" {
+		t.Fatalf("stored %v, want [a b c d]", cmids)
 	}
 }
 

@@ -4,12 +4,16 @@ import "github.com/prometheus/client_golang/prometheus"
 
 // Metrics are the processor's Prometheus collectors.
 type Metrics struct {
-	Acked         prometheus.Counter
-	Deduped       prometheus.Counter
-	Replayed      prometheus.Counter
-	Dropped       prometheus.Counter
-	RouteErrors   prometheus.Counter
-	EventErrors   prometheus.Counter
+	Acked       prometheus.Counter
+	Deduped     prometheus.Counter
+	Replayed    prometheus.Counter
+	Dropped     prometheus.Counter
+	RouteErrors prometheus.Counter
+	EventErrors prometheus.Counter
+	// SeqConflicts counts batches the store refused because another core
+	// committed to one of their conversations first (store.ErrSeqConflict):
+	// a partition moved while this core still held a batch of it.
+	SeqConflicts  prometheus.Counter
 	Errors        *prometheus.CounterVec
 	CommitSeconds prometheus.Histogram
 	// InboundDelay is the time from the gateway receiving a frame to the
@@ -21,13 +25,14 @@ type Metrics struct {
 // registered).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
-		Acked:       prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_messages_acked_total", Help: "SENDs acknowledged (new and resent)."}),
-		Deduped:     prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_messages_deduped_total", Help: "SENDs answered from the client_msg_id dedupe entry."}),
-		Replayed:    prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_messages_replayed_total", Help: "Messages replayed for RESUME."}),
-		Dropped:     prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_inbound_dropped_total", Help: "Inbound records that did not decode."}),
-		RouteErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_core_route_errors_total", Help: "Replies the router refused."}),
-		EventErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_core_event_produce_errors_total", Help: "chat.events produce attempts that failed and were retried."}),
-		Errors:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chatd_core_errors_total", Help: "ERROR frames sent by the core, by code."}, []string{"code"}),
+		Acked:        prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_messages_acked_total", Help: "SENDs acknowledged (new and resent)."}),
+		Deduped:      prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_messages_deduped_total", Help: "SENDs answered from the client_msg_id dedupe entry."}),
+		Replayed:     prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_messages_replayed_total", Help: "Messages replayed for RESUME."}),
+		Dropped:      prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_inbound_dropped_total", Help: "Inbound records that did not decode."}),
+		RouteErrors:  prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_core_route_errors_total", Help: "Replies the router refused."}),
+		EventErrors:  prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_core_event_produce_errors_total", Help: "chat.events produce attempts that failed and were retried."}),
+		SeqConflicts: prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_core_seq_conflicts_total", Help: "Inbound batches the store refused because another core committed to one of their conversations first (a partition moved); each is redone from the stored last seq."}),
+		Errors:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chatd_core_errors_total", Help: "ERROR frames sent by the core, by code."}, []string{"code"}),
 		CommitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "chatd_store_commit_seconds", Help: "Durable store commit latency per inbound batch.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
@@ -38,7 +43,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Acked, m.Deduped, m.Replayed, m.Dropped, m.RouteErrors, m.EventErrors, m.Errors, m.CommitSeconds, m.InboundDelay)
+		reg.MustRegister(m.Acked, m.Deduped, m.Replayed, m.Dropped, m.RouteErrors, m.EventErrors, m.SeqConflicts, m.Errors, m.CommitSeconds, m.InboundDelay)
 	}
 	return m
 }

@@ -22,6 +22,15 @@ var ErrNotFound = errors.New("store: not found")
 // pointer update of an unknown kind.
 var ErrInvalid = errors.New("store: invalid batch")
 
+// ErrSeqConflict is returned (wrapped; test with errors.Is) by Commit for a
+// batch it rejects without writing anything because a message's seq is not
+// above its conversation's last seq: another writer committed to the
+// conversation since the caller read that last seq. It is the fence against
+// a zombie core (one that lost its partitions but still holds a batch and a
+// stale seq cache): its write fails instead of overwriting messages the new
+// owner stored. The caller reloads the last seq and redoes the batch.
+var ErrSeqConflict = errors.New("store: seq conflict")
+
 // ErrClosed is returned (wrapped or as is; test with errors.Is) by every
 // method called after Close.
 var ErrClosed = errors.New("store: closed")
@@ -133,13 +142,19 @@ type Store interface {
 	// is empty), and the conversation's last seq (the max of the stored
 	// value and the batch's seqs); then the pointer updates, setting their
 	// Advanced fields. Updates of the same pointer within one batch see each
-	// other (the second of 5 then 3 does not advance). A message with an
-	// existing (conv, seq) or dedupe key overwrites it. Commit returns an
-	// error, writing nothing, for a message with Seq 0 or a pointer update
-	// with an unknown Kind. On error every Advanced is false and the batch
-	// may or may not have been written (never partly); retrying the same
-	// batch is safe, though a retried pointer update that did land the first
-	// time then reports Advanced false.
+	// other (the second of 5 then 3 does not advance). Every message's seq
+	// must be above its conversation's stored last seq, so a committed
+	// message is never overwritten; otherwise Commit returns ErrSeqConflict,
+	// writing nothing. (The store does not require seqs to be contiguous:
+	// the caller assigns them from the last seq it read, and this check
+	// makes a caller whose read is stale fail.) Within one batch a later
+	// message with the same seq replaces an earlier one. Commit returns
+	// ErrInvalid, writing nothing, for a message with Seq 0 or a pointer
+	// update with an unknown Kind. On any other error every Advanced is
+	// false and the batch may or may not have been written (never partly):
+	// the caller reloads the last seq and redoes the batch through
+	// LookupClientMsg, since a blind retry of a batch that did land fails
+	// with ErrSeqConflict.
 	Commit(ctx context.Context, b *Batch) error
 	// LookupClientMsg finds the message a sender stored with clientMsgID in
 	// conv, if any.

@@ -116,10 +116,11 @@ type Pebble struct {
 
 // commitScratch is one Commit's working space, pooled.
 type commitScratch struct {
-	convs    []uint64          // the batch's conversations, unique
-	lastSeqs map[uint64]uint64 // conv -> highest seq in the batch
-	ptrs     map[ptrID]uint64  // pointer -> its value including this batch
-	buf      []byte
+	convs     []uint64          // the batch's conversations, unique
+	lastSeqs  map[uint64]uint64 // conv -> highest seq in the batch
+	firstSeqs map[uint64]uint64 // conv -> lowest seq in the batch
+	ptrs      map[ptrID]uint64  // pointer -> its value including this batch
+	buf       []byte
 }
 
 // batchConvs appends the unique conversations b writes to dst.
@@ -210,7 +211,7 @@ func openPebble(dir string, opts PebbleOptions, fs vfs.FS) (*Pebble, error) {
 	st := &Pebble{db: db, dir: dir, busy: make(map[uint64]struct{})}
 	st.busyCond = sync.NewCond(&st.busyMu)
 	st.scratch.New = func() any {
-		return &commitScratch{lastSeqs: make(map[uint64]uint64), ptrs: make(map[ptrID]uint64)}
+		return &commitScratch{lastSeqs: make(map[uint64]uint64), firstSeqs: make(map[uint64]uint64), ptrs: make(map[ptrID]uint64)}
 	}
 	return st, nil
 }
@@ -459,6 +460,7 @@ func (p *Pebble) Commit(ctx context.Context, b *Batch) (err error) {
 	sc := p.scratch.Get().(*commitScratch)
 	defer p.scratch.Put(sc)
 	clear(sc.lastSeqs)
+	clear(sc.firstSeqs)
 	clear(sc.ptrs)
 	sc.convs = batchConvs(sc.convs[:0], b)
 	p.hold(sc.convs)
@@ -493,12 +495,20 @@ func (p *Pebble) Commit(ctx context.Context, b *Batch) (err error) {
 		if m.Seq > sc.lastSeqs[m.ConvID] {
 			sc.lastSeqs[m.ConvID] = m.Seq
 		}
+		if f, ok := sc.firstSeqs[m.ConvID]; !ok || m.Seq < f {
+			sc.firstSeqs[m.ConvID] = m.Seq
+		}
 	}
 	for conv, seq := range sc.lastSeqs {
 		k := appendLastSeqKey(kb[:0], conv)
 		stored, _, err := p.getUvarint(k)
 		if err != nil {
 			return fmt.Errorf("store: commit: last seq of %d: %w", conv, err)
+		}
+		// The fence (ErrSeqConflict): checked under hold, so no other Commit
+		// of this conversation lands between this read and the Apply.
+		if first := sc.firstSeqs[conv]; first <= stored {
+			return fmt.Errorf("%w: conversation %d: seq %d is not above the last seq %d", ErrSeqConflict, conv, first, stored)
 		}
 		if seq > stored {
 			if err := pb.Set(k, binary.AppendUvarint(vb[:0], seq), nil); err != nil {

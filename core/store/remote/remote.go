@@ -13,6 +13,7 @@
 // answered 200 with a JSON result, or with an error status and
 // {"error": code, "message": text}: 404 not_found (store.ErrNotFound),
 // 503 closed (store.ErrClosed), 400 invalid_batch (store.ErrInvalid),
+// 409 seq_conflict (store.ErrSeqConflict),
 // 400 bad_request (undecodable request), 500 internal. Bodies are
 // base64 in JSON. The listener has no authentication: bind it to loopback
 // or a private network only.
@@ -44,11 +45,12 @@ const maxRequest = 64 << 20
 
 // Error codes in the error body.
 const (
-	codeNotFound   = "not_found"
-	codeClosed     = "closed"
-	codeBadRequest = "bad_request"
-	codeInvalid    = "invalid_batch"
-	codeInternal   = "internal"
+	codeNotFound    = "not_found"
+	codeClosed      = "closed"
+	codeBadRequest  = "bad_request"
+	codeInvalid     = "invalid_batch"
+	codeSeqConflict = "seq_conflict"
+	codeInternal    = "internal"
 )
 
 type errorBody struct {
@@ -109,6 +111,8 @@ func Handler(s store.Store) http.Handler {
 					writeError(w, http.StatusBadRequest, codeBadRequest, err.Error())
 				case errors.Is(err, store.ErrInvalid):
 					writeError(w, http.StatusBadRequest, codeInvalid, err.Error())
+				case errors.Is(err, store.ErrSeqConflict):
+					writeError(w, http.StatusConflict, codeSeqConflict, err.Error())
 				case errors.Is(err, store.ErrNotFound):
 					writeError(w, http.StatusNotFound, codeNotFound, err.Error())
 				case errors.Is(err, store.ErrClosed):
@@ -309,6 +313,8 @@ func (c *Client) call(ctx context.Context, method string, in, out any) error {
 			return fmt.Errorf("remote store: %s: server: %w", method, store.ErrClosed)
 		case codeInvalid:
 			return fmt.Errorf("remote store: %s: %w (%s)", method, store.ErrInvalid, eb.Message)
+		case codeSeqConflict:
+			return fmt.Errorf("remote store: %s: %w (%s)", method, store.ErrSeqConflict, eb.Message)
 		}
 		return fmt.Errorf("remote store: %s: %s (%s): %s", method, resp.Status, eb.Error, eb.Message)
 	}

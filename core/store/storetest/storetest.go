@@ -57,6 +57,7 @@ func Run(t *testing.T, o Options) {
 		{"CommitConversations", testCommitConversations},
 		{"UserConversations", testUserConversations},
 		{"CommitLastSeq", testCommitLastSeq},
+		{"CommitSeqFence", testCommitSeqFence},
 		{"CommitRejectsInvalid", testCommitRejectsInvalid},
 		{"LookupClientMsg", testLookupClientMsg},
 		{"MessagesAfter", testMessagesAfter},
@@ -428,21 +429,17 @@ func testCommitLastSeq(t *testing.T, e *env) {
 	if got := e.lastSeq(t, c1); got != 3 {
 		t.Errorf("LastSeq = %d, want 3", got)
 	}
+	// Seqs need not be contiguous: the caller assigns them.
 	e.commitMsgs(t, e.msg(c1, 10))
 	if got := e.lastSeq(t, c1); got != 10 {
 		t.Errorf("LastSeq = %d, want 10", got)
-	}
-	// A batch of lower seqs never lowers LastSeq, but its messages are stored.
-	e.commitMsgs(t, e.msgs(c1, 4, 5)...)
-	if got := e.lastSeq(t, c1); got != 10 {
-		t.Errorf("LastSeq after lower seqs = %d, want 10", got)
 	}
 	ms, err := e.s.MessagesAfter(e.ctx, c1, 0, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
 	checkMsgs(t, "MessagesAfter(c1, 0)", ms, []store.Message{
-		e.msg(c1, 1), e.msg(c1, 2), e.msg(c1, 3), e.msg(c1, 4), e.msg(c1, 5), e.msg(c1, 10),
+		e.msg(c1, 1), e.msg(c1, 2), e.msg(c1, 3), e.msg(c1, 10),
 	})
 
 	// Several conversations, seqs unordered within the batch.
@@ -459,18 +456,59 @@ func testCommitLastSeq(t *testing.T, e *env) {
 	if got := e.lastSeq(t, e.conv(4)); got != 0 {
 		t.Errorf("LastSeq(c4) = %d, want 0", got)
 	}
+}
 
-	// Re-committing a seq overwrites the message (the store trusts the caller).
-	m := e.msg(c2, 2)
-	m.Body = []byte("rewritten")
-	e.commitMsgs(t, m)
-	ms, err = e.s.MessagesAfter(e.ctx, c2, 1, 1)
+// testCommitSeqFence: a batch with a seq at or below its conversation's
+// last seq is refused whole (ErrSeqConflict), so a stored message is never
+// overwritten, whoever writes.
+func testCommitSeqFence(t *testing.T, e *env) {
+	c1, c2 := e.conv(1), e.conv(2)
+	alice := e.user("alice")
+	e.commitMsgs(t, e.msgs(c1, 1, 5)...)
+	e.commitMsgs(t, e.msgs(c2, 1, 2)...)
+	for _, tc := range []struct {
+		name string
+		ms   []store.Message
+	}{
+		{"the last seq again", []store.Message{e.msg(c1, 5)}},
+		{"a lower seq", []store.Message{e.msg(c1, 2)}},
+		{"stale then new", []store.Message{e.msg(c1, 5), e.msg(c1, 6)}},
+		{"new conversation fine, another stale", []store.Message{e.msg(c2, 3), e.msg(c1, 4)}},
+	} {
+		other := tc.ms[0]
+		other.MessageID++
+		other.ClientMsgID = "zombie-" + tc.name
+		other.Body = []byte("from a writer with a stale last seq")
+		ms := append([]store.Message{other}, tc.ms[1:]...)
+		b := &store.Batch{
+			Messages: ms,
+			Pointers: []store.PointerUpdate{ptrUpdate(c1, alice, wire.ReceiptRead, 5)},
+		}
+		if err := e.s.Commit(e.ctx, b); !errors.Is(err, store.ErrSeqConflict) {
+			t.Errorf("%s: Commit = %v, want ErrSeqConflict", tc.name, err)
+		}
+		if b.Pointers[0].Advanced {
+			t.Errorf("%s: refused Commit set Advanced", tc.name)
+		}
+		if _, ok, err := e.s.LookupClientMsg(e.ctx, other.ConvID, other.Sender, other.ClientMsgID); err != nil || ok {
+			t.Errorf("%s: refused message's dedupe entry: found %v, %v", tc.name, ok, err)
+		}
+	}
+	got, err := e.s.MessagesAfter(e.ctx, c1, 0, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkMsgs(t, "MessagesAfter(c2, 1) after rewrite", ms, []store.Message{m})
-	if got := e.lastSeq(t, c2); got != 3 {
-		t.Errorf("LastSeq(c2) after rewrite = %d, want 3", got)
+	checkMsgs(t, "c1 after refused batches", got, e.msgs(c1, 1, 5))
+	if got := e.lastSeq(t, c2); got != 2 {
+		t.Errorf("LastSeq(c2) = %d after a refused batch, want 2", got)
+	}
+	if p := e.pointers(t, c1, alice); p.Read != 0 {
+		t.Errorf("read pointer = %d after refused batches, want 0", p.Read)
+	}
+	// The writer that reloads the last seq goes on.
+	e.commitMsgs(t, e.msg(c1, 6))
+	if got := e.lastSeq(t, c1); got != 6 {
+		t.Errorf("LastSeq = %d, want 6", got)
 	}
 }
 
@@ -1040,35 +1078,44 @@ func testConcurrentCommits(t *testing.T, e *env) {
 	)
 	c := e.conv(1)
 	alice := e.user("alice")
-	// Writer w moves alice's read pointer to the seqs w+1, w+1+writers, ...
-	// in a random order, and writes messages with those seqs: every seq is
-	// used once, so which writer's update advances is well defined.
+	// Every writer behaves like a core that believes it owns c: it reads the
+	// last seq, commits a message of its own at the next seq and moves
+	// alice's read pointer there; refused (ErrSeqConflict), it reads again.
+	// The fence must leave every seq with exactly one message, each writer's
+	// messages findable by their client_msg_id, nothing overwritten.
 	var wg sync.WaitGroup
-	advancedMax := make([]bool, writers)
+	conflicts := make([]int, writers)
 	for w := range writers {
 		wg.Go(func() {
-			order := rand.Perm(rounds)
 			var prev uint64
-			for _, i := range order {
-				seq := uint64(w+1) + uint64(i*writers)
-				b := &store.Batch{
-					Messages: []store.Message{e.msg(c, seq)},
-					Pointers: []store.PointerUpdate{ptrUpdate(c, alice, wire.ReceiptRead, seq)},
-				}
-				if err := e.s.Commit(e.ctx, b); err != nil {
-					t.Errorf("writer %d: Commit: %v", w, err)
-					return
-				}
-				if b.Pointers[0].Advanced {
-					// Commits are totally ordered and this writer's are in
-					// program order: the seqs it advanced to increase.
-					if seq <= prev {
-						t.Errorf("writer %d: advanced to %d after advancing to %d", w, seq, prev)
+			for i := range rounds {
+				for {
+					last, err := e.s.LastSeq(e.ctx, c)
+					if err != nil {
+						t.Errorf("writer %d: LastSeq: %v", w, err)
+						return
 					}
-					prev = seq
-				}
-				if seq == writers*rounds {
-					advancedMax[w] = b.Pointers[0].Advanced
+					m := e.msg(c, last+1)
+					m.MessageID = uint64(w)<<32 | uint64(i)
+					m.ClientMsgID = fmt.Sprintf("w%d-%d", w, i)
+					b := &store.Batch{
+						Messages: []store.Message{m},
+						Pointers: []store.PointerUpdate{ptrUpdate(c, alice, wire.ReceiptRead, m.Seq)},
+					}
+					err = e.s.Commit(e.ctx, b)
+					if errors.Is(err, store.ErrSeqConflict) {
+						conflicts[w]++
+						continue
+					}
+					if err != nil {
+						t.Errorf("writer %d: Commit: %v", w, err)
+						return
+					}
+					if !b.Pointers[0].Advanced || m.Seq <= prev {
+						t.Errorf("writer %d: seq %d after %d, advanced %v", w, m.Seq, prev, b.Pointers[0].Advanced)
+					}
+					prev = m.Seq
+					break
 				}
 			}
 		})
@@ -1078,9 +1125,6 @@ func testConcurrentCommits(t *testing.T, e *env) {
 	if p := e.pointers(t, c, alice); p.Read != top {
 		t.Errorf("read pointer = %d, want %d", p.Read, top)
 	}
-	if !advancedMax[writers-1] {
-		t.Errorf("the update to the highest seq %d did not report Advanced", top)
-	}
 	if got := e.lastSeq(t, c); got != top {
 		t.Errorf("LastSeq = %d, want %d", got, top)
 	}
@@ -1088,7 +1132,26 @@ func testConcurrentCommits(t *testing.T, e *env) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkMsgs(t, "MessagesAfter", ms, e.msgs(c, 1, top))
+	if len(ms) != top {
+		t.Fatalf("MessagesAfter: %d messages, want %d", len(ms), top)
+	}
+	for i, m := range ms {
+		if m.Seq != uint64(i+1) {
+			t.Fatalf("message %d has seq %d", i, m.Seq)
+		}
+		got, ok, err := e.s.LookupClientMsg(e.ctx, c, alice, m.ClientMsgID)
+		if err != nil || !ok || !msgEqual(got, m) {
+			t.Errorf("LookupClientMsg(%s) = %v, %v, %v; stored at seq %d: %v", m.ClientMsgID, got, ok, err, m.Seq, m)
+		}
+	}
+	for w := range writers {
+		for i := range rounds {
+			if _, ok, err := e.s.LookupClientMsg(e.ctx, c, alice, fmt.Sprintf("w%d-%d", w, i)); err != nil || !ok {
+				t.Errorf("writer %d message %d: found %v, %v", w, i, ok, err)
+			}
+		}
+	}
+	t.Logf("refused commits per writer: %v", conflicts)
 }
 
 // testConcurrentCommitsDisjoint runs writers on conversations of their own
