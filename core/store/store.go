@@ -75,6 +75,23 @@ type Conversation struct {
 	Kind      wire.ConvKind
 	Members   []string
 	CreatedMS uint64
+	// Groups only (empty for direct conversations): the group's name, and
+	// its admins (sorted, without duplicates, each one a member).
+	Name   string
+	Admins []string
+}
+
+// GroupUpdate, in a Commit, replaces an existing group's name, members and
+// admins with Conv's (Conv.ID names the group; Conv.Kind and CreatedMS are
+// ignored and keep their stored values) and maintains the member ->
+// conversation index: Added gain the group, Removed lose it. The caller
+// (core/messages, which owns the group through its partition) computes the
+// new description; the store writes it as given, with the system message
+// that announces it in the same atomic Commit.
+type GroupUpdate struct {
+	Conv    Conversation
+	Added   []string
+	Removed []string
 }
 
 // Pointers are one member's receipt pointers in one conversation.
@@ -101,8 +118,13 @@ type PointerUpdate struct {
 // Conversations are created like EnsureConversation does (if absent;
 // an existing conversation is left unchanged), in the same atomic write, so
 // a burst of new conversations costs one durable write, not one each.
+// GroupUpdates are applied after Conversations and in order (a later update
+// of the same group sees the earlier one's description); an update of a
+// conversation that does not exist, even after Conversations, or that is
+// not a group, makes Commit fail with ErrInvalid, writing nothing.
 type Batch struct {
 	Conversations []Conversation
+	GroupUpdates  []GroupUpdate
 	Messages      []Message
 	Pointers      []PointerUpdate
 }
@@ -110,6 +132,7 @@ type Batch struct {
 // Reset empties the batch, keeping capacity.
 func (b *Batch) Reset() {
 	b.Conversations = b.Conversations[:0]
+	b.GroupUpdates = b.GroupUpdates[:0]
 	b.Messages = b.Messages[:0]
 	b.Pointers = b.Pointers[:0]
 }
@@ -149,8 +172,9 @@ type Store interface {
 	// the caller assigns them from the last seq it read, and this check
 	// makes a caller whose read is stale fail.) Within one batch a later
 	// message with the same seq replaces an earlier one. Commit returns
-	// ErrInvalid, writing nothing, for a message with Seq 0 or a pointer
-	// update with an unknown Kind. On any other error every Advanced is
+	// ErrInvalid, writing nothing, for a message with Seq 0, a pointer
+	// update with an unknown Kind, or a GroupUpdate of a conversation that
+	// is missing or not a group. On any other error every Advanced is
 	// false and the batch may or may not have been written (never partly):
 	// the caller reloads the last seq and redoes the batch through
 	// LookupClientMsg, since a blind retry of a batch that did land fails
