@@ -46,35 +46,38 @@ func ParseHeader(frame []byte) (t Type, f Flags, payload []byte, err error) {
 }
 
 // KnownType reports whether t is a frame type of protocol version 1.
-func KnownType(t Type) bool { return t >= TypeHello && t <= TypeConv }
+func KnownType(t Type) bool { return t >= TypeHello && t <= TypeGroupChange }
 
 // ClientType reports whether a client may send frames of type t. The server
 // answers other known types from a client with CodeUnexpectedType.
 func ClientType(t Type) bool {
 	switch t {
-	case TypeHello, TypeSend, TypeReceipt, TypeResume, TypeHistory, TypePing, TypeOpenDirect:
+	case TypeHello, TypeSend, TypeReceipt, TypeResume, TypeHistory, TypePing, TypeOpenDirect,
+		TypeCreateGroup, TypeGroupChange:
 		return true
 	}
 	return false
 }
 
 var typeNames = [...]string{
-	TypeHello:      "HELLO",
-	TypeWelcome:    "WELCOME",
-	TypeSend:       "SEND",
-	TypeAck:        "ACK",
-	TypeMsg:        "MSG",
-	TypeReceipt:    "RECEIPT",
-	TypeResume:     "RESUME",
-	TypeResumed:    "RESUMED",
-	TypeHistory:    "HISTORY",
-	TypeHistoryEnd: "HISTORY_END",
-	TypePing:       "PING",
-	TypePong:       "PONG",
-	TypeError:      "ERROR",
-	TypeGoaway:     "GOAWAY",
-	TypeOpenDirect: "OPEN_DIRECT",
-	TypeConv:       "CONV",
+	TypeHello:       "HELLO",
+	TypeWelcome:     "WELCOME",
+	TypeSend:        "SEND",
+	TypeAck:         "ACK",
+	TypeMsg:         "MSG",
+	TypeReceipt:     "RECEIPT",
+	TypeResume:      "RESUME",
+	TypeResumed:     "RESUMED",
+	TypeHistory:     "HISTORY",
+	TypeHistoryEnd:  "HISTORY_END",
+	TypePing:        "PING",
+	TypePong:        "PONG",
+	TypeError:       "ERROR",
+	TypeGoaway:      "GOAWAY",
+	TypeOpenDirect:  "OPEN_DIRECT",
+	TypeConv:        "CONV",
+	TypeCreateGroup: "CREATE_GROUP",
+	TypeGroupChange: "GROUP_CHANGE",
 }
 
 // String returns the type's name as used in docs/protocol.md ("SEND",

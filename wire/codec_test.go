@@ -74,6 +74,12 @@ func TestDecodeOverwrites(t *testing.T) {
 		if c, ok := small.(*Conv); ok {
 			c.Kind = ConvDirect
 		}
+		if c, ok := small.(*CreateGroup); ok {
+			c.Name = []byte("g")
+		}
+		if c, ok := small.(*GroupChange); ok {
+			c.Op = GroupLeave
+		}
 		if err := x.Decode(small.Append(nil, 0)[HeaderLen:]); err != nil {
 			t.Fatalf("%s small: %v", s.name, err)
 		}
@@ -105,14 +111,29 @@ func TestDecodeAliasesPayload(t *testing.T) {
 
 // Every strict prefix of a valid payload is truncated and must fail
 // with CodeMalformedFrame (every layout ends in a field that needs at least
-// one byte), and the whole frame cut at every position must fail too.
+// one byte), and the whole frame cut at every position must fail too. The
+// one exception: a CONV cut right after its members is a valid
+// revision-1.0 CONV.
 func TestTruncatedEveryPosition(t *testing.T) {
 	var d Decoder
 	for _, s := range samples() {
 		frame := s.f.Append(nil, s.flags)
 		payload := frame[HeaderLen:]
 		x := newOf(s.f)
+		legacyEnd := -1
+		if c, ok := s.f.(*Conv); ok {
+			rev := appendBytes(nil, c.Name)
+			rev = ub(rev, max(c.MemberTotal, uint64(len(c.Members))))
+			rev = appendBytes(rev, make([]byte, len(c.Members)))
+			legacyEnd = len(payload) - len(rev)
+		}
 		for i := range payload {
+			if i == legacyEnd {
+				if err := x.Decode(payload[:i]); err != nil {
+					t.Fatalf("%s: revision-1.0 prefix: %v", s.name, err)
+				}
+				continue
+			}
 			if err := x.Decode(payload[:i]); err == nil {
 				t.Fatalf("%s: payload truncated to %d of %d bytes decoded", s.name, i, len(payload))
 			} else {
@@ -321,7 +342,7 @@ func TestParseHeader(t *testing.T) {
 
 func TestDecoderUnknownType(t *testing.T) {
 	var d Decoder
-	for _, b := range []byte{0x00, 0x11, 0x7F, 0xFF} {
+	for _, b := range []byte{0x00, byte(TypeGroupChange) + 1, 0x7F, 0xFF} {
 		typ, _, err := d.Decode([]byte{b, 0, 1, 2, 3})
 		wantCode(t, err, CodeUnknownType, fmt.Sprintf("type %#x", b))
 		if typ != Type(b) {
@@ -342,10 +363,12 @@ func TestTypeMetadata(t *testing.T) {
 		TypeMsg: "MSG", TypeReceipt: "RECEIPT", TypeResume: "RESUME", TypeResumed: "RESUMED",
 		TypeHistory: "HISTORY", TypeHistoryEnd: "HISTORY_END", TypePing: "PING", TypePong: "PONG",
 		TypeError: "ERROR", TypeGoaway: "GOAWAY", TypeOpenDirect: "OPEN_DIRECT", TypeConv: "CONV",
+		TypeCreateGroup: "CREATE_GROUP", TypeGroupChange: "GROUP_CHANGE",
 	}
 	client := map[Type]bool{
 		TypeHello: true, TypeSend: true, TypeReceipt: true, TypeResume: true,
 		TypeHistory: true, TypePing: true, TypeOpenDirect: true,
+		TypeCreateGroup: true, TypeGroupChange: true,
 	}
 	var d Decoder
 	for i := range 256 {

@@ -31,6 +31,9 @@ const (
 	CodeConvNotFound    Code = 3003 // no such conversation
 	CodeInvalidArgument Code = 3004 // a field is empty, too long or out of range
 	CodeRateLimited     Code = 3005 // too many requests; retry later
+	CodeNotAdmin        Code = 3006 // the group change needs an admin
+	CodeGroupFull       Code = 3007 // the group would exceed its size cap
+	CodeUnknownMember   Code = 3008 // a user the request names is not a member of the group
 
 	CodeInternal     Code = 4001 // the server failed; retry
 	CodeUnavailable  Code = 4002 // a dependency is down; retry the same request
@@ -91,6 +94,12 @@ func (c Code) String() string {
 		return "invalid_argument"
 	case CodeRateLimited:
 		return "rate_limited"
+	case CodeNotAdmin:
+		return "not_admin"
+	case CodeGroupFull:
+		return "group_full"
+	case CodeUnknownMember:
+		return "unknown_member"
 	case CodeInternal:
 		return "internal"
 	case CodeUnavailable:

@@ -13,22 +13,24 @@ package wire
 // caller reuses the input, whichever comes first. A Decoder is not safe for
 // concurrent use.
 type Decoder struct {
-	Hello      Hello
-	Welcome    Welcome
-	Send       Send
-	Ack        Ack
-	Msg        Msg
-	Receipt    Receipt
-	Resume     Resume
-	Resumed    Resumed
-	History    History
-	HistoryEnd HistoryEnd
-	Ping       Ping
-	Pong       Pong
-	Error      Error
-	Goaway     Goaway
-	OpenDirect OpenDirect
-	Conv       Conv
+	Hello       Hello
+	Welcome     Welcome
+	Send        Send
+	Ack         Ack
+	Msg         Msg
+	Receipt     Receipt
+	Resume      Resume
+	Resumed     Resumed
+	History     History
+	HistoryEnd  HistoryEnd
+	Ping        Ping
+	Pong        Pong
+	Error       Error
+	Goaway      Goaway
+	OpenDirect  OpenDirect
+	Conv        Conv
+	CreateGroup CreateGroup
+	GroupChange GroupChange
 
 	zbuf []byte // decompressed payload of the last compressed frame
 }
@@ -98,6 +100,10 @@ func (d *Decoder) Frame(t Type) Frame {
 		return &d.OpenDirect
 	case TypeConv:
 		return &d.Conv
+	case TypeCreateGroup:
+		return &d.CreateGroup
+	case TypeGroupChange:
+		return &d.GroupChange
 	}
 	return nil
 }

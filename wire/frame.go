@@ -34,7 +34,10 @@ const (
 	MaxTextLen       = 512      // ERROR/GOAWAY human-readable text
 	MaxResumeConvs   = 1024     // cursors in one RESUME
 	MaxHistoryLimit  = 200      // messages in one HISTORY answer
-	MaxMembers       = 1024     // members listed in one CONV frame
+	MaxMembers       = 1024     // members a CONV frame may list (a decoder limit)
+	MaxConvListed    = 512      // members a server lists in one CONV (fits a frame); member_total says how many there are
+	MaxGroupNameLen  = 128      // bytes of a group name (UTF-8)
+	MaxGroupChange   = 256      // users named in one CREATE_GROUP or GROUP_CHANGE, or one group system message
 	CompressMinBytes = 512      // payloads smaller than this are never compressed
 )
 
@@ -43,22 +46,24 @@ type Type uint8
 
 // Frame types. C->S: client to server; S->C: server to client.
 const (
-	TypeHello      Type = 0x01 // C->S first frame: version, token, device, capabilities
-	TypeWelcome    Type = 0x02 // S->C answer to HELLO
-	TypeSend       Type = 0x03 // C->S a new message
-	TypeAck        Type = 0x04 // S->C the server has persisted a SEND
-	TypeMsg        Type = 0x05 // S->C a message (live, or a replay for RESUME/HISTORY)
-	TypeReceipt    Type = 0x06 // both: delivered/read up to seq
-	TypeResume     Type = 0x07 // C->S last seq per conversation
-	TypeResumed    Type = 0x08 // S->C end of the replay answering RESUME
-	TypeHistory    Type = 0x09 // C->S older messages of one conversation
-	TypeHistoryEnd Type = 0x0A // S->C end of the replay answering HISTORY
-	TypePing       Type = 0x0B // C->S heartbeat
-	TypePong       Type = 0x0C // S->C heartbeat answer
-	TypeError      Type = 0x0D // S->C a request failed (coded)
-	TypeGoaway     Type = 0x0E // S->C the server closes this connection (coded)
-	TypeOpenDirect Type = 0x0F // C->S open (or find) the 1:1 conversation with a peer
-	TypeConv       Type = 0x10 // S->C a conversation's description
+	TypeHello       Type = 0x01 // C->S first frame: version, token, device, capabilities
+	TypeWelcome     Type = 0x02 // S->C answer to HELLO
+	TypeSend        Type = 0x03 // C->S a new message
+	TypeAck         Type = 0x04 // S->C the server has persisted a SEND
+	TypeMsg         Type = 0x05 // S->C a message (live, or a replay for RESUME/HISTORY)
+	TypeReceipt     Type = 0x06 // both: delivered/read up to seq
+	TypeResume      Type = 0x07 // C->S last seq per conversation
+	TypeResumed     Type = 0x08 // S->C end of the replay answering RESUME
+	TypeHistory     Type = 0x09 // C->S older messages of one conversation
+	TypeHistoryEnd  Type = 0x0A // S->C end of the replay answering HISTORY
+	TypePing        Type = 0x0B // C->S heartbeat
+	TypePong        Type = 0x0C // S->C heartbeat answer
+	TypeError       Type = 0x0D // S->C a request failed (coded)
+	TypeGoaway      Type = 0x0E // S->C the server closes this connection (coded)
+	TypeOpenDirect  Type = 0x0F // C->S open (or find) the 1:1 conversation with a peer
+	TypeConv        Type = 0x10 // S->C a conversation's description
+	TypeCreateGroup Type = 0x11 // C->S create a group
+	TypeGroupChange Type = 0x12 // C->S add/remove members, leave, rename, promote/demote admins
 )
 
 // Flags is the second byte of every frame. Unknown bits are a malformed frame.
@@ -270,11 +275,84 @@ type OpenDirect struct {
 
 // Conv (S->C, TypeConv) describes a conversation.
 // Layout: req_id uvarint, conv_id uvarint, kind byte, last_seq uvarint,
-// count uvarint (<= MaxMembers), count x member bytes.
+// count uvarint (<= MaxMembers), count x member bytes; then, appended in
+// revision 1.1: name bytes (<= MaxGroupNameLen), member_total uvarint,
+// roles bytes (exactly count bytes: roles[i] is Members[i]'s role, RoleMember
+// or RoleAdmin). A frame that ends after the members decodes with Name and
+// Roles empty and MemberTotal = count.
+//
+// A server lists at most MaxConvListed members, sorted; MemberTotal is the
+// group's size, and a client pages the rest over the HTTP API.
 type Conv struct {
+	ReqID       uint64
+	ConvID      uint64
+	Kind        ConvKind
+	LastSeq     uint64
+	Members     [][]byte // reused across Decode calls; each aliases the input
+	Name        []byte
+	MemberTotal uint64
+	Roles       []byte
+}
+
+// Member roles in a group (Conv.Roles).
+const (
+	RoleMember byte = 0
+	RoleAdmin  byte = 1
+)
+
+// CreateGroup (C->S, TypeCreateGroup) creates a group whose admin is the
+// sender and whose members are the sender and Members. The answer is a CONV
+// with the same req_id; the group's log starts with a system message
+// (GroupEvent, GroupCreated).
+// Layout: req_id uvarint, name bytes (1..MaxGroupNameLen), count uvarint
+// (<= MaxGroupChange), count x member bytes (1..MaxIDLen each).
+type CreateGroup struct {
 	ReqID   uint64
-	ConvID  uint64
-	Kind    ConvKind
-	LastSeq uint64
+	Name    []byte
 	Members [][]byte // reused across Decode calls; each aliases the input
+}
+
+// GroupOp is what a GROUP_CHANGE does, and what a group system message
+// says happened.
+type GroupOp uint8
+
+const (
+	GroupAdd     GroupOp = 1 // admins: add Users
+	GroupRemove  GroupOp = 2 // admins: remove Users
+	GroupLeave   GroupOp = 3 // the sender leaves (Users empty)
+	GroupRename  GroupOp = 4 // any member: Name is the new name
+	GroupPromote GroupOp = 5 // admins: make Users admins
+	GroupDemote  GroupOp = 6 // admins: make Users plain members
+	GroupCreated GroupOp = 7 // system messages only: the group was created
+
+	maxGroupChangeOp = GroupDemote
+	maxGroupEventOp  = GroupCreated
+)
+
+// GroupChange (C->S, TypeGroupChange) changes a group. The answer is a CONV
+// (req_id echoed) describing the group after the change, or an ERROR. A
+// change that changes something is also a system message in the group's
+// log (GroupEvent), so every member's devices see it in order.
+// Layout: req_id uvarint, conv_id uvarint, op byte (1..6), name bytes
+// (<= MaxGroupNameLen), count uvarint (<= MaxGroupChange), count x user
+// bytes (1..MaxIDLen each).
+type GroupChange struct {
+	ReqID  uint64
+	ConvID uint64
+	Op     GroupOp
+	Name   []byte
+	Users  [][]byte // reused across Decode calls; each aliases the input
+}
+
+// GroupEvent is the body of a KindSystem message in a group: what changed,
+// who did it, and whom it names. For GroupLeave, Users names the member who
+// became admin because the last admin left (empty otherwise). Not a frame.
+// Layout: op byte (1..7), actor bytes (1..MaxIDLen), name bytes
+// (<= MaxGroupNameLen), count uvarint (<= MaxGroupChange), count x user
+// bytes (1..MaxIDLen each).
+type GroupEvent struct {
+	Op    GroupOp
+	Actor []byte
+	Name  []byte
+	Users [][]byte
 }

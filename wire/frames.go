@@ -380,15 +380,25 @@ func (x *OpenDirect) Decode(payload []byte) error {
 func (*Conv) Type() Type { return TypeConv }
 
 // Append implements Frame.
+// Append implements Frame. It always writes the revision 1.1 fields; Roles
+// must have one entry per member (nil writes RoleMember for each) and
+// MemberTotal below len(Members) is written as len(Members).
 func (x *Conv) Append(dst []byte, flags Flags) []byte {
 	dst = appendHeader(dst, TypeConv, flags)
 	dst = ub(dst, x.ReqID)
 	dst = ub(dst, x.ConvID)
 	dst = append(dst, byte(x.Kind))
 	dst = ub(dst, x.LastSeq)
+	dst = appendList(dst, x.Members)
+	dst = appendBytes(dst, x.Name)
+	dst = ub(dst, max(x.MemberTotal, uint64(len(x.Members))))
 	dst = ub(dst, uint64(len(x.Members)))
-	for _, m := range x.Members {
-		dst = appendBytes(dst, m)
+	for i := range x.Members {
+		role := RoleMember
+		if i < len(x.Roles) {
+			role = x.Roles[i]
+		}
+		dst = append(dst, role)
 	}
 	return dst
 }
@@ -402,22 +412,128 @@ func (x *Conv) Decode(payload []byte) error {
 	x.ConvID = r.uvarint("conv_id")
 	x.Kind = ConvKind(r.kind("kind", byte(ConvGroup)))
 	x.LastSeq = r.uvarint("last_seq")
-	n := r.count("count", MaxMembers, 1)
-	// Nil out the previous entries so the spare capacity holds no
-	// references into older payloads (entries past len are always nil).
-	clear(x.Members)
-	x.Members = x.Members[:0]
-	if cap(x.Members) < n {
-		x.Members = make([][]byte, 0, n)
+	x.Members = r.idList(x.Members, "count", "member", MaxMembers, 1)
+	// A revision-1.0 frame (nothing after the members): every member has
+	// RoleMember. zeroRoles is never written, so aliasing it is safe.
+	x.Name, x.MemberTotal, x.Roles = nil, uint64(len(x.Members)), zeroRoles[:len(x.Members):len(x.Members)]
+	if r.err == nil && r.i < len(r.b) {
+		x.Name = r.bytes("name", MaxGroupNameLen)
+		x.MemberTotal = r.uvarint("member_total")
+		x.Roles = r.bytes("roles", MaxMembers)
+		if r.err == nil && len(x.Roles) != len(x.Members) {
+			r.fail("roles", "length differs from count")
+		}
+		if r.err == nil && x.MemberTotal < uint64(len(x.Members)) {
+			r.fail("member_total", "below count")
+		}
+	}
+	return r.result()
+}
+
+// zeroRoles backs the Roles of a CONV without roles (all RoleMember).
+var zeroRoles [MaxMembers]byte
+
+// Type implements Frame.
+func (*CreateGroup) Type() Type { return TypeCreateGroup }
+
+// Append implements Frame.
+func (x *CreateGroup) Append(dst []byte, flags Flags) []byte {
+	dst = appendHeader(dst, TypeCreateGroup, flags)
+	dst = ub(dst, x.ReqID)
+	dst = appendBytes(dst, x.Name)
+	return appendList(dst, x.Members)
+}
+
+// Decode implements Frame.
+func (x *CreateGroup) Decode(payload []byte) error {
+	r := reader{b: payload, frame: "create_group"}
+	x.ReqID = r.uvarint("req_id")
+	x.Name = r.bytes("name", MaxGroupNameLen)
+	if r.err == nil && len(x.Name) == 0 {
+		r.fail("name", "empty")
+	}
+	x.Members = r.idList(x.Members, "count", "member", MaxGroupChange, 2)
+	return r.result()
+}
+
+// Type implements Frame.
+func (*GroupChange) Type() Type { return TypeGroupChange }
+
+// Append implements Frame.
+func (x *GroupChange) Append(dst []byte, flags Flags) []byte {
+	dst = appendHeader(dst, TypeGroupChange, flags)
+	dst = ub(dst, x.ReqID)
+	dst = ub(dst, x.ConvID)
+	dst = append(dst, byte(x.Op))
+	dst = appendBytes(dst, x.Name)
+	return appendList(dst, x.Users)
+}
+
+// Decode implements Frame.
+func (x *GroupChange) Decode(payload []byte) error {
+	r := reader{b: payload, frame: "group_change"}
+	x.ReqID = r.uvarint("req_id")
+	x.ConvID = r.uvarint("conv_id")
+	x.Op = GroupOp(r.kind("op", byte(maxGroupChangeOp)))
+	x.Name = r.bytes("name", MaxGroupNameLen)
+	x.Users = r.idList(x.Users, "count", "user", MaxGroupChange, 2)
+	return r.result()
+}
+
+// Append appends the event's encoding (a message body, no frame header).
+func (x *GroupEvent) Append(dst []byte) []byte {
+	dst = append(dst, byte(x.Op))
+	dst = appendBytes(dst, x.Actor)
+	dst = appendBytes(dst, x.Name)
+	return appendList(dst, x.Users)
+}
+
+// Decode parses a group system message body. Users keeps its capacity
+// across calls; the slices alias body.
+func (x *GroupEvent) Decode(body []byte) error {
+	r := reader{b: body, frame: "group_event"}
+	x.Op = GroupOp(r.kind("op", byte(maxGroupEventOp)))
+	x.Actor = r.bytes("actor", MaxIDLen)
+	if r.err == nil && len(x.Actor) == 0 {
+		r.fail("actor", "empty")
+	}
+	x.Name = r.bytes("name", MaxGroupNameLen)
+	x.Users = r.idList(x.Users, "count", "user", MaxGroupChange, 2)
+	return r.result()
+}
+
+// appendList appends a count and that many byte strings.
+func appendList(dst []byte, l [][]byte) []byte {
+	dst = ub(dst, uint64(len(l)))
+	for _, b := range l {
+		dst = appendBytes(dst, b)
+	}
+	return dst
+}
+
+// idList reads a count (at most max) and that many ids of at most MaxIDLen
+// bytes each and at least minEntry-1 bytes (minEntry counts the length
+// byte), into dst's storage. Entries past the new length are nil, so the
+// spare capacity holds no references into older payloads.
+func (r *reader) idList(dst [][]byte, countField, field string, max, minEntry int) [][]byte {
+	n := r.count(countField, max, minEntry)
+	clear(dst)
+	dst = dst[:0]
+	if cap(dst) < n {
+		dst = make([][]byte, 0, n)
 	}
 	for range n {
-		m := r.bytes("member", MaxIDLen)
+		m := r.bytes(field, MaxIDLen)
 		if r.err != nil {
 			break
 		}
-		x.Members = append(x.Members, m)
+		if minEntry > 1 && len(m) == 0 {
+			r.fail(field, "empty")
+			break
+		}
+		dst = append(dst, m)
 	}
-	return r.result()
+	return dst
 }
 
 // Compile-time proof that every frame implements Frame.
@@ -438,4 +554,6 @@ var (
 	_ Frame = (*Goaway)(nil)
 	_ Frame = (*OpenDirect)(nil)
 	_ Frame = (*Conv)(nil)
+	_ Frame = (*CreateGroup)(nil)
+	_ Frame = (*GroupChange)(nil)
 )

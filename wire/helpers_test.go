@@ -207,10 +207,15 @@ func samples() []sample {
 	for i := range members {
 		members[i] = fmt.Appendf(nil, "u%07d", i) // 8 bytes: 1024 fit in a frame
 	}
-	// As many maximum-length members as fit in one frame.
-	fullMembers := make([][]byte, (MaxFrameSize-HeaderLen-4*10-1-3)/(1+MaxIDLen))
+	// As many maximum-length members (each with its role byte) as fit in
+	// one frame.
+	fullMembers := make([][]byte, (MaxFrameSize-HeaderLen-5*10-1-3-1-3)/(2+MaxIDLen))
 	for i := range fullMembers {
 		fullMembers[i] = rep(byte('a'+i%26), MaxIDLen)
+	}
+	changeUsers := make([][]byte, MaxGroupChange)
+	for i := range changeUsers {
+		changeUsers[i] = rep(byte('a'+i%26), MaxIDLen)
 	}
 	cursors := make([]Cursor, MaxResumeConvs)
 	for i := range cursors {
@@ -264,10 +269,18 @@ func samples() []sample {
 		{"open_direct", 0, &OpenDirect{ReqID: 3, Peer: []byte("bob")}},
 		{"open_direct/zero", 0, &OpenDirect{}},
 		{"open_direct/max", 0, &OpenDirect{ReqID: maxU, Peer: rep('p', MaxIDLen)}},
-		{"conv", 0, &Conv{ReqID: 3, ConvID: 42, Kind: ConvDirect, LastSeq: 17, Members: [][]byte{[]byte("alice"), []byte("bob")}}},
-		{"conv/group_empty", 0, &Conv{Kind: ConvGroup}},
-		{"conv/max_members", 0, &Conv{ReqID: maxU, ConvID: maxU, Kind: ConvGroup, LastSeq: maxU, Members: members}},
-		{"conv/max_len_members", 0, &Conv{ReqID: maxU, ConvID: maxU, Kind: ConvGroup, LastSeq: maxU, Members: fullMembers}},
+		{"conv", 0, &Conv{ReqID: 3, ConvID: 42, Kind: ConvDirect, LastSeq: 17, Members: [][]byte{[]byte("alice"), []byte("bob")}, MemberTotal: 2, Roles: []byte{0, 0}}},
+		{"conv/group_empty", 0, &Conv{Kind: ConvGroup, Roles: []byte{}}},
+		{"conv/group", 0, &Conv{ReqID: 9, ConvID: 43, Kind: ConvGroup, LastSeq: 1, Members: [][]byte{[]byte("alice"), []byte("bob"), []byte("carol")}, Name: []byte("hikers"), MemberTotal: 700, Roles: []byte{RoleAdmin, RoleMember, RoleAdmin}}},
+		{"conv/max_members", 0, &Conv{ReqID: maxU, ConvID: maxU, Kind: ConvGroup, LastSeq: maxU, Members: members, Name: rep('n', MaxGroupNameLen), MemberTotal: maxU, Roles: make([]byte, len(members))}},
+		{"conv/max_len_members", 0, &Conv{ReqID: maxU, ConvID: maxU, Kind: ConvGroup, LastSeq: maxU, Members: fullMembers, MemberTotal: uint64(len(fullMembers)), Roles: make([]byte, len(fullMembers))}},
+		{"create_group", 0, &CreateGroup{ReqID: 5, Name: []byte("hikers"), Members: [][]byte{[]byte("bob"), []byte("carol")}}},
+		{"create_group/alone", 0, &CreateGroup{ReqID: 5, Name: []byte("me")}},
+		{"create_group/max", 0, &CreateGroup{ReqID: maxU, Name: rep('n', MaxGroupNameLen), Members: changeUsers}},
+		{"group_change", 0, &GroupChange{ReqID: 6, ConvID: 43, Op: GroupAdd, Users: [][]byte{[]byte("dave")}}},
+		{"group_change/rename", 0, &GroupChange{ReqID: 7, ConvID: 43, Op: GroupRename, Name: []byte("hikers 2026")}},
+		{"group_change/leave", 0, &GroupChange{ConvID: 43, Op: GroupLeave}},
+		{"group_change/max", 0, &GroupChange{ReqID: maxU, ConvID: maxU, Op: GroupDemote, Name: rep('n', MaxGroupNameLen), Users: changeUsers}},
 	}
 }
 

@@ -75,7 +75,10 @@ func vectorCases() []vectorCase {
 	valid("error", "RECEIPT above the latest seq", &Error{Code: CodeSeqBeyondLatest, RefType: TypeReceipt, ConvID: 42, Message: []byte("up_to_seq 99 > latest 17")}, 0)
 	valid("goaway", "server shutting down, reconnect after 1.5 s", &Goaway{Code: CodeShuttingDown, ReconnectAfterMS: 1500, Message: []byte("draining")}, 0)
 	valid("open_direct", "open the 1:1 conversation with bob", &OpenDirect{ReqID: 3, Peer: []byte("bob")}, 0)
-	valid("conv", "the 1:1 conversation between alice and bob", &Conv{ReqID: 3, ConvID: 42, Kind: ConvDirect, LastSeq: 17, Members: [][]byte{[]byte("alice"), []byte("bob")}}, 0)
+	valid("conv", "the 1:1 conversation between alice and bob", &Conv{ReqID: 3, ConvID: 42, Kind: ConvDirect, LastSeq: 17, Members: [][]byte{[]byte("alice"), []byte("bob")}, MemberTotal: 2, Roles: []byte{RoleMember, RoleMember}}, 0)
+	valid("conv_group", "group \"hikers\" of 700 members, the first 3 listed (alice and carol admins)", &Conv{ReqID: 9, ConvID: 43, Kind: ConvGroup, LastSeq: 1, Members: [][]byte{[]byte("alice"), []byte("bob"), []byte("carol")}, Name: []byte("hikers"), MemberTotal: 700, Roles: []byte{RoleAdmin, RoleMember, RoleAdmin}}, 0)
+	valid("create_group", "create the group \"hikers\" with bob and carol", &CreateGroup{ReqID: 5, Name: []byte("hikers"), Members: [][]byte{[]byte("bob"), []byte("carol")}}, 0)
+	valid("group_change", "add dave to group 43", &GroupChange{ReqID: 6, ConvID: 43, Op: GroupAdd, Users: [][]byte{[]byte("dave")}}, 0)
 
 	valid("msg_replay", "a MSG answering RESUME or HISTORY (FlagReplay)", &Msg{ConvID: 42, MessageID: 7263518230475964418, Seq: 18, ServerTimeMS: 1767225600999, Sender: []byte("bob"), SenderDevice: []byte("web-1"), ClientMsgID: []byte("b-77"), Kind: KindSystem, Body: []byte("bob renamed the group")}, FlagReplay)
 	valid("receipt_from_server", "server: bob delivered up to seq 17", &Receipt{ConvID: 42, Kind: ReceiptDelivered, UpToSeq: 17, User: []byte("bob")}, 0)
@@ -83,7 +86,7 @@ func vectorCases() []vectorCase {
 	valid("ping_max_uint64", "the largest uvarint: 10 bytes", &Ping{Nonce: maxU}, 0)
 	valid("ack_zero_values", "every integer 0, every string empty", &Ack{}, 0)
 	valid("resume_empty", "no cursors", &Resume{ReqID: 5}, 0)
-	valid("conv_group_no_members", "group with an empty member list", &Conv{ReqID: 4, ConvID: 1 << 60, Kind: ConvGroup, LastSeq: 0}, 0)
+	valid("conv_group_no_members", "group with an empty member list", &Conv{ReqID: 4, ConvID: 1 << 60, Kind: ConvGroup, LastSeq: 0, Roles: []byte{}}, 0)
 	valid("welcome_ids_at_limit", "user_id and device_id of MaxIDLen (64) bytes", &Welcome{Version: 1, HeartbeatMS: 25000, IdleTimeoutMS: 60000, MaxFrame: MaxFrameSize, UserID: rep('u', MaxIDLen), DeviceID: rep('d', MaxIDLen)}, 0)
 
 	// Forward compatibility and encodings a receiver must accept.
@@ -116,6 +119,10 @@ func vectorCases() []vectorCase {
 	invalid("ping_varint_11_bytes", "a varint may not exceed 10 bytes", []byte{byte(TypePing), 0, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00}, CodeMalformedFrame)
 	invalid("receipt_bad_kind", "receipt kind 3 (valid: 1, 2)", []byte{byte(TypeReceipt), 0, 42, 3, 17, 0}, CodeMalformedFrame)
 	invalid("resumed_bad_boolean", "truncated = 2 (valid: 0, 1)", []byte{byte(TypeResumed), 0, 1, 2, 3, 2}, CodeMalformedFrame)
+	invalid("conv_roles_short", "2 members but 1 role byte", append((&Conv{ReqID: 3, ConvID: 42, Kind: ConvDirect, LastSeq: 17, Members: [][]byte{[]byte("a"), []byte("b")}}).Append(nil, 0)[:11], 0, 2, 1, 0), CodeMalformedFrame)
+	invalid("create_group_empty_name", "a group name must be 1..128 bytes", (&CreateGroup{ReqID: 5}).Append(nil, 0), CodeMalformedFrame)
+	invalid("create_group_empty_member", "a member id must be 1..64 bytes", (&CreateGroup{ReqID: 5, Name: []byte("g"), Members: [][]byte{{}}}).Append(nil, 0), CodeMalformedFrame)
+	invalid("group_change_bad_op", "op 7 (valid: 1..6)", (&GroupChange{ReqID: 6, ConvID: 43, Op: GroupCreated}).Append(nil, 0), CodeMalformedFrame)
 	invalid("conv_bad_kind", "conversation kind 0 (valid: 1, 2)", []byte{byte(TypeConv), 0, 3, 42, 0, 17, 0}, CodeMalformedFrame)
 	invalid("resume_too_many_cursors", "count 1025 (limit 1024)", append([]byte{byte(TypeResume), 0, 1, 0x81, 0x08}, make([]byte, 2*1025)...), CodeMalformedFrame)
 	invalid("compressed_not_zstd", "FlagCompressed but the payload is not a zstd frame", []byte{byte(TypeSend), byte(FlagCompressed), 0x2A, 0x06, 'c', '-', '0', '0', '0', '1'}, CodeBadCompression)
@@ -283,7 +290,7 @@ func TestVectors(t *testing.T) {
 			}
 		}
 	}
-	for i := TypeHello; i <= TypeConv; i++ {
+	for i := TypeHello; i <= TypeGroupChange; i++ {
 		if !types[i.String()] {
 			t.Errorf("no valid vector for %v", i)
 		}
