@@ -28,12 +28,17 @@ type pendingAck struct {
 	idx      int            // index in batch.Messages, when existing == nil
 	existing *store.Message // a resend of an already stored message
 	emit     bool           // emit the message to chat.events
+	noAck    bool           // a system message: emitted, never ACKed
 }
 
 func (p *Processor) send(ctx context.Context, env *wire.Envelope, s *wire.Send) (*pendingAck, error) {
 	if s.ConvID == 0 || len(s.ClientMsgID) == 0 || len(s.ClientMsgID) > wire.MaxIDLen ||
 		s.Kind < wire.KindText || s.Kind > wire.KindBinary || len(s.Body) > wire.MaxBodySize {
 		p.queueError(env, wire.CodeInvalidArgument, wire.TypeSend, 0, s.ConvID, s.ClientMsgID, "bad send")
+		return nil, nil
+	}
+	if reservedCMID(s.ClientMsgID) {
+		p.queueError(env, wire.CodeInvalidArgument, wire.TypeSend, 0, s.ConvID, s.ClientMsgID, "client_msg_id may not start with ~ (reserved for the server)")
 		return nil, nil
 	}
 	cs, err := p.conv(ctx, s.ConvID)
@@ -289,10 +294,18 @@ func EncodeMsg(dst []byte, m *store.Message, flags wire.Flags) []byte {
 }
 
 // EncodeConv appends a CONV frame describing c.
+// It lists at most wire.MaxConvListed members (the first, in id order) with
+// their roles; MemberTotal says how many there are.
 func EncodeConv(dst []byte, reqID uint64, c *store.Conversation, lastSeq uint64) []byte {
-	w := wire.Conv{ReqID: reqID, ConvID: c.ID, Kind: c.Kind, LastSeq: lastSeq, Members: make([][]byte, len(c.Members))}
-	for i, m := range c.Members {
+	listed := c.Members[:min(len(c.Members), wire.MaxConvListed)]
+	w := wire.Conv{ReqID: reqID, ConvID: c.ID, Kind: c.Kind, LastSeq: lastSeq,
+		Members: make([][]byte, len(listed)), Name: []byte(c.Name),
+		MemberTotal: uint64(len(c.Members)), Roles: make([]byte, len(listed))}
+	for i, m := range listed {
 		w.Members[i] = []byte(m)
+		if _, admin := slices.BinarySearch(c.Admins, m); admin {
+			w.Roles[i] = wire.RoleAdmin
+		}
 	}
 	return w.Append(dst, 0)
 }

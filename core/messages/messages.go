@@ -64,6 +64,8 @@ type Config struct {
 	ResumeNewCap int
 	// ReadWorkers bounds concurrent RESUME/HISTORY handling (default 64).
 	ReadWorkers int
+	// MaxGroupSize caps a group's members (default DefaultMaxGroupSize).
+	MaxGroupSize int
 	Logger      *slog.Logger
 	Metrics     *Metrics
 	// Now is the clock (default time.Now); tests inject one.
@@ -134,6 +136,9 @@ func New(cfg Config, deps Deps) (*Processor, error) {
 	}
 	if cfg.ReadWorkers <= 0 {
 		cfg.ReadWorkers = 64
+	}
+	if cfg.MaxGroupSize <= 0 {
+		cfg.MaxGroupSize = DefaultMaxGroupSize
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -218,6 +223,20 @@ func (p *Processor) Handle(ctx context.Context, recs []*kgo.Record) error {
 				p.Invalidate()
 				return err
 			}
+		case wire.TypeCreateGroup, wire.TypeGroupChange:
+			var a *pendingAck
+			if t == wire.TypeCreateGroup {
+				a, err = p.createGroup(ctx, &p.env, rec, &p.dec.CreateGroup)
+			} else {
+				a, err = p.groupChange(ctx, &p.env, rec, &p.dec.GroupChange)
+			}
+			if err != nil {
+				p.Invalidate()
+				return err
+			}
+			if a != nil {
+				acks = append(acks, *a)
+			}
 		case wire.TypeResume, wire.TypeHistory:
 			// Read-only and order-insensitive: answered off the write path.
 			// rec.Value stays valid: kgo never reuses record memory.
@@ -250,8 +269,10 @@ func (p *Processor) Handle(ctx context.Context, recs []*kgo.Record) error {
 	for i := range acks {
 		a := &acks[i]
 		m := p.ackedMessage(a)
-		ack := wire.Ack{ClientMsgID: []byte(m.ClientMsgID), ConvID: m.ConvID, MessageID: m.MessageID, Seq: m.Seq, ServerTimeMS: m.ServerTimeMS}
-		p.replies = append(p.replies, reply{gateway: a.gateway, conn: a.conn, frame: ack.Append(nil, 0)})
+		if !a.noAck {
+			ack := wire.Ack{ClientMsgID: []byte(m.ClientMsgID), ConvID: m.ConvID, MessageID: m.MessageID, Seq: m.Seq, ServerTimeMS: m.ServerTimeMS}
+			p.replies = append(p.replies, reply{gateway: a.gateway, conn: a.conn, frame: ack.Append(nil, 0)})
+		}
 		if a.emit {
 			p.evs = append(p.evs, &kgo.Record{
 				Topic: bus.TopicEvents,
@@ -269,7 +290,13 @@ func (p *Processor) Handle(ctx context.Context, recs []*kgo.Record) error {
 		p.evs = append(p.evs, &kgo.Record{Topic: bus.TopicEvents, Key: wire.ConvKey(nil, pu.ConvID), Value: r.Append(nil)})
 	}
 	p.flushReplies(ctx)
-	p.cfg.Metrics.Acked.Add(float64(len(acks)))
+	acked := 0
+	for i := range acks {
+		if !acks[i].noAck {
+			acked++
+		}
+	}
+	p.cfg.Metrics.Acked.Add(float64(acked))
 
 	if len(p.evs) > 0 {
 		if err := p.produceEvents(ctx); err != nil {

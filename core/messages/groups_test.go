@@ -1,0 +1,303 @@
+package messages
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/chatd-dev/chatd/core/store"
+	"github.com/chatd-dev/chatd/wire"
+)
+
+// groupHarness feeds group requests with distinct Kafka positions, as the
+// consumer would.
+type groupHarness struct {
+	*harness
+	offset int64
+}
+
+func newGroupHarness(t *testing.T, st store.Store, cfg Config) *groupHarness {
+	h := newHarness(t, st)
+	if cfg.MaxGroupSize != 0 {
+		h.p.Close()
+		var err error
+		h.p, err = New(cfg, Deps{Store: h.st, Router: h.router, IDs: h.p.deps.IDs, Events: h.evs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(h.p.Close)
+	}
+	return &groupHarness{harness: h}
+}
+
+// rec stamps a record with the next offset.
+func (g *groupHarness) rec(user string, f wire.Frame) *kgo.Record {
+	r := record(user, f.Append(nil, 0))
+	g.offset++
+	r.Partition, r.Offset, r.Timestamp = 3, g.offset, time.UnixMilli(1_767_225_600_000+g.offset)
+	return r
+}
+
+// handle runs one batch and returns the frames it routed.
+func (g *groupHarness) handle(recs ...*kgo.Record) []wire.Frame {
+	g.t.Helper()
+	if err := g.p.Handle(context.Background(), recs); err != nil {
+		g.t.Fatalf("Handle: %v", err)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []wire.Frame
+	for _, b := range g.frames {
+		var d wire.Decoder
+		t, _, err := d.Decode(b)
+		if err != nil {
+			g.t.Fatalf("routed frame does not decode: %v", err)
+		}
+		f := d.Frame(t)
+		// Keep a copy that owns its memory.
+		var c wire.Decoder
+		if _, _, err := c.Decode(append([]byte(nil), b...)); err != nil {
+			g.t.Fatal(err)
+		}
+		out = append(out, c.Frame(f.Type()))
+	}
+	g.frames = nil
+	return out
+}
+
+// one asserts that frames is a single frame of type T and returns it.
+func one[T wire.Frame](t *testing.T, frames []wire.Frame) T {
+	t.Helper()
+	if len(frames) != 1 {
+		t.Fatalf("%d frames, want 1: %v", len(frames), frames)
+	}
+	f, ok := frames[0].(T)
+	if !ok {
+		if e, isErr := frames[0].(*wire.Error); isErr {
+			t.Fatalf("got ERROR %v %q", e.Code, e.Message)
+		}
+		t.Fatalf("got %T", frames[0])
+	}
+	return f
+}
+
+func wantError(t *testing.T, frames []wire.Frame, code wire.Code) {
+	t.Helper()
+	e := one[*wire.Error](t, frames)
+	if e.Code != code {
+		t.Fatalf("ERROR %v %q, want %v", e.Code, e.Message, code)
+	}
+}
+
+func membersOf(c *wire.Conv) string {
+	var s []string
+	for i, m := range c.Members {
+		if c.Roles[i] == wire.RoleAdmin {
+			s = append(s, string(m)+"*")
+		} else {
+			s = append(s, string(m))
+		}
+	}
+	return fmt.Sprint(s)
+}
+
+func users(us ...string) [][]byte {
+	out := make([][]byte, len(us))
+	for i, u := range us {
+		out[i] = []byte(u)
+	}
+	return out
+}
+
+// groupLog returns the group's messages, system messages decoded.
+func groupLog(t *testing.T, st store.Store, conv uint64) []string {
+	t.Helper()
+	ms, err := st.MessagesAfter(context.Background(), conv, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for i, m := range ms {
+		if m.Seq != uint64(i+1) {
+			t.Fatalf("seq %d at position %d", m.Seq, i)
+		}
+		if m.Kind != wire.KindSystem {
+			out = append(out, m.Sender+": "+string(m.Body))
+			continue
+		}
+		var ev wire.GroupEvent
+		if err := ev.Decode(m.Body); err != nil {
+			t.Fatalf("system message %d: %v", m.Seq, err)
+		}
+		out = append(out, fmt.Sprintf("%s %d %s %q %s", m.Sender, ev.Op, ev.Actor, ev.Name, ev.Users))
+	}
+	return out
+}
+
+func sendFrame(conv uint64, cmid string) *wire.Send {
+	return &wire.Send{ConvID: conv, ClientMsgID: []byte(cmid), Kind: wire.KindText, Body: []byte(cmid)}
+}
+
+func TestGroupLifecycle(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	g := newGroupHarness(t, st, Config{})
+	ctx := context.Background()
+
+	c := one[*wire.Conv](t, g.handle(g.rec("alice", &wire.CreateGroup{ReqID: 7, Name: []byte("hikers"), Members: users("carol", "bob", "bob")})))
+	conv := c.ConvID
+	if c.ReqID != 7 || c.Kind != wire.ConvGroup || string(c.Name) != "hikers" || c.LastSeq != 1 || c.MemberTotal != 3 || membersOf(c) != "[alice* bob carol]" {
+		t.Fatalf("CONV after create: %+v %s", c, membersOf(c))
+	}
+	if ids, _ := st.UserConversations(ctx, "bob"); !slices.Contains(ids, conv) {
+		t.Fatalf("bob's conversations %v lack the group", ids)
+	}
+	// Members send; the new member list applies from the change's seq on,
+	// also inside one batch.
+	if got := one[*wire.Ack](t, g.handle(g.rec("bob", sendFrame(conv, "b1")))); got.Seq != 2 {
+		t.Fatalf("bob's ACK seq %d", got.Seq)
+	}
+	c = one[*wire.Conv](t, g.handle(g.rec("alice", &wire.GroupChange{ReqID: 8, ConvID: conv, Op: wire.GroupAdd, Users: users("dave")})))
+	if c.LastSeq != 3 || membersOf(c) != "[alice* bob carol dave]" {
+		t.Fatalf("after add: seq %d %s", c.LastSeq, membersOf(c))
+	}
+	frames := g.handle(
+		g.rec("alice", &wire.GroupChange{ReqID: 9, ConvID: conv, Op: wire.GroupRemove, Users: users("bob")}),
+		g.rec("bob", sendFrame(conv, "b2")),
+	)
+	if len(frames) != 2 {
+		t.Fatalf("frames %v", frames)
+	}
+	wantError(t, frames[1:], wire.CodeNotMember)
+	if c := one[*wire.Conv](t, frames[:1]); membersOf(c) != "[alice* carol dave]" {
+		t.Fatalf("after remove: %s", membersOf(c))
+	}
+	if ids, _ := st.UserConversations(ctx, "bob"); slices.Contains(ids, conv) {
+		t.Fatal("bob's conversations still list the group")
+	}
+	wantError(t, g.handle(g.rec("bob", &wire.GroupChange{ConvID: conv, Op: wire.GroupRename, Name: []byte("x")})), wire.CodeNotMember)
+	c = one[*wire.Conv](t, g.handle(g.rec("alice", &wire.GroupChange{ConvID: conv, Op: wire.GroupPromote, Users: users("carol")})))
+	if membersOf(c) != "[alice* carol* dave]" {
+		t.Fatalf("after promote: %s", membersOf(c))
+	}
+	// Any member renames.
+	if c = one[*wire.Conv](t, g.handle(g.rec("dave", &wire.GroupChange{ConvID: conv, Op: wire.GroupRename, Name: []byte("hikers 2026")}))); string(c.Name) != "hikers 2026" {
+		t.Fatalf("name %q", c.Name)
+	}
+	// Adding members who are members changes nothing and writes nothing.
+	if c = one[*wire.Conv](t, g.handle(g.rec("alice", &wire.GroupChange{ConvID: conv, Op: wire.GroupAdd, Users: users("dave")}))); c.LastSeq != 6 {
+		t.Fatalf("no-op add moved the log to %d", c.LastSeq)
+	}
+	one[*wire.Conv](t, g.handle(g.rec("alice", &wire.GroupChange{ConvID: conv, Op: wire.GroupLeave})))
+	// The last admin leaves: the first remaining member takes over.
+	c = one[*wire.Conv](t, g.handle(g.rec("carol", &wire.GroupChange{ConvID: conv, Op: wire.GroupLeave})))
+	if membersOf(c) != "[dave*]" || c.LastSeq != 8 {
+		t.Fatalf("after the last admin left: seq %d %s", c.LastSeq, membersOf(c))
+	}
+	want := []string{
+		`alice 7 alice "hikers" [bob carol]`,
+		`bob: b1`,
+		`alice 1 alice "" [dave]`,
+		`alice 2 alice "" [bob]`,
+		`alice 5 alice "" [carol]`,
+		`dave 4 dave "hikers 2026" []`,
+		`alice 3 alice "" []`,
+		`carol 3 carol "" [dave]`,
+	}
+	if got := groupLog(t, st, conv); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("log:\n%q\nwant\n%q", got, want)
+	}
+	// Every system message went to chat.events; no ACK for them.
+	if n := len(g.evs.msgs()); n != 8 {
+		t.Fatalf("%d messages emitted, want 8", n)
+	}
+	stored, err := st.Conversation(ctx, conv)
+	if err != nil || stored.Name != "hikers 2026" || fmt.Sprint(stored.Members) != "[dave]" || fmt.Sprint(stored.Admins) != "[dave]" {
+		t.Fatalf("stored %+v %v", stored, err)
+	}
+}
+
+// TestGroupBadInput: every refused request is a coded ERROR and writes
+// nothing.
+func TestGroupBadInput(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	g := newGroupHarness(t, st, Config{MaxGroupSize: 4})
+	c := one[*wire.Conv](t, g.handle(g.rec("alice", &wire.CreateGroup{Name: []byte("g"), Members: users("bob", "carol")})))
+	conv := c.ConvID
+	direct := setupConv(t, st)
+	for _, tc := range []struct {
+		name string
+		user string
+		f    wire.Frame
+		code wire.Code
+	}{
+		{"name not UTF-8", "alice", &wire.CreateGroup{Name: []byte{0xff, 0xfe}}, wire.CodeInvalidArgument},
+		{"bad member id", "alice", &wire.CreateGroup{Name: []byte("g"), Members: users("bob", "no spaces")}, wire.CodeInvalidArgument},
+		{"create past the cap", "alice", &wire.CreateGroup{Name: []byte("g"), Members: users("b", "c", "d", "e")}, wire.CodeGroupFull},
+		{"add past the cap", "alice", &wire.GroupChange{ConvID: conv, Op: wire.GroupAdd, Users: users("dave", "erin")}, wire.CodeGroupFull},
+		{"non-admin adds", "bob", &wire.GroupChange{ConvID: conv, Op: wire.GroupAdd, Users: users("dave")}, wire.CodeNotAdmin},
+		{"non-admin removes", "bob", &wire.GroupChange{ConvID: conv, Op: wire.GroupRemove, Users: users("carol")}, wire.CodeNotAdmin},
+		{"non-admin promotes", "bob", &wire.GroupChange{ConvID: conv, Op: wire.GroupPromote, Users: users("bob")}, wire.CodeNotAdmin},
+		{"remove an unknown member", "alice", &wire.GroupChange{ConvID: conv, Op: wire.GroupRemove, Users: users("carol", "zed")}, wire.CodeUnknownMember},
+		{"promote an unknown member", "alice", &wire.GroupChange{ConvID: conv, Op: wire.GroupPromote, Users: users("zed")}, wire.CodeUnknownMember},
+		{"demote the last admin", "alice", &wire.GroupChange{ConvID: conv, Op: wire.GroupDemote, Users: users("alice")}, wire.CodeInvalidArgument},
+		{"remove yourself", "alice", &wire.GroupChange{ConvID: conv, Op: wire.GroupRemove, Users: users("alice")}, wire.CodeInvalidArgument},
+		{"add nobody", "alice", &wire.GroupChange{ConvID: conv, Op: wire.GroupAdd}, wire.CodeInvalidArgument},
+		{"leave naming users", "bob", &wire.GroupChange{ConvID: conv, Op: wire.GroupLeave, Users: users("carol")}, wire.CodeInvalidArgument},
+		{"rename to nothing", "bob", &wire.GroupChange{ConvID: conv, Op: wire.GroupRename}, wire.CodeInvalidArgument},
+		{"a non-member renames", "zed", &wire.GroupChange{ConvID: conv, Op: wire.GroupRename, Name: []byte("x")}, wire.CodeNotMember},
+		{"a direct conversation", "alice", &wire.GroupChange{ConvID: direct, Op: wire.GroupRename, Name: []byte("x")}, wire.CodeInvalidArgument},
+		{"no such group", "alice", &wire.GroupChange{ConvID: 12345, Op: wire.GroupLeave}, wire.CodeConvNotFound},
+		{"a reserved client_msg_id", "alice", sendFrame(conv, "~g/3/1"), wire.CodeInvalidArgument},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			wantError(t, g.handle(g.rec(tc.user, tc.f)), tc.code)
+		})
+	}
+	if got := groupLog(t, st, conv); len(got) != 1 {
+		t.Fatalf("refused requests wrote %q", got)
+	}
+	stored, err := st.Conversation(context.Background(), conv)
+	if err != nil || fmt.Sprint(stored.Members) != "[alice bob carol]" || fmt.Sprint(stored.Admins) != "[alice]" {
+		t.Fatalf("stored %+v %v", stored, err)
+	}
+	// Acting on a group one has left.
+	one[*wire.Conv](t, g.handle(g.rec("bob", &wire.GroupChange{ConvID: conv, Op: wire.GroupLeave})))
+	wantError(t, g.handle(g.rec("bob", sendFrame(conv, "after leaving"))), wire.CodeNotMember)
+	wantError(t, g.handle(g.rec("bob", &wire.GroupChange{ConvID: conv, Op: wire.GroupLeave})), wire.CodeNotMember)
+}
+
+// TestGroupRequestsRedelivered: a request handled again (a crash before the
+// offset commit) is answered, not applied twice, even after later changes.
+func TestGroupRequestsRedelivered(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	g := newGroupHarness(t, st, Config{})
+	create := g.rec("alice", &wire.CreateGroup{ReqID: 1, Name: []byte("g"), Members: users("bob", "carol")})
+	c1 := one[*wire.Conv](t, g.handle(create))
+	remove := g.rec("alice", &wire.GroupChange{ReqID: 2, ConvID: c1.ConvID, Op: wire.GroupRemove, Users: users("bob")})
+	one[*wire.Conv](t, g.handle(remove))
+	add := g.rec("alice", &wire.GroupChange{ReqID: 3, ConvID: c1.ConvID, Op: wire.GroupAdd, Users: users("bob")})
+	one[*wire.Conv](t, g.handle(add))
+
+	// A new owner (fresh processor) handles the same records again.
+	again := newGroupHarness(t, st, Config{})
+	c2 := one[*wire.Conv](t, again.handle(create))
+	if c2.ConvID != c1.ConvID || c2.ReqID != 1 {
+		t.Fatalf("re-created %d (req %d), want the group %d", c2.ConvID, c2.ReqID, c1.ConvID)
+	}
+	c3 := one[*wire.Conv](t, again.handle(remove))
+	if c3.ReqID != 2 || membersOf(c3) != "[alice* bob carol]" {
+		t.Fatalf("re-delivered remove answered %s (req %d): applied again?", membersOf(c3), c3.ReqID)
+	}
+	if got := groupLog(t, st, c1.ConvID); len(got) != 3 {
+		t.Fatalf("log after re-delivery: %q", got)
+	}
+	// The new owner never emitted these system messages itself, so it
+	// re-emits them (the first owner's emit may have been lost).
+	if n := len(again.evs.msgs()); n != 2 {
+		t.Fatalf("re-emitted %d, want 2", n)
+	}
+}
