@@ -61,6 +61,8 @@ func TestRequestKeys(t *testing.T) {
 		{&wire.History{ReqID: 1, ConvID: 6, Limit: 50}, wire.ConvKey(nil, 6)},
 		{&wire.Resume{ReqID: 2, Cursors: []wire.Cursor{{ConvID: 5, LastSeq: 3}}}, wire.UserKey(nil, []byte("alice"))},
 		{&wire.OpenDirect{ReqID: 3, Peer: []byte("bob")}, wire.UserKey(nil, []byte("alice"))},
+		{&wire.CreateGroup{ReqID: 4, Name: []byte("hikers"), Members: [][]byte{[]byte("bob")}}, wire.UserKey(nil, []byte("alice"))},
+		{&wire.GroupChange{ReqID: 5, ConvID: 7, Op: wire.GroupLeave}, wire.ConvKey(nil, 7)},
 	}
 	for _, fr := range frames {
 		c.send(fr.f)

@@ -37,6 +37,10 @@ func refOf(t wire.Type, d *wire.Decoder) ref {
 		return ref{t: t, req: d.History.ReqID, conv: d.History.ConvID}
 	case wire.TypeOpenDirect:
 		return ref{t: t, req: d.OpenDirect.ReqID}
+	case wire.TypeCreateGroup:
+		return ref{t: t, req: d.CreateGroup.ReqID}
+	case wire.TypeGroupChange:
+		return ref{t: t, req: d.GroupChange.ReqID, conv: d.GroupChange.ConvID}
 	}
 	return ref{t: t}
 }
@@ -235,6 +239,17 @@ func (g *Gateway) request(c *conn, rx *rxScratch, frame []byte) {
 			return
 		}
 		g.produce(c, r, true, frame)
+	case wire.TypeCreateGroup:
+		// Keyed by the creator: the group has no id yet.
+		g.produce(c, r, true, frame)
+	case wire.TypeGroupChange:
+		if d.GroupChange.ConvID == 0 {
+			g.invalid(c, r, "group_change: conv_id is 0")
+			return
+		}
+		// Keyed by the group, so its owner applies the change in order
+		// with the group's messages.
+		g.produce(c, r, false, frame)
 	}
 }
 

@@ -288,6 +288,7 @@ func TestInvalidRequests(t *testing.T) {
 		{name: "receipt for another user", f: &wire.Receipt{ConvID: 5, Kind: wire.ReceiptRead, UpToSeq: 3, User: []byte("bob")}, conv: 5},
 		{name: "history zero conv", f: &wire.History{ReqID: 11, Limit: 10}, req: 11},
 		{name: "open_direct empty peer", f: &wire.OpenDirect{ReqID: 12}, req: 12},
+		{name: "group_change zero conv", f: &wire.GroupChange{ReqID: 13, Op: wire.GroupLeave}, req: 13},
 	}
 	for _, tc := range cases {
 		c.send(tc.f)
