@@ -31,7 +31,7 @@ type metrics struct {
 	badBatches     prometheus.Counter
 	routedUnknown  prometheus.Counter
 
-	in, out [wire.TypeConv + 2]prometheus.Counter // by type; the last is "unknown"
+	in, out [wire.LastType + 2]prometheus.Counter // by type; the last is "unknown"
 }
 
 func newMetrics() *metrics {
@@ -104,7 +104,7 @@ func typeIndex(t wire.Type) int {
 	if wire.KnownType(t) {
 		return int(t)
 	}
-	return int(wire.TypeConv) + 1
+	return int(wire.LastType) + 1
 }
 
 func (m *metrics) framesIn(t wire.Type) prometheus.Counter  { return m.in[typeIndex(t)] }

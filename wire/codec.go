@@ -46,7 +46,7 @@ func ParseHeader(frame []byte) (t Type, f Flags, payload []byte, err error) {
 }
 
 // KnownType reports whether t is a frame type of protocol version 1.
-func KnownType(t Type) bool { return t >= TypeHello && t <= TypeGroupChange }
+func KnownType(t Type) bool { return t >= TypeHello && t <= LastType }
 
 // ClientType reports whether a client may send frames of type t. The server
 // answers other known types from a client with CodeUnexpectedType.

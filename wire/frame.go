@@ -64,6 +64,10 @@ const (
 	TypeConv        Type = 0x10 // S->C a conversation's description
 	TypeCreateGroup Type = 0x11 // C->S create a group
 	TypeGroupChange Type = 0x12 // C->S add/remove members, leave, rename, promote/demote admins
+
+	// LastType is the highest frame type of this version: types run
+	// 1..LastType without gaps.
+	LastType = TypeGroupChange
 )
 
 // Flags is the second byte of every frame. Unknown bits are a malformed frame.
