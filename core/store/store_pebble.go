@@ -23,11 +23,17 @@ package store
 // key. Pointer kinds are wire.ReceiptDelivered (1) and wire.ReceiptRead (2).
 //
 // Values are compact binary: uvarints, and strings as uvarint length +
-// bytes. Values with several fields start with a format byte (1):
+// bytes. Values with several fields start with a format byte:
 //
 //	convVal: 0x01 kind createdMS n str(member)*n      (members sorted, unique)
+//	      or 0x02 kind createdMS n str(member)*n str(name) m str(admin)*m
 //	msgVal:  0x01 messageID serverTimeMS kind str(sender) str(senderDevice)
 //	         str(clientMsgID) body                    (body: all remaining bytes)
+//
+// A conversation with no name and no admins (every direct one) is written
+// in format 1, byte for byte what stores before groups wrote, so a binary
+// from before groups can still read it; format 2 adds the group fields.
+// Both decode; format 1 reads as an empty name and no admins.
 //
 // A message's ConvID and Seq come from its key.
 
@@ -59,6 +65,10 @@ const (
 
 // valueFormat is the first byte of multi-field values.
 const valueFormat byte = 1
+
+// convFormatGroup is the format byte of a conversation value that carries
+// a name or admins (see the layout above); others use valueFormat.
+const convFormatGroup byte = 2
 
 // Defaults of PebbleOptions.
 const (
@@ -123,7 +133,10 @@ type commitScratch struct {
 	buf       []byte
 }
 
-// batchConvs appends the unique conversations b writes to dst.
+// batchConvs appends the unique conversations b writes to dst: the set a
+// Commit holds. Updated groups are in it so that two Commits updating one
+// group (or one creating it while another updates it) run one after the
+// other, each reading the group the previous one wrote.
 func batchConvs(dst []uint64, b *Batch) []uint64 {
 	for i := range b.Messages {
 		dst = append(dst, b.Messages[i].ConvID)
@@ -133,6 +146,9 @@ func batchConvs(dst []uint64, b *Batch) []uint64 {
 	}
 	for i := range b.Conversations {
 		dst = append(dst, b.Conversations[i].ID)
+	}
+	for i := range b.GroupUpdates {
+		dst = append(dst, b.GroupUpdates[i].Conv.ID)
 	}
 	slices.Sort(dst)
 	return slices.Compact(dst)
@@ -261,10 +277,8 @@ func (p *Pebble) EnsureConversation(ctx context.Context, c Conversation) (Conver
 	if err != nil || found {
 		return old, err
 	}
-	members := slices.Clone(c.Members)
-	slices.Sort(members)
-	members = slices.Compact(members)
-	c.Members = members
+	c.Members = sortedUnique(c.Members)
+	c.Admins = sortedUnique(c.Admins)
 
 	b := p.db.NewBatch()
 	defer b.Close()
@@ -272,7 +286,7 @@ func (p *Pebble) EnsureConversation(ctx context.Context, c Conversation) (Conver
 		return Conversation{}, fmt.Errorf("store: ensure conversation %d: %w", c.ID, err)
 	}
 	var kb []byte
-	for _, m := range members {
+	for _, m := range c.Members {
 		kb = appendMemberKey(kb[:0], c.ID, m)
 		if err := b.Set(kb, nil, nil); err != nil {
 			return Conversation{}, fmt.Errorf("store: ensure conversation %d: %w", c.ID, err)
@@ -288,44 +302,121 @@ func (p *Pebble) EnsureConversation(ctx context.Context, c Conversation) (Conver
 	return c, nil
 }
 
+// sortedUnique returns a sorted copy of ids without duplicates (nil for
+// nil): member and admin lists are stored that way, and the caller's slice
+// is left alone.
+func sortedUnique(ids []string) []string {
+	s := slices.Clone(ids)
+	slices.Sort(s)
+	return slices.Compact(s)
+}
+
 // addConversations writes to pb every conversation of cs that does not
-// exist yet (first one wins within cs). The caller holds ensureMu.
-func (p *Pebble) addConversations(pb *pebble.Batch, cs []Conversation) error {
-	var added map[uint64]bool
+// exist yet (first one wins within cs) and returns the ones it wrote, by
+// id (nil when none), as stored. The caller holds ensureMu.
+func (p *Pebble) addConversations(pb *pebble.Batch, cs []Conversation) (map[uint64]Conversation, error) {
+	var added map[uint64]Conversation
 	var kb []byte
 	for i := range cs {
 		c := cs[i]
-		if added[c.ID] {
+		if _, ok := added[c.ID]; ok {
 			continue
 		}
 		key := appendConvKey(nil, c.ID)
 		_, found, err := p.conversation(key, c.ID)
 		if err != nil {
-			return fmt.Errorf("store: commit: %w", err)
+			return nil, fmt.Errorf("store: commit: %w", err)
 		}
 		if found {
 			continue
 		}
-		members := slices.Clone(c.Members)
-		slices.Sort(members)
-		c.Members = slices.Compact(members)
+		c.Members = sortedUnique(c.Members)
+		c.Admins = sortedUnique(c.Admins)
 		if err := pb.Set(key, appendConvVal(nil, &c), nil); err != nil {
-			return fmt.Errorf("store: commit: conversation %d: %w", c.ID, err)
+			return nil, fmt.Errorf("store: commit: conversation %d: %w", c.ID, err)
 		}
 		for _, m := range c.Members {
 			kb = appendMemberKey(kb[:0], c.ID, m)
 			if err := pb.Set(kb, nil, nil); err != nil {
-				return fmt.Errorf("store: commit: conversation %d: %w", c.ID, err)
+				return nil, fmt.Errorf("store: commit: conversation %d: %w", c.ID, err)
 			}
 			kb = appendUserConvKey(kb[:0], m, c.ID)
 			if err := pb.Set(kb, nil, nil); err != nil {
-				return fmt.Errorf("store: commit: conversation %d: %w", c.ID, err)
+				return nil, fmt.Errorf("store: commit: conversation %d: %w", c.ID, err)
 			}
 		}
 		if added == nil {
-			added = map[uint64]bool{}
+			added = map[uint64]Conversation{}
 		}
-		added[c.ID] = true
+		added[c.ID] = c
+	}
+	return added, nil
+}
+
+// applyGroupUpdates writes ups to pb in order. An update's group is looked
+// up in groups first (the conversations this batch created, then the
+// descriptions earlier updates wrote: so a later update sees an earlier
+// one), then in the store; groups is updated as it goes (nil is fine).
+// The caller holds the updated groups (hold), so what it reads from the
+// store stays current until pb is applied.
+//
+// A missing or non-group conversation is ErrInvalid. Nothing is written
+// then: every write of Commit goes to pb, which Commit applies only after
+// all of them succeeded.
+//
+// Within one update Added are indexed before Removed are unindexed, so a
+// user in both ends up without the group; a later update's index rows
+// override an earlier one's (Pebble applies a batch's operations in order).
+func (p *Pebble) applyGroupUpdates(pb *pebble.Batch, ups []GroupUpdate, groups map[uint64]Conversation) error {
+	var kb []byte
+	for i := range ups {
+		u := &ups[i]
+		id := u.Conv.ID
+		base, ok := groups[id]
+		if !ok {
+			var err error
+			base, ok, err = p.conversation(appendConvKey(kb[:0], id), id)
+			if err != nil {
+				return fmt.Errorf("store: commit: %w", err)
+			}
+		}
+		if !ok {
+			return fmt.Errorf("%w: group update %d: conversation %d does not exist", ErrInvalid, i, id)
+		}
+		if base.Kind != wire.ConvGroup {
+			return fmt.Errorf("%w: group update %d: conversation %d is not a group (kind %d)", ErrInvalid, i, id, base.Kind)
+		}
+		next := Conversation{
+			ID:        id,
+			Kind:      base.Kind,
+			CreatedMS: base.CreatedMS,
+			Name:      u.Conv.Name,
+			Members:   sortedUnique(u.Conv.Members),
+			Admins:    sortedUnique(u.Conv.Admins),
+		}
+		if err := pb.Set(appendConvKey(kb[:0], id), appendConvVal(nil, &next), nil); err != nil {
+			return fmt.Errorf("store: commit: group %d: %w", id, err)
+		}
+		for _, m := range u.Added {
+			if err := pb.Set(appendMemberKey(kb[:0], id, m), nil, nil); err != nil {
+				return fmt.Errorf("store: commit: group %d: %w", id, err)
+			}
+			if err := pb.Set(appendUserConvKey(kb[:0], m, id), nil, nil); err != nil {
+				return fmt.Errorf("store: commit: group %d: %w", id, err)
+			}
+		}
+		for _, m := range u.Removed {
+			if err := pb.Delete(appendMemberKey(kb[:0], id, m), nil); err != nil {
+				return fmt.Errorf("store: commit: group %d: %w", id, err)
+			}
+			if err := pb.Delete(appendUserConvKey(kb[:0], m, id), nil); err != nil {
+				return fmt.Errorf("store: commit: group %d: %w", id, err)
+			}
+		}
+		if groups == nil {
+			groups = map[uint64]Conversation{}
+		}
+		groups[id] = next
 	}
 	return nil
 }
@@ -443,7 +534,7 @@ func (p *Pebble) Commit(ctx context.Context, b *Batch) (err error) {
 		return err
 	}
 	defer p.mu.RUnlock()
-	if len(b.Messages) == 0 && len(b.Pointers) == 0 && len(b.Conversations) == 0 {
+	if len(b.Messages) == 0 && len(b.Pointers) == 0 && len(b.Conversations) == 0 && len(b.GroupUpdates) == 0 {
 		return nil
 	}
 	for i := range b.Messages {
@@ -470,13 +561,21 @@ func (p *Pebble) Commit(ctx context.Context, b *Batch) (err error) {
 	defer pb.Close()
 	var kb [16 + 2*binary.MaxVarintLen64 + 2*wire.MaxIDLen]byte
 	var vb [binary.MaxVarintLen64]byte
+	var created map[uint64]Conversation
 	if len(b.Conversations) > 0 {
 		// Lock order: the batch's conversations, then ensureMu
 		// (EnsureConversation takes only ensureMu), so a conversation is
 		// created once.
 		p.ensureMu.Lock()
 		defer p.ensureMu.Unlock()
-		if err := p.addConversations(pb, b.Conversations); err != nil {
+		if created, err = p.addConversations(pb, b.Conversations); err != nil {
+			return err
+		}
+	}
+	// Group updates need no ensureMu: they only change conversations that
+	// exist, which EnsureConversation leaves alone.
+	if len(b.GroupUpdates) > 0 {
+		if err := p.applyGroupUpdates(pb, b.GroupUpdates, created); err != nil {
 			return err
 		}
 	}
@@ -751,35 +850,50 @@ func prefixEnd(prefix []byte) []byte {
 
 // Values.
 
+// appendConvVal encodes c (its ID is in the key): format 1 when it has no
+// name and no admins, format 2 otherwise (see the layout at the top).
 func appendConvVal(b []byte, c *Conversation) []byte {
-	b = append(b, valueFormat)
+	group := c.Name != "" || len(c.Admins) > 0
+	if group {
+		b = append(b, convFormatGroup)
+	} else {
+		b = append(b, valueFormat)
+	}
 	b = binary.AppendUvarint(b, uint64(c.Kind))
 	b = binary.AppendUvarint(b, c.CreatedMS)
-	b = binary.AppendUvarint(b, uint64(len(c.Members)))
-	for _, m := range c.Members {
-		b = appendStr(b, m)
+	b = appendStrs(b, c.Members)
+	if group {
+		b = appendStr(b, c.Name)
+		b = appendStrs(b, c.Admins)
 	}
 	return b
 }
 
+// appendStrs appends uvarint(len(ss)) and each string.
+func appendStrs(b []byte, ss []string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(ss)))
+	for _, s := range ss {
+		b = appendStr(b, s)
+	}
+	return b
+}
+
+// decodeConvVal decodes both formats; nothing in the result aliases v.
+// ID is left zero (it is in the key).
 func decodeConvVal(v []byte) (Conversation, error) {
 	r := reader{b: v}
-	if f := r.byte(); f != valueFormat {
+	f := r.byte()
+	if r.err == nil && f != valueFormat && f != convFormatGroup {
 		return Conversation{}, fmt.Errorf("%w: conversation format %d", errCorrupt, f)
 	}
 	var c Conversation
 	kind := r.uvarint()
 	c.Kind = wire.ConvKind(kind)
 	c.CreatedMS = r.uvarint()
-	n := r.uvarint()
-	if r.err == nil && n > uint64(len(r.b)) { // each member takes >= 1 byte
-		r.err = errCorrupt
-	}
-	if r.err == nil && n > 0 {
-		c.Members = make([]string, 0, n)
-		for range n {
-			c.Members = append(c.Members, string(r.str()))
-		}
+	c.Members = r.strs()
+	if f == convFormatGroup {
+		c.Name = string(r.str())
+		c.Admins = r.strs()
 	}
 	if r.err != nil || kind > 0xff || len(r.b) != 0 {
 		return Conversation{}, fmt.Errorf("%w: conversation", errCorrupt)
@@ -886,6 +1000,22 @@ func (r *reader) uvarint() uint64 {
 	}
 	r.b = r.b[m:]
 	return n
+}
+
+// strs reads a uvarint count and that many strings, copied (nil for none).
+func (r *reader) strs() []string {
+	n := r.uvarint()
+	if r.err == nil && n > uint64(len(r.b)) { // each string takes >= 1 byte
+		r.err = errCorrupt
+	}
+	if r.err != nil || n == 0 {
+		return nil
+	}
+	ss := make([]string, 0, n)
+	for range n {
+		ss = append(ss, string(r.str()))
+	}
+	return ss
 }
 
 // str returns the next length-prefixed string, aliasing the input.
