@@ -55,6 +55,11 @@ func Run(t *testing.T, o Options) {
 		{"EnsureConversationConcurrent", testEnsureConversationConcurrent},
 		{"ConversationNotFound", testConversationNotFound},
 		{"CommitConversations", testCommitConversations},
+		{"GroupNameAndAdmins", testGroupNameAndAdmins},
+		{"GroupUpdates", testGroupUpdates},
+		{"GroupUpdatesInOneBatch", testGroupUpdatesInOneBatch},
+		{"GroupUpdateWithMessage", testGroupUpdateWithMessage},
+		{"GroupUpdateRejectsInvalid", testGroupUpdateRejectsInvalid},
 		{"UserConversations", testUserConversations},
 		{"CommitLastSeq", testCommitLastSeq},
 		{"CommitSeqFence", testCommitSeqFence},
@@ -207,9 +212,41 @@ func seqs(ms []store.Message) []uint64 {
 	return s
 }
 
+// convEqual compares every field; a nil and an empty list are equal.
 func convEqual(a, b store.Conversation) bool {
 	return a.ID == b.ID && a.Kind == b.Kind && a.CreatedMS == b.CreatedMS &&
-		slices.Equal(a.Members, b.Members)
+		slices.Equal(a.Members, b.Members) && a.Name == b.Name && slices.Equal(a.Admins, b.Admins)
+}
+
+// conversation returns the stored conversation id, failing the test on any
+// error.
+func (e *env) conversation(t *testing.T, id uint64) store.Conversation {
+	t.Helper()
+	c, err := e.s.Conversation(e.ctx, id)
+	if err != nil {
+		t.Fatalf("Conversation(%d): %v", id, err)
+	}
+	return c
+}
+
+// checkConv checks that conversation want.ID is stored as want.
+func (e *env) checkConv(t *testing.T, what string, want store.Conversation) {
+	t.Helper()
+	if got := e.conversation(t, want.ID); !convEqual(got, want) {
+		t.Errorf("%s: Conversation(%d) =\n %+v\nwant %+v", what, want.ID, got, want)
+	}
+}
+
+// checkIndexed checks whether UserConversations(user) lists conv.
+func (e *env) checkIndexed(t *testing.T, what, user string, conv uint64, want bool) {
+	t.Helper()
+	ids, err := e.s.UserConversations(e.ctx, user)
+	if err != nil {
+		t.Fatalf("UserConversations(%s): %v", user, err)
+	}
+	if slices.Contains(ids, conv) != want {
+		t.Errorf("%s: UserConversations(%s) = %v; lists %d: %v, want %v", what, user, ids, conv, !want, want)
+	}
 }
 
 func testEnsureConversation(t *testing.T, e *env) {
@@ -362,6 +399,284 @@ func testCommitConversations(t *testing.T, e *env) {
 	if _, err := e.s.Conversation(e.ctx, e.conv(3)); err != nil {
 		t.Fatalf("conversation-only batch: %v", err)
 	}
+}
+
+// testGroupNameAndAdmins: a group's name and admins are stored as given
+// (admins sorted and deduped, like members) whether it is created by
+// EnsureConversation or by Batch.Conversations; a direct conversation has
+// neither.
+func testGroupNameAndAdmins(t *testing.T, e *env) {
+	alice, bob, carol := e.user("alice"), e.user("bob"), e.user("carol")
+	in := store.Conversation{
+		ID: e.conv(1), Kind: wire.ConvGroup, CreatedMS: 11,
+		Members: []string{carol, alice, bob},
+		Name:    "Hikers — Sunday ⛰",
+		Admins:  []string{carol, alice, carol},
+	}
+	inAdmins := slices.Clone(in.Admins)
+	want := store.Conversation{
+		ID: in.ID, Kind: wire.ConvGroup, CreatedMS: 11,
+		Members: []string{alice, bob, carol}, Name: in.Name, Admins: []string{alice, carol},
+	}
+	got, err := e.s.EnsureConversation(e.ctx, in)
+	if err != nil {
+		t.Fatalf("EnsureConversation: %v", err)
+	}
+	if !convEqual(got, want) {
+		t.Errorf("EnsureConversation =\n %+v\nwant %+v", got, want)
+	}
+	if !slices.Equal(in.Admins, inAdmins) {
+		t.Errorf("EnsureConversation modified the caller's Admins: %v", in.Admins)
+	}
+	got.Admins[0] = "mutated" // must not reach the store
+	e.checkConv(t, "created by EnsureConversation", want)
+	// An existing group keeps its name and admins.
+	again, err := e.s.EnsureConversation(e.ctx, store.Conversation{ID: in.ID, Kind: wire.ConvGroup, Name: "other", Admins: []string{bob}})
+	if err != nil || !convEqual(again, want) {
+		t.Errorf("EnsureConversation(existing) = %+v, %v; want %+v", again, err, want)
+	}
+
+	// Through Batch.Conversations, with a direct conversation beside it.
+	batched := store.Conversation{
+		ID: e.conv(2), Kind: wire.ConvGroup, CreatedMS: 22,
+		Members: []string{bob, alice}, Name: "batched", Admins: []string{bob, bob},
+	}
+	direct := store.Conversation{ID: e.conv(3), Kind: wire.ConvDirect, CreatedMS: 33, Members: []string{bob, alice}}
+	e.commit(t, &store.Batch{Conversations: []store.Conversation{batched, direct}})
+	e.checkConv(t, "created by Batch.Conversations", store.Conversation{
+		ID: batched.ID, Kind: wire.ConvGroup, CreatedMS: 22,
+		Members: []string{alice, bob}, Name: "batched", Admins: []string{bob},
+	})
+	if c := e.conversation(t, direct.ID); c.Name != "" || len(c.Admins) != 0 || c.Kind != wire.ConvDirect {
+		t.Errorf("direct conversation = %+v, want no name and no admins", c)
+	}
+	// A group without name and admins reads back without them.
+	bare := store.Conversation{ID: e.conv(4), Kind: wire.ConvGroup, CreatedMS: 44, Members: []string{alice}}
+	if got, err := e.s.EnsureConversation(e.ctx, bare); err != nil || !convEqual(got, bare) {
+		t.Errorf("EnsureConversation(bare group) = %+v, %v", got, err)
+	}
+	e.checkConv(t, "bare group", bare)
+}
+
+// newGroup creates a group conversation and returns it as stored.
+func (e *env) newGroup(t *testing.T, i uint64, name string, admins []string, members ...string) store.Conversation {
+	t.Helper()
+	c, err := e.s.EnsureConversation(e.ctx, store.Conversation{
+		ID: e.conv(i), Kind: wire.ConvGroup, CreatedMS: 1000 + i, Members: members, Name: name, Admins: admins,
+	})
+	if err != nil {
+		t.Fatalf("EnsureConversation(%d): %v", i, err)
+	}
+	return c
+}
+
+// testGroupUpdates: an update replaces the name, members and admins (kind
+// and creation time stay), indexes Added and unindexes Removed.
+func testGroupUpdates(t *testing.T, e *env) {
+	alice, bob, carol, dave := e.user("alice"), e.user("bob"), e.user("carol"), e.user("dave")
+	g := e.newGroup(t, 1, "first", []string{alice}, alice, bob, carol)
+	other := e.newGroup(t, 2, "other", nil, carol) // carol stays in this one
+
+	// Add dave, remove carol, rename, make dave an admin. Kind and
+	// CreatedMS in the update are ignored; lists arrive unsorted.
+	e.commit(t, &store.Batch{GroupUpdates: []store.GroupUpdate{{
+		Conv: store.Conversation{
+			ID: g.ID, Kind: wire.ConvDirect, CreatedMS: 1,
+			Name: "second", Members: []string{dave, bob, alice, dave}, Admins: []string{dave, alice},
+		},
+		Added:   []string{dave},
+		Removed: []string{carol},
+	}}})
+	want := store.Conversation{
+		ID: g.ID, Kind: wire.ConvGroup, CreatedMS: g.CreatedMS,
+		Members: []string{alice, bob, dave}, Name: "second", Admins: []string{alice, dave},
+	}
+	e.checkConv(t, "after add, remove, rename, admin", want)
+	e.checkIndexed(t, "added", dave, g.ID, true)
+	e.checkIndexed(t, "removed", carol, g.ID, false)
+	e.checkIndexed(t, "removed, other group", carol, other.ID, true)
+	e.checkIndexed(t, "kept", alice, g.ID, true)
+	e.checkIndexed(t, "kept", bob, g.ID, true)
+	e.checkConv(t, "other group", other)
+
+	// Rename only, then admins only: members and the index stay.
+	want.Name = ""
+	e.commit(t, &store.Batch{GroupUpdates: []store.GroupUpdate{{Conv: store.Conversation{
+		ID: g.ID, Members: want.Members, Admins: want.Admins,
+	}}}})
+	e.checkConv(t, "after clearing the name", want)
+	want.Name, want.Admins = "third", nil
+	e.commit(t, &store.Batch{GroupUpdates: []store.GroupUpdate{{Conv: store.Conversation{
+		ID: g.ID, Name: "third", Members: want.Members,
+	}}}})
+	e.checkConv(t, "after removing every admin", want)
+	for _, u := range []string{alice, bob, dave} {
+		e.checkIndexed(t, "after rename and admin changes", u, g.ID, true)
+	}
+	// Removing a user who never was indexed, adding one again: no error.
+	e.commit(t, &store.Batch{GroupUpdates: []store.GroupUpdate{{
+		Conv:    store.Conversation{ID: g.ID, Name: "third", Members: want.Members},
+		Added:   []string{alice},
+		Removed: []string{e.user("stranger")},
+	}}})
+	e.checkIndexed(t, "added twice", alice, g.ID, true)
+	e.checkConv(t, "after a no-op index change", want)
+}
+
+// testGroupUpdatesInOneBatch: updates of one group in one batch apply in
+// order; each sees the group as the previous one left it, including a
+// group that the batch's Conversations create.
+func testGroupUpdatesInOneBatch(t *testing.T, e *env) {
+	alice, bob, carol, dave, erin := e.user("alice"), e.user("bob"), e.user("carol"), e.user("dave"), e.user("erin")
+	g := e.newGroup(t, 1, "g", []string{alice}, alice, bob, erin)
+	e.commit(t, &store.Batch{GroupUpdates: []store.GroupUpdate{
+		{ // dave in, erin out
+			Conv:  store.Conversation{ID: g.ID, Name: "one", Members: []string{alice, bob, dave}, Admins: []string{alice}},
+			Added: []string{dave}, Removed: []string{erin},
+		},
+		{ // dave out again, erin back, carol in
+			Conv:  store.Conversation{ID: g.ID, Name: "two", Members: []string{alice, bob, carol, erin}, Admins: []string{bob}},
+			Added: []string{erin, carol}, Removed: []string{dave},
+		},
+	}})
+	e.checkConv(t, "after two updates", store.Conversation{
+		ID: g.ID, Kind: wire.ConvGroup, CreatedMS: g.CreatedMS,
+		Members: []string{alice, bob, carol, erin}, Name: "two", Admins: []string{bob},
+	})
+	e.checkIndexed(t, "added then removed", dave, g.ID, false)
+	e.checkIndexed(t, "removed then added", erin, g.ID, true)
+	e.checkIndexed(t, "added by the second", carol, g.ID, true)
+
+	// Created by this batch's Conversations, then updated twice: the
+	// updates see the new group (its kind and creation time survive).
+	n := store.Conversation{ID: e.conv(2), Kind: wire.ConvGroup, CreatedMS: 77, Members: []string{alice, bob}, Name: "new"}
+	e.commit(t, &store.Batch{
+		Conversations: []store.Conversation{n},
+		GroupUpdates: []store.GroupUpdate{
+			{Conv: store.Conversation{ID: n.ID, Name: "renamed", Members: []string{alice, bob, carol}}, Added: []string{carol}},
+			{Conv: store.Conversation{ID: n.ID, Name: "renamed", Members: []string{alice, carol}, Admins: []string{carol}}, Removed: []string{bob}},
+		},
+	})
+	e.checkConv(t, "created and updated in one batch", store.Conversation{
+		ID: n.ID, Kind: wire.ConvGroup, CreatedMS: 77, Members: []string{alice, carol}, Name: "renamed", Admins: []string{carol},
+	})
+	e.checkIndexed(t, "created then removed", bob, n.ID, false)
+	e.checkIndexed(t, "created then added", carol, n.ID, true)
+	e.checkIndexed(t, "created", alice, n.ID, true)
+}
+
+// testGroupUpdateWithMessage: the update and the system message that
+// announces it land in one Commit, pointers too.
+func testGroupUpdateWithMessage(t *testing.T, e *env) {
+	alice, bob := e.user("alice"), e.user("bob")
+	g := e.newGroup(t, 1, "g", []string{alice}, alice)
+	e.commitMsgs(t, e.msgs(g.ID, 1, 3)...)
+	sys := e.msg(g.ID, 4)
+	sys.Kind, sys.Body = wire.KindSystem, []byte("alice added bob")
+	b := &store.Batch{
+		GroupUpdates: []store.GroupUpdate{{
+			Conv:  store.Conversation{ID: g.ID, Name: "g", Members: []string{alice, bob}, Admins: []string{alice}},
+			Added: []string{bob},
+		}},
+		Messages: []store.Message{sys},
+		Pointers: []store.PointerUpdate{ptrUpdate(g.ID, alice, wire.ReceiptRead, 4)},
+	}
+	e.commit(t, b)
+	if !b.Pointers[0].Advanced {
+		t.Error("pointer beside a group update did not advance")
+	}
+	e.checkConv(t, "after update with message", store.Conversation{
+		ID: g.ID, Kind: wire.ConvGroup, CreatedMS: g.CreatedMS, Members: []string{alice, bob}, Name: "g", Admins: []string{alice},
+	})
+	e.checkIndexed(t, "added with a message", bob, g.ID, true)
+	if got := e.lastSeq(t, g.ID); got != 4 {
+		t.Errorf("LastSeq = %d, want 4", got)
+	}
+	ms, err := e.s.MessagesAfter(e.ctx, g.ID, 3, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkMsgs(t, "the system message", ms, []store.Message{sys})
+	if p := e.pointers(t, g.ID, alice); p.Read != 4 {
+		t.Errorf("read pointer = %d, want 4", p.Read)
+	}
+}
+
+// testGroupUpdateRejectsInvalid: an update of a missing conversation or of
+// a direct one fails the whole Commit with ErrInvalid: no conversation,
+// update, message, dedupe entry, last seq or pointer of the batch lands.
+func testGroupUpdateRejectsInvalid(t *testing.T, e *env) {
+	alice, bob, carol := e.user("alice"), e.user("bob"), e.user("carol")
+	g := e.newGroup(t, 1, "g", []string{alice}, alice, bob)
+	direct, err := e.s.EnsureConversation(e.ctx, store.Conversation{ID: e.conv(2), Kind: wire.ConvDirect, CreatedMS: 5, Members: []string{alice, bob}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.commitMsgs(t, e.msg(g.ID, 1))
+	newConv := store.Conversation{ID: e.conv(4), Kind: wire.ConvGroup, Members: []string{carol}, Name: "never"}
+	goodUpdate := store.GroupUpdate{
+		Conv:  store.Conversation{ID: g.ID, Name: "changed", Members: []string{alice, carol}, Admins: []string{carol}},
+		Added: []string{carol}, Removed: []string{bob},
+	}
+	for _, tc := range []struct {
+		name   string
+		target store.Conversation
+		conv   []store.Conversation // the batch's Conversations besides newConv
+	}{
+		{"missing conversation", store.Conversation{ID: e.conv(3)}, nil},
+		{"direct conversation", store.Conversation{ID: direct.ID, Kind: wire.ConvGroup}, nil},
+		{"direct conversation created by the batch", store.Conversation{ID: e.conv(5)}, []store.Conversation{{ID: e.conv(5), Kind: wire.ConvDirect, Members: []string{carol}}}},
+	} {
+		bad := store.GroupUpdate{
+			Conv:  store.Conversation{ID: tc.target.ID, Kind: tc.target.Kind, Name: "x", Members: []string{carol}, Admins: []string{carol}},
+			Added: []string{carol},
+		}
+		b := &store.Batch{
+			Conversations: append([]store.Conversation{newConv}, tc.conv...),
+			GroupUpdates:  []store.GroupUpdate{goodUpdate, bad, goodUpdate},
+			Messages:      []store.Message{e.msg(g.ID, 2), e.msg(newConv.ID, 1)},
+			Pointers:      []store.PointerUpdate{ptrUpdate(g.ID, alice, wire.ReceiptRead, 2)},
+		}
+		if err := e.s.Commit(e.ctx, b); !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("%s: Commit = %v, want ErrInvalid", tc.name, err)
+		}
+		if b.Pointers[0].Advanced {
+			t.Errorf("%s: rejected Commit set Advanced", tc.name)
+		}
+		// Nothing of the batch landed.
+		e.checkConv(t, tc.name+": group of the valid update", g)
+		e.checkConv(t, tc.name+": direct conversation", direct)
+		e.checkIndexed(t, tc.name+": valid update's added user", carol, g.ID, false)
+		e.checkIndexed(t, tc.name+": valid update's removed user", bob, g.ID, true)
+		e.checkIndexed(t, tc.name+": invalid update's added user", carol, tc.target.ID, false)
+		for _, c := range append([]store.Conversation{newConv, {ID: e.conv(3)}}, tc.conv...) {
+			if _, err := e.s.Conversation(e.ctx, c.ID); !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("%s: the batch's conversation %d: Conversation = %v, want ErrNotFound", tc.name, c.ID, err)
+			}
+		}
+		if ids, err := e.s.UserConversations(e.ctx, carol); err != nil || len(ids) != 0 {
+			t.Errorf("%s: UserConversations(carol) = %v, %v; want none", tc.name, ids, err)
+		}
+		if got := e.lastSeq(t, g.ID); got != 1 {
+			t.Errorf("%s: LastSeq = %d, want 1", tc.name, got)
+		}
+		if got := e.lastSeq(t, newConv.ID); got != 0 {
+			t.Errorf("%s: LastSeq(new conversation) = %d, want 0", tc.name, got)
+		}
+		if ms, err := e.s.MessagesAfter(e.ctx, g.ID, 1, 10); err != nil || len(ms) != 0 {
+			t.Errorf("%s: MessagesAfter = %v, %v; want none", tc.name, seqs(ms), err)
+		}
+		if _, ok, err := e.s.LookupClientMsg(e.ctx, g.ID, alice, e.msg(g.ID, 2).ClientMsgID); err != nil || ok {
+			t.Errorf("%s: LookupClientMsg = %v, %v; want a miss", tc.name, ok, err)
+		}
+		if p := e.pointers(t, g.ID, alice); p.Read != 0 {
+			t.Errorf("%s: read pointer = %d, want 0", tc.name, p.Read)
+		}
+	}
+	// The same batch without the invalid update commits.
+	e.commit(t, &store.Batch{GroupUpdates: []store.GroupUpdate{goodUpdate}, Messages: []store.Message{e.msg(g.ID, 2)}})
+	e.checkIndexed(t, "valid update alone", carol, g.ID, true)
+	e.checkIndexed(t, "valid update alone", bob, g.ID, false)
 }
 
 func testConversationNotFound(t *testing.T, e *env) {
@@ -1258,6 +1573,13 @@ func testDurability(t *testing.T, e *env) {
 	if _, err := e.s.EnsureConversation(e.ctx, conv); err != nil {
 		t.Fatal(err)
 	}
+	carol := e.user("carol")
+	group := e.newGroup(t, 3, "before", []string{alice}, alice, bob)
+	e.commit(t, &store.Batch{GroupUpdates: []store.GroupUpdate{{
+		Conv:  store.Conversation{ID: group.ID, Name: "after", Members: []string{alice, carol}, Admins: []string{carol}},
+		Added: []string{carol}, Removed: []string{bob},
+	}}})
+	group.Name, group.Members, group.Admins = "after", []string{alice, carol}, []string{carol}
 	e.fill(t, c, 250)
 	e.commitMsgs(t, e.msg(c2, 3))
 	e.commit(t, &store.Batch{Pointers: []store.PointerUpdate{
@@ -1278,6 +1600,10 @@ func testDurability(t *testing.T, e *env) {
 	}
 	if ids, err := s.UserConversations(e.ctx, bob); err != nil || !slices.Equal(ids, []uint64{c}) {
 		t.Errorf("UserConversations(bob) after reopen = %v, %v", ids, err)
+	}
+	e.checkConv(t, "updated group after reopen", group)
+	if ids, err := s.UserConversations(e.ctx, carol); err != nil || !slices.Equal(ids, []uint64{group.ID}) {
+		t.Errorf("UserConversations(carol) after reopen = %v, %v", ids, err)
 	}
 	if got := e.lastSeq(t, c); got != 250 {
 		t.Errorf("LastSeq after reopen = %d, want 250", got)
