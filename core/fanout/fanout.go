@@ -63,6 +63,7 @@ type Fanout struct {
 	// scratch, single caller
 	dec      wire.Decoder
 	rcpt     events.Receipt
+	gev      wire.GroupEvent
 	evs      []event
 	users    []string
 	seen     map[string]bool
@@ -130,6 +131,20 @@ func (f *Fanout) Handle(ctx context.Context, recs []*kgo.Record) error {
 			// member, the sender's own other devices included, gets the MSG.
 			m := &f.dec.Msg
 			ev = event{conv: m.ConvID, frame: body, skipUser: string(m.Sender), skipDevice: string(m.SenderDevice)}
+			if m.Kind == wire.KindSystem {
+				// A group change: the cached member lists are stale from
+				// this message on, and members who just left or were
+				// removed must still hear of it.
+				members, err := f.groupChanged(ctx, m)
+				if err != nil {
+					f.failures.WithLabelValues("members").Inc()
+					f.log.Warn("fanout: group change", "conv", ev.conv, "err", err)
+					continue
+				}
+				ev.members = members
+				evs = append(evs, ev)
+				continue
+			}
 		case events.KindReceipt:
 			if err := f.rcpt.Decode(body); err != nil {
 				f.failures.WithLabelValues("malformed").Inc()
@@ -245,11 +260,56 @@ func (f *Fanout) deliver(pubs []routing.Publication, ev *event, byUser map[strin
 	return pubs
 }
 
+// groupChanged handles a group's system message: it reloads the members
+// from the store (which committed the change before the message was
+// emitted) and writes them through to both caches, per the MemberCache
+// protocol (the fanout, the only consumer of the group's events, is the
+// writer after the commit). It returns who gets the message: the members
+// now, plus whoever the change took out.
+func (f *Fanout) groupChanged(ctx context.Context, m *wire.Msg) ([]string, error) {
+	c, err := f.deps.Store.Conversation(ctx, m.ConvID)
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	f.members[m.ConvID] = c.Members
+	f.mu.Unlock()
+	if f.deps.Members != nil {
+		if err := f.deps.Members.SetMembers(ctx, m.ConvID, c.Members); err != nil {
+			// An entry in an unknown state: drop it so readers go to the
+			// store (a stale list would misroute until its TTL).
+			f.failures.WithLabelValues("member_cache").Inc()
+			if err := f.deps.Members.DeleteMembers(ctx, m.ConvID); err != nil {
+				f.log.Warn("fanout: member cache left stale", "conv", m.ConvID, "err", err)
+			}
+		}
+	}
+	if err := f.gev.Decode(m.Body); err != nil {
+		f.failures.WithLabelValues("malformed").Inc()
+		return c.Members, nil
+	}
+	var gone []string
+	switch f.gev.Op {
+	case wire.GroupRemove:
+		for _, u := range f.gev.Users {
+			gone = append(gone, string(u))
+		}
+	case wire.GroupLeave:
+		gone = append(gone, string(f.gev.Actor))
+	}
+	if len(gone) == 0 {
+		return c.Members, nil
+	}
+	out := append(slices.Clone(c.Members), gone...)
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
 // membersOf returns a conversation's members: from Deps.Members when set
 // (a miss reads the store and fills it; a cache that cannot be read is
-// counted and bypassed), else from the fanout's own cache. Direct
-// conversations never change members, so the own cache needs no
-// invalidation for them.
+// counted and bypassed), else from the fanout's own cache. Both are
+// refreshed by groupChanged when a group's membership changes; direct
+// conversations never change members.
 func (f *Fanout) membersOf(ctx context.Context, conv uint64) ([]string, error) {
 	if f.deps.Members != nil {
 		m, ok, err := f.deps.Members.Members(ctx, conv)

@@ -173,3 +173,82 @@ func TestFanoutSharedCaches(t *testing.T) {
 		t.Fatalf("delivered to %v, want bob's and carol's conns", got)
 	}
 }
+
+// TestFanoutGroupChange: a group's system message refreshes the member
+// lists (own cache and the shared one), so the messages after it go to the
+// new members only, and it reaches the member it removed.
+func TestFanoutGroupChange(t *testing.T) {
+	for _, shared := range []bool{false, true} {
+		ctx := context.Background()
+		st, err := store.OpenPebble(t.TempDir(), store.PebbleOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		group := store.Conversation{ID: 43, Kind: wire.ConvGroup, Members: []string{"alice", "bob", "carol"}, Name: "g", Admins: []string{"alice"}}
+		if _, err := st.EnsureConversation(ctx, group); err != nil {
+			t.Fatal(err)
+		}
+		mem := routing.NewMemory()
+		_ = mem.Lease(ctx, "g1", time.Minute)
+		_ = mem.Register(ctx, []routing.Route{
+			{User: "alice", Device: "phone", Gateway: "g1", Conn: 1},
+			{User: "bob", Device: "phone", Gateway: "g1", Conn: 2},
+			{User: "carol", Device: "phone", Gateway: "g1", Conn: 3},
+			{User: "dave", Device: "phone", Gateway: "g1", Conn: 4},
+		}, time.Minute)
+		s := &sink{batches: map[string][][]byte{}}
+		s.subscribe(t, mem, "g1")
+		deps := Deps{Store: st, Registry: mem, Router: mem}
+		var cache *routing.Memory
+		if shared {
+			cache = routing.NewMemory()
+			deps.Members = cache
+		}
+		f := New(Config{}, deps)
+		msg := func(seq uint64, kind wire.MsgKind, body []byte) *kgo.Record {
+			m := wire.Msg{ConvID: 43, MessageID: seq, Seq: seq, Sender: []byte("alice"), SenderDevice: []byte("phone"), Kind: kind, Body: body}
+			return &kgo.Record{Value: events.AppendMsg(nil, m.Append(nil, 0))}
+		}
+		// Seq 1 is delivered by the cached list (alice, bob, carol).
+		if err := f.Handle(ctx, []*kgo.Record{msg(1, wire.KindText, []byte("hi"))}); err != nil {
+			t.Fatal(err)
+		}
+		// The core commits "remove bob, add dave", then emits it.
+		next := group
+		next.Members = []string{"alice", "carol", "dave"}
+		if err := st.Commit(ctx, &store.Batch{GroupUpdates: []store.GroupUpdate{{Conv: next, Added: []string{"dave"}, Removed: []string{"bob"}}}}); err != nil {
+			t.Fatal(err)
+		}
+		remove := wire.GroupEvent{Op: wire.GroupRemove, Actor: []byte("alice"), Users: [][]byte{[]byte("bob")}}
+		if err := f.Handle(ctx, []*kgo.Record{msg(2, wire.KindSystem, remove.Append(nil)), msg(3, wire.KindText, []byte("after"))}); err != nil {
+			t.Fatal(err)
+		}
+		got := map[uint64][]uint64{} // seq -> conns
+		var d wire.Decoder
+		for _, b := range s.batches["g1"] {
+			conns, fr, err := wire.DecodeBatch(b, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := d.Decode(fr); err != nil {
+				t.Fatal(err)
+			}
+			got[d.Msg.Seq] = append(got[d.Msg.Seq], conns...)
+		}
+		for seq := range got {
+			slices.Sort(got[seq])
+		}
+		want := map[uint64][]uint64{1: {2, 3}, 2: {2, 3, 4}, 3: {3, 4}}
+		for seq, w := range want {
+			if !slices.Equal(got[seq], w) {
+				t.Errorf("shared cache %v: seq %d went to %v, want %v", shared, seq, got[seq], w)
+			}
+		}
+		if shared {
+			if m, ok, _ := cache.Members(ctx, 43); !ok || !slices.Equal(m, next.Members) {
+				t.Errorf("shared cache holds %v %v, want %v", m, ok, next.Members)
+			}
+		}
+	}
+}
