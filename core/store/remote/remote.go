@@ -17,6 +17,14 @@
 // 400 bad_request (undecodable request), 500 internal. Bodies are
 // base64 in JSON. The listener has no authentication: bind it to loopback
 // or a private network only.
+//
+// Requests and results are the store package's types (store.Batch,
+// store.Conversation, ...) in encoding/json's default form, keyed by Go
+// field name, so a field added there (Conversation.Name and Admins,
+// Batch.GroupUpdates) travels with no code here. The flip side: a server
+// built before a field existed drops it without an error (a Commit's
+// GroupUpdates would be lost while its messages land), so the store
+// process and the cores must run the same build.
 package remote
 
 import (

@@ -87,6 +87,16 @@ func TestErrorsCrossTheWire(t *testing.T) {
 	if err := s.cl.Commit(ctx, badKind); !errors.Is(err, store.ErrInvalid) {
 		t.Errorf("Commit(unknown pointer kind) = %v, want ErrInvalid", err)
 	}
+	// A group update of a missing or a direct conversation.
+	if _, err := s.cl.EnsureConversation(ctx, store.Conversation{ID: 7, Kind: wire.ConvDirect, Members: []string{"a", "b"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []uint64{6, 7} {
+		b := &store.Batch{GroupUpdates: []store.GroupUpdate{{Conv: store.Conversation{ID: id, Name: "n", Members: []string{"a"}}}}}
+		if err := s.cl.Commit(ctx, b); !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("Commit(group update of conversation %d) = %v, want ErrInvalid", id, err)
+		}
+	}
 
 	// The server's store closing (a store process shutting down) reads as
 	// ErrClosed on the client, which stays usable for nothing else.
