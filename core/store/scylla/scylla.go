@@ -7,14 +7,18 @@
 // which adds shard-aware routing on ScyllaDB and still speaks plain CQL to
 // Cassandra. gocqlx v2 pins the older upstream driver.
 //
-// Layout (migrations/0001_init.cql; docs/storage.md): messages are
-// partitioned by (conv_id, bucket = seq / 1000) and clustered by seq DESC;
-// members by conversation and conversations by user; pointers per member;
-// client_msg_id dedupe rows with a TTL; the last seq per conversation.
+// Layout (migrations/; docs/storage.md): messages are partitioned by
+// (conv_id, bucket = seq / 1000) and clustered by seq DESC; members, and
+// a group's name and admins (0002_groups.cql), by conversation, and
+// conversations by user; pointers per member; client_msg_id dedupe rows
+// with a TTL; the last seq per conversation.
 //
 // Consistency: every read and write is QUORUM (Options.Consistency), and
 // conversation creation is a lightweight transaction, so a conversation is
-// created once however many cores race for it.
+// created once however many cores race for it. A group update rewrites the
+// description with a lightweight transaction too (IF kind = group): Paxos
+// then orders it after the creating one, which a plain write with a
+// client timestamp would not be guaranteed to be.
 //
 // How Commit keeps store.Store's contract without cross-partition
 // transactions: it writes the messages, then their dedupe rows, then the
@@ -24,6 +28,17 @@
 // same batch completes it. The last seq and the pointers are written USING
 // TIMESTAMP seq, which makes the highest value win whatever order writes
 // land in: neither ever moves backwards.
+//
+// Every check that can refuse a batch (ErrInvalid, ErrSeqConflict) reads
+// before Commit's first write, so a refused batch writes nothing. Group
+// updates are not hidden like messages are: Commit writes the batch's new
+// conversations, then the updated groups' descriptions and their
+// user_conversations rows, then the messages, so once the message that
+// announces an update is visible, the update has landed; but a reader can
+// see an update of a Commit that fails later, until the caller's retry
+// writes the same values again (they are idempotent). The index rows are
+// plain writes, and between two cores whose clocks disagree an add and a
+// remove of one user in quick succession may resolve either way.
 //
 // The contract suite (core/store/storetest) runs against a cluster when
 // CHAT_SCYLLA_HOSTS names one; no CQL server can run on the development
@@ -173,6 +188,14 @@ type convRow struct {
 	Kind      int
 	Members   []string
 	CreatedMS int64
+	Name      string   // null (before 0002_groups.cql, or a direct conversation) reads as ""
+	Admins    []string // null reads as nil
+}
+
+// sortedUnique returns a sorted copy of ids without duplicates: member and
+// admin lists are stored that way, and the caller's slice is left alone.
+func sortedUnique(ids []string) []string {
+	return slices.Compact(slices.Sorted(slices.Values(ids)))
 }
 
 // EnsureConversation implements store.Store with a lightweight
@@ -187,16 +210,16 @@ func (st *Store) EnsureConversation(ctx context.Context, c store.Conversation) (
 }
 
 func (st *Store) ensure(ctx context.Context, c store.Conversation) (store.Conversation, error) {
-	members := slices.Compact(slices.Sorted(slices.Values(c.Members)))
+	members, admins := sortedUnique(c.Members), sortedUnique(c.Admins)
 	// A failed IF NOT EXISTS answers with the existing row; it is read
 	// again below in a known column order instead.
-	applied, err := st.q(ctx, `INSERT INTO conversations (conv_id, kind, members, created_ms) VALUES (?, ?, ?, ?) IF NOT EXISTS`,
-		int64(c.ID), int(c.Kind), members, int64(c.CreatedMS)).
+	applied, err := st.q(ctx, `INSERT INTO conversations (conv_id, kind, members, created_ms, name, admins) VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS`,
+		int64(c.ID), int(c.Kind), members, int64(c.CreatedMS), c.Name, admins).
 		Query.MapScanCAS(map[string]any{})
 	if err != nil {
 		return store.Conversation{}, fmt.Errorf("scylla: ensure conversation %d: %w", c.ID, err)
 	}
-	out := store.Conversation{ID: c.ID, Kind: c.Kind, Members: members, CreatedMS: c.CreatedMS}
+	out := store.Conversation{ID: c.ID, Kind: c.Kind, Members: members, CreatedMS: c.CreatedMS, Name: c.Name, Admins: admins}
 	if !applied {
 		if out, err = st.conversation(ctx, c.ID); err != nil {
 			return store.Conversation{}, err
@@ -226,8 +249,8 @@ func (st *Store) Conversation(ctx context.Context, id uint64) (store.Conversatio
 
 func (st *Store) conversation(ctx context.Context, id uint64) (store.Conversation, error) {
 	var r convRow
-	err := st.q(ctx, `SELECT kind, members, created_ms FROM conversations WHERE conv_id = ?`, int64(id)).
-		Query.Scan(&r.Kind, &r.Members, &r.CreatedMS)
+	err := st.q(ctx, `SELECT kind, members, created_ms, name, admins FROM conversations WHERE conv_id = ?`, int64(id)).
+		Query.Scan(&r.Kind, &r.Members, &r.CreatedMS, &r.Name, &r.Admins)
 	if errors.Is(err, gocql.ErrNotFound) {
 		return store.Conversation{}, store.ErrNotFound
 	}
@@ -235,7 +258,11 @@ func (st *Store) conversation(ctx context.Context, id uint64) (store.Conversatio
 		return store.Conversation{}, fmt.Errorf("scylla: conversation %d: %w", id, err)
 	}
 	slices.Sort(r.Members)
-	return store.Conversation{ID: id, Kind: wire.ConvKind(r.Kind), Members: r.Members, CreatedMS: uint64(r.CreatedMS)}, nil
+	slices.Sort(r.Admins)
+	return store.Conversation{
+		ID: id, Kind: wire.ConvKind(r.Kind), Members: r.Members, CreatedMS: uint64(r.CreatedMS),
+		Name: r.Name, Admins: r.Admins,
+	}, nil
 }
 
 // UserConversations implements store.Store.
@@ -302,12 +329,25 @@ func (st *Store) Commit(ctx context.Context, b *store.Batch) error {
 			return fmt.Errorf("%w: pointer update %d has unknown kind %d", store.ErrInvalid, i, k)
 		}
 	}
+	// The reads that can refuse the batch, before its first write.
+	if err := st.checkFence(ctx, b.Messages); err != nil {
+		return err
+	}
+	var groups groupPlan
+	if len(b.GroupUpdates) > 0 {
+		var err error
+		if groups, err = planGroupUpdates(b.GroupUpdates, func(id uint64) (store.Conversation, bool, error) {
+			return st.groupBase(ctx, id, b.Conversations)
+		}); err != nil {
+			return err
+		}
+	}
 	for _, c := range b.Conversations {
 		if _, err := st.ensure(ctx, c); err != nil {
 			return fmt.Errorf("scylla: commit: %w", err)
 		}
 	}
-	if err := st.checkFence(ctx, b.Messages); err != nil {
+	if err := st.writeGroups(ctx, groups); err != nil {
 		return err
 	}
 	// Messages, then dedupe rows, then the last seqs.
@@ -345,6 +385,139 @@ func (st *Store) Commit(ctx context.Context, b *store.Batch) error {
 		return fmt.Errorf("scylla: commit last seq: %w", err)
 	}
 	return st.commitPointers(ctx, b.Pointers)
+}
+
+// groupPlan is what a batch's GroupUpdates write, net: each updated
+// group's last description, and one user_conversations change per (user,
+// group). Net, because the statements of one logged batch share a
+// timestamp and Scylla resolves a tie between an insert and a delete of
+// one row by letting the delete win whatever the order: writing an add,
+// then a remove, then an add of one user would leave the user out.
+type groupPlan struct {
+	convs []store.Conversation // in the order of each group's first update
+	index []indexChange        // in the order of each (user, group)'s first mention
+}
+
+// indexChange is a user_conversations row to insert (add) or delete.
+type indexChange struct {
+	user string
+	conv uint64
+	add  bool
+}
+
+// planGroupUpdates applies ups in order, as store.Batch defines: base
+// returns a group as it is before the batch's updates (after its
+// Conversations); each later update of a group starts from the previous
+// one's description. A missing or non-group conversation is
+// store.ErrInvalid. Within one update, Added apply before Removed (a user
+// in both ends up without the group), as in the Pebble store.
+func planGroupUpdates(ups []store.GroupUpdate, base func(id uint64) (store.Conversation, bool, error)) (groupPlan, error) {
+	var p groupPlan
+	convAt := map[uint64]int{}
+	type rowKey struct {
+		user string
+		conv uint64
+	}
+	rowAt := map[rowKey]int{}
+	set := func(user string, conv uint64, add bool) {
+		k := rowKey{user, conv}
+		if i, ok := rowAt[k]; ok {
+			p.index[i].add = add
+			return
+		}
+		rowAt[k] = len(p.index)
+		p.index = append(p.index, indexChange{user: user, conv: conv, add: add})
+	}
+	for i := range ups {
+		u := &ups[i]
+		id := u.Conv.ID
+		var cur store.Conversation
+		at, seen := convAt[id]
+		if seen {
+			cur = p.convs[at]
+		} else {
+			c, ok, err := base(id)
+			if err != nil {
+				return groupPlan{}, fmt.Errorf("scylla: commit: %w", err)
+			}
+			if !ok {
+				return groupPlan{}, fmt.Errorf("scylla: commit: %w: group update %d: conversation %d does not exist", store.ErrInvalid, i, id)
+			}
+			cur = c
+		}
+		if cur.Kind != wire.ConvGroup {
+			return groupPlan{}, fmt.Errorf("scylla: commit: %w: group update %d: conversation %d is not a group (kind %d)", store.ErrInvalid, i, id, cur.Kind)
+		}
+		next := store.Conversation{
+			ID: id, Kind: cur.Kind, CreatedMS: cur.CreatedMS,
+			Name: u.Conv.Name, Members: sortedUnique(u.Conv.Members), Admins: sortedUnique(u.Conv.Admins),
+		}
+		if seen {
+			p.convs[at] = next
+		} else {
+			convAt[id] = len(p.convs)
+			p.convs = append(p.convs, next)
+		}
+		for _, m := range u.Added {
+			set(m, id, true)
+		}
+		for _, m := range u.Removed {
+			set(m, id, false)
+		}
+	}
+	return p, nil
+}
+
+// groupBase is planGroupUpdates' base: the stored conversation, or when
+// there is none the first of the batch's Conversations with that id (the
+// one ensure will create).
+func (st *Store) groupBase(ctx context.Context, id uint64, creates []store.Conversation) (store.Conversation, bool, error) {
+	c, err := st.conversation(ctx, id)
+	if err == nil {
+		return c, true, nil
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		return store.Conversation{}, false, err
+	}
+	for _, c := range creates {
+		if c.ID == id {
+			c.Members, c.Admins = sortedUnique(c.Members), sortedUnique(c.Admins)
+			return c, true, nil
+		}
+	}
+	return store.Conversation{}, false, nil
+}
+
+// writeGroups writes a plan: each description by a lightweight
+// transaction conditioned on the row being a group, then the index rows
+// in logged batches.
+func (st *Store) writeGroups(ctx context.Context, p groupPlan) error {
+	for _, c := range p.convs {
+		applied, err := st.q(ctx, `UPDATE conversations SET name = ?, members = ?, admins = ? WHERE conv_id = ? IF kind = ?`,
+			c.Name, c.Members, c.Admins, int64(c.ID), int(wire.ConvGroup)).
+			Query.MapScanCAS(map[string]any{})
+		if err != nil {
+			return fmt.Errorf("scylla: commit: group %d: %w", c.ID, err)
+		}
+		if !applied {
+			// planGroupUpdates saw a group, and conversations are never
+			// deleted nor change kind: this is a group the batch meant to
+			// create that another writer created first as something else.
+			// Not ErrInvalid: the batch's conversations are written.
+			return fmt.Errorf("scylla: commit: group %d: not a group when written", c.ID)
+		}
+	}
+	if err := st.batched(ctx, len(p.index), func(bt *gocqlx.Batch, i int) {
+		r := &p.index[i]
+		if r.add {
+			bt.Query(`INSERT INTO user_conversations (user_id, conv_id) VALUES (?, ?)`, r.user, int64(r.conv))
+		} else {
+			bt.Query(`DELETE FROM user_conversations WHERE user_id = ? AND conv_id = ?`, r.user, int64(r.conv))
+		}
+	}); err != nil {
+		return fmt.Errorf("scylla: commit: group index: %w", err)
+	}
+	return nil
 }
 
 // checkFence returns store.ErrSeqConflict when a message's seq is not above

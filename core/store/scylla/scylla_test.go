@@ -1,10 +1,15 @@
 package scylla
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +19,7 @@ import (
 
 	"github.com/chatd-dev/chatd/core/store"
 	"github.com/chatd-dev/chatd/core/store/storetest"
+	"github.com/chatd-dev/chatd/wire"
 )
 
 // TestScyllaContract runs the store contract suite against the cluster in
@@ -107,5 +113,126 @@ func TestMigrationsEmbedded(t *testing.T) {
 	}
 	if !strings.Contains(string(b), "TimeWindowCompactionStrategy") || !strings.Contains(string(b), "CLUSTERING ORDER BY (seq DESC)") {
 		t.Error("messages: want TWCS and seq DESC clustering")
+	}
+}
+
+// migrationStatements returns the statements gocqlx/migrate (v3.0.4,
+// applyMigration) sends to the server for a file: it cuts the file after
+// every ';', trims each piece and skips the pieces that start with "--",
+// whatever follows the comment.
+func migrationStatements(b []byte) []string {
+	var out []string
+	r := bytes.NewBuffer(b)
+	for {
+		stmt, err := r.ReadString(';')
+		if err == io.EOF && strings.TrimSpace(stmt) == "" {
+			return out
+		}
+		if stmt = strings.TrimSpace(stmt); stmt != "" && !strings.HasPrefix(stmt, "--") {
+			out = append(out, stmt)
+		}
+		if err == io.EOF {
+			return out
+		}
+	}
+}
+
+// TestMigrationGroups: 0002_groups.cql adds the two group columns, and
+// gocqlx/migrate runs both statements (a statement after a comment would
+// be skipped).
+func TestMigrationGroups(t *testing.T) {
+	b, err := migrations.ReadFile("migrations/0002_groups.cql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"ALTER TABLE conversations ADD name text;",
+		"ALTER TABLE conversations ADD admins set<text>;",
+	}
+	if got := migrationStatements(b); !slices.Equal(got, want) {
+		t.Errorf("statements gocqlx runs:\n%q\nwant\n%q", got, want)
+	}
+	// The helper does skip a statement that follows a comment.
+	if got := migrationStatements([]byte("-- why\nALTER TABLE t ADD c int;\nALTER TABLE t ADD d int;\n-- end")); !slices.Equal(got, []string{"ALTER TABLE t ADD d int;"}) {
+		t.Errorf("migrationStatements(comment first) = %q", got)
+	}
+	names, err := migrations.ReadDir("migrations")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files []string
+	for _, n := range names {
+		files = append(files, n.Name())
+	}
+	if !slices.Equal(files, []string{"0001_init.cql", "0002_groups.cql"}) {
+		t.Errorf("embedded migrations %v, want 0001_init.cql then 0002_groups.cql", files)
+	}
+}
+
+// TestPlanGroupUpdates covers the part of Commit's group updates that runs
+// without a cluster: validation and the net effect of several updates.
+func TestPlanGroupUpdates(t *testing.T) {
+	const g, g2, direct, missing = 1, 2, 3, 4
+	stored := map[uint64]store.Conversation{
+		g:      {ID: g, Kind: wire.ConvGroup, CreatedMS: 10, Members: []string{"a", "b", "e"}, Name: "g", Admins: []string{"a"}},
+		g2:     {ID: g2, Kind: wire.ConvGroup, CreatedMS: 20, Members: []string{"a"}},
+		direct: {ID: direct, Kind: wire.ConvDirect, Members: []string{"a", "b"}},
+	}
+	var lookups []uint64
+	base := func(id uint64) (store.Conversation, bool, error) {
+		lookups = append(lookups, id)
+		c, ok := stored[id]
+		return c, ok, nil
+	}
+	ups := []store.GroupUpdate{
+		{ // d in, e out; Kind and CreatedMS here are ignored
+			Conv:  store.Conversation{ID: g, Kind: wire.ConvDirect, CreatedMS: 1, Name: "one", Members: []string{"d", "b", "a", "d"}, Admins: []string{"d", "a", "a"}},
+			Added: []string{"d"}, Removed: []string{"e"},
+		},
+		{Conv: store.Conversation{ID: g2, Name: "other", Members: []string{"a", "x"}}, Added: []string{"x"}},
+		{ // d out again, e back, c in; both in Added and Removed: out
+			Conv:  store.Conversation{ID: g, Name: "two", Members: []string{"e", "c", "b", "a", "c"}, Admins: []string{"b", "b"}},
+			Added: []string{"e", "c", "y"}, Removed: []string{"d", "y"},
+		},
+	}
+	p, err := planGroupUpdates(ups, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantConvs := []store.Conversation{
+		{ID: g, Kind: wire.ConvGroup, CreatedMS: 10, Members: []string{"a", "b", "c", "e"}, Name: "two", Admins: []string{"b"}},
+		{ID: g2, Kind: wire.ConvGroup, CreatedMS: 20, Members: []string{"a", "x"}, Name: "other"},
+	}
+	if fmt.Sprint(p.convs) != fmt.Sprint(wantConvs) {
+		t.Errorf("descriptions:\n%+v\nwant\n%+v", p.convs, wantConvs)
+	}
+	wantIndex := []indexChange{
+		{"d", g, false}, {"e", g, true}, {"x", g2, true}, {"c", g, true}, {"y", g, false},
+	}
+	if !slices.Equal(p.index, wantIndex) {
+		t.Errorf("index changes:\n%+v\nwant\n%+v", p.index, wantIndex)
+	}
+	if !slices.Equal(lookups, []uint64{g, g2}) {
+		t.Errorf("base looked up %v, want each group once: [%d %d]", lookups, g, g2)
+	}
+	if ups[0].Conv.Members[0] != "d" || ups[0].Conv.Admins[0] != "d" {
+		t.Error("planGroupUpdates sorted the caller's slices")
+	}
+
+	for _, tc := range []struct {
+		name string
+		ups  []store.GroupUpdate
+	}{
+		{"missing", []store.GroupUpdate{{Conv: store.Conversation{ID: g}}, {Conv: store.Conversation{ID: missing}}}},
+		{"direct", []store.GroupUpdate{{Conv: store.Conversation{ID: direct, Kind: wire.ConvGroup}}}},
+	} {
+		if p, err := planGroupUpdates(tc.ups, base); !errors.Is(err, store.ErrInvalid) || p.convs != nil || p.index != nil {
+			t.Errorf("%s: planGroupUpdates = %+v, %v; want an empty plan and ErrInvalid", tc.name, p, err)
+		}
+	}
+	boom := errors.New("read failed")
+	_, err = planGroupUpdates(ups, func(uint64) (store.Conversation, bool, error) { return store.Conversation{}, false, boom })
+	if !errors.Is(err, boom) || errors.Is(err, store.ErrInvalid) {
+		t.Errorf("planGroupUpdates(read error) = %v, want the read error, not ErrInvalid", err)
 	}
 }
