@@ -287,6 +287,7 @@ func (c *Client) activate(s *session) {
 	}
 	for _, r := range c.sortedReqsLocked() {
 		s.send(r.frame)
+		r.sent = true
 	}
 	c.flushReceiptsLocked()
 }
@@ -308,6 +309,15 @@ func (c *Client) deactivate(s *session) {
 	}
 	for _, p := range c.pending {
 		p.disarm()
+	}
+	// A group request written on this connection may have been applied:
+	// writing it again would create a second group or fail as a repeat,
+	// so its caller learns the connection was lost instead.
+	for id, r := range c.reqs {
+		if r.once && r.sent {
+			delete(c.reqs, id)
+			r.finish(ErrMaybeApplied)
+		}
 	}
 	c.rcpt.connectionLost()
 }
@@ -359,7 +369,7 @@ func (c *Client) onErrorLocked(s *session, e *wire.Error) {
 			delete(c.reqs, e.ReqID)
 			r.finish(se)
 		}
-	case wire.TypeOpenDirect:
+	case wire.TypeOpenDirect, wire.TypeCreateGroup, wire.TypeGroupChange:
 		if r := c.reqs[e.ReqID]; r != nil {
 			delete(c.reqs, e.ReqID)
 			r.finish(se)

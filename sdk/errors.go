@@ -16,6 +16,14 @@ var (
 	// ErrStarted is returned by a second call to Start.
 	ErrStarted = errors.New("sdk: client already started")
 
+	// ErrMaybeApplied is returned by CreateGroup and ChangeGroup when the
+	// connection was lost after the request was written and before its
+	// answer: the server may or may not have applied it. These requests
+	// are not written again on the next connection (a second CREATE_GROUP
+	// would create a second group); look at the conversations, then retry
+	// if needed.
+	ErrMaybeApplied = errors.New("sdk: connection lost before the answer; the request may have been applied")
+
 	// ErrHeartbeatTimeout is the Disconnected reason when the server sent no
 	// frame at all for two heartbeat intervals.
 	ErrHeartbeatTimeout = errors.New("sdk: no frame from the server for two heartbeat intervals")

@@ -112,7 +112,13 @@ type Conversation struct {
 	ID      uint64
 	Kind    wire.ConvKind
 	LastSeq uint64 // latest seq when the server answered
-	Members []string
+	// Members lists at most wire.MaxConvListed members (in id order);
+	// MemberTotal is how many the conversation has.
+	Members     []string
+	MemberTotal int
+	// Groups only: the name, and the listed members who are admins.
+	Name   string
+	Admins []string
 }
 
 // Stats are counters about the Client's stream handling, for monitoring

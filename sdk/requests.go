@@ -9,16 +9,19 @@ import (
 	"github.com/chatd-dev/chatd/wire"
 )
 
-// request is an OpenDirect or History call waiting for its answer. It
-// survives reconnects: its frame is written again on the next connection
-// (both requests are idempotent).
+// request is a call waiting for its answer. OpenDirect and History
+// requests survive reconnects: their frame is written again on the next
+// connection (both are idempotent). Group requests (once) are written on
+// one connection only; losing it fails them with ErrMaybeApplied.
 type request struct {
 	id    uint64
 	frame []byte
 	done  chan struct{}
 	err   error
-	conv  Conversation // OPEN_DIRECT answer
+	conv  Conversation // OPEN_DIRECT, CREATE_GROUP, GROUP_CHANGE answer
 	hist  *histCollect // HISTORY: replayed messages collected so far
+	once  bool         // write on one connection only
+	sent  bool         // written on the current connection
 }
 
 func (r *request) finish(err error) {
@@ -95,6 +98,7 @@ func (c *Client) do(ctx context.Context, r *request) error {
 	c.reqs[r.id] = r
 	if s := c.sess; s != nil {
 		s.send(r.frame)
+		r.sent = true
 	}
 	c.mu.Unlock()
 	select {
@@ -154,4 +158,61 @@ func (c *Client) History(ctx context.Context, conv, beforeSeq uint64, limit int)
 		return nil, false, err
 	}
 	return r.hist.result, r.hist.hasMore, nil
+}
+
+// CreateGroup creates a group named name (1..128 bytes of UTF-8) whose
+// admin is this user and whose members are this user and members (at most
+// 256 in one call; add more with ChangeGroup). It returns the group as the
+// server answered. The group's log starts with a system message (Kind
+// wire.KindSystem, body a wire.GroupEvent) that every member receives.
+//
+// If the connection is lost before the answer, CreateGroup returns
+// ErrMaybeApplied and does not write the request again.
+func (c *Client) CreateGroup(ctx context.Context, name string, members []string) (Conversation, error) {
+	if name == "" || len(name) > wire.MaxGroupNameLen {
+		return Conversation{}, errors.New("sdk: CreateGroup: name must be 1..128 bytes")
+	}
+	if len(members) > wire.MaxGroupChange {
+		return Conversation{}, errors.New("sdk: CreateGroup: at most 256 members per call")
+	}
+	f := wire.CreateGroup{Name: []byte(name), Members: idBytes(members)}
+	return c.groupRequest(ctx, func(id uint64) []byte { f.ReqID = id; return f.Append(nil, 0) })
+}
+
+// ChangeGroup changes group conv: op is wire.GroupAdd, GroupRemove,
+// GroupPromote or GroupDemote with users (at most 256; admins only),
+// GroupLeave with none, or GroupRename with name. It returns the group
+// after the change. A change that changes nothing (adding a member) is
+// answered without a system message.
+//
+// If the connection is lost before the answer, ChangeGroup returns
+// ErrMaybeApplied and does not write the request again.
+func (c *Client) ChangeGroup(ctx context.Context, conv uint64, op wire.GroupOp, name string, users []string) (Conversation, error) {
+	if conv == 0 {
+		return Conversation{}, errors.New("sdk: ChangeGroup: conversation id 0")
+	}
+	if len(users) > wire.MaxGroupChange || len(name) > wire.MaxGroupNameLen {
+		return Conversation{}, errors.New("sdk: ChangeGroup: at most 256 users and a name of at most 128 bytes")
+	}
+	f := wire.GroupChange{ConvID: conv, Op: op, Name: []byte(name), Users: idBytes(users)}
+	return c.groupRequest(ctx, func(id uint64) []byte { f.ReqID = id; return f.Append(nil, 0) })
+}
+
+func (c *Client) groupRequest(ctx context.Context, frame func(reqID uint64) []byte) (Conversation, error) {
+	c.mu.Lock()
+	r := &request{id: c.newReqLocked(), done: make(chan struct{}), once: true}
+	c.mu.Unlock()
+	r.frame = frame(r.id)
+	if err := c.do(ctx, r); err != nil {
+		return Conversation{}, err
+	}
+	return r.conv, nil
+}
+
+func idBytes(ids []string) [][]byte {
+	out := make([][]byte, len(ids))
+	for i, id := range ids {
+		out[i] = []byte(id)
+	}
+	return out
 }

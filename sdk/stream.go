@@ -336,9 +336,12 @@ func (c *Client) resumeErrorLocked(s *session, se *ServerError) {
 }
 
 func (c *Client) onConvLocked(m *wire.Conv) {
-	conv := Conversation{ID: m.ConvID, Kind: m.Kind, LastSeq: m.LastSeq}
-	for _, b := range m.Members {
+	conv := Conversation{ID: m.ConvID, Kind: m.Kind, LastSeq: m.LastSeq, MemberTotal: int(m.MemberTotal), Name: string(m.Name)}
+	for i, b := range m.Members {
 		conv.Members = append(conv.Members, string(b))
+		if i < len(m.Roles) && m.Roles[i] == wire.RoleAdmin {
+			conv.Admins = append(conv.Admins, string(b))
+		}
 	}
 	if m.ConvID != 0 {
 		cv := c.convLocked(m.ConvID)

@@ -142,6 +142,9 @@ func (f *Fanout) Handle(ctx context.Context, recs []*kgo.Record) error {
 					continue
 				}
 				ev.members = members
+				// The actor's device got a CONV, not the message: it gets
+				// the message too, so its log has no gap.
+				ev.skipUser, ev.skipDevice = "", ""
 				evs = append(evs, ev)
 				continue
 			}
