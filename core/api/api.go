@@ -11,6 +11,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -65,6 +66,7 @@ func Handler(cfg Config, deps Deps) http.Handler {
 	a := &api{cfg: cfg, deps: deps}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/conversations/{id}/messages", a.authed(a.history))
+	mux.HandleFunc("GET /api/v1/conversations/{id}/members", a.authed(a.members))
 	mux.HandleFunc("GET /api/v1/conversations", a.authed(a.list))
 	mux.HandleFunc("POST /api/v1/conversations/direct", a.authed(a.openDirect))
 	mux.HandleFunc("GET /api/v1/presence", a.authed(a.presence))
@@ -166,12 +168,80 @@ func (a *api) history(w http.ResponseWriter, r *http.Request, user string) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// MaxMembersPage bounds one page of the members endpoint: a whole group at
+// the default cap.
+const MaxMembersPage = 1024
+
+// MembersJSON is one page of a conversation's members, in id order.
+type MembersJSON struct {
+	ConvID  string       `json:"conversation_id"`
+	Total   int          `json:"total"`
+	Members []MemberJSON `json:"members"`
+	// Next is the "after" of the next page; empty on the last page.
+	Next string `json:"next,omitempty"`
+}
+
+// MemberJSON is one member and its role ("admin" or "member").
+type MemberJSON struct {
+	User string `json:"user"`
+	Role string `json:"role"`
+}
+
+// members answers GET /api/v1/conversations/{id}/members?after=u&limit=n:
+// up to limit (default 256, at most 1024) members with ids above after, in
+// id order, with their roles. A CONV frame lists at most 512 members; this
+// is how a client reads the rest. Members only.
+func (a *api) members(w http.ResponseWriter, r *http.Request, user string) {
+	conv, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
+	if err != nil || conv == 0 {
+		writeError(w, http.StatusBadRequest, wire.CodeInvalidArgument, "bad conversation id")
+		return
+	}
+	q := r.URL.Query()
+	limit := uint64(256)
+	if v := q.Get("limit"); v != "" {
+		if limit, err = strconv.ParseUint(v, 10, 64); err != nil || limit == 0 || limit > MaxMembersPage {
+			writeError(w, http.StatusBadRequest, wire.CodeInvalidArgument, "limit must be 1..1024")
+			return
+		}
+	}
+	after := q.Get("after")
+	if after != "" && !auth.ValidUserID(after) {
+		writeError(w, http.StatusBadRequest, wire.CodeInvalidArgument, "bad after")
+		return
+	}
+	c, ok := a.memberOf(w, r, conv, user)
+	if !ok {
+		return
+	}
+	i, _ := slices.BinarySearch(c.Members, after)
+	if i < len(c.Members) && c.Members[i] == after {
+		i++
+	}
+	page := c.Members[i:min(len(c.Members), i+int(limit))]
+	out := MembersJSON{ConvID: strconv.FormatUint(conv, 10), Total: len(c.Members), Members: make([]MemberJSON, len(page))}
+	for j, m := range page {
+		role := "member"
+		if _, admin := slices.BinarySearch(c.Admins, m); admin {
+			role = "admin"
+		}
+		out.Members[j] = MemberJSON{User: m, Role: role}
+	}
+	if i+len(page) < len(c.Members) {
+		out.Next = page[len(page)-1]
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
 // ConversationJSON describes a conversation.
 type ConversationJSON struct {
 	ConvID  string   `json:"conversation_id"`
 	Kind    string   `json:"kind"`
 	Members []string `json:"members"`
 	LastSeq uint64   `json:"last_seq"`
+	// Groups only.
+	Name   string   `json:"name,omitempty"`
+	Admins []string `json:"admins,omitempty"`
 }
 
 func (a *api) list(w http.ResponseWriter, r *http.Request, user string) {
@@ -486,7 +556,7 @@ func convJSON(c *store.Conversation, last uint64) ConversationJSON {
 	if c.Kind == wire.ConvGroup {
 		kind = "group"
 	}
-	return ConversationJSON{ConvID: strconv.FormatUint(c.ID, 10), Kind: kind, Members: c.Members, LastSeq: last}
+	return ConversationJSON{ConvID: strconv.FormatUint(c.ID, 10), Kind: kind, Members: c.Members, LastSeq: last, Name: c.Name, Admins: c.Admins}
 }
 
 func member(members []string, user string) bool {

@@ -335,3 +335,87 @@ func TestHTTPReceipts(t *testing.T) {
 		wantError(t, status, body, tc.status, tc.code)
 	}
 }
+
+// TestHTTPMembers: a group's members page by page, with roles (a CONV
+// lists at most 512), members only; and the list shows the group's name
+// and admins.
+func TestHTTPMembers(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	ctx := context.Background()
+	alice := connect(t, n, "alice", "phone")
+	var first, more [][]byte
+	for i := range 300 {
+		u := []byte(fmt.Sprintf("u%03d", i))
+		if i < 255 {
+			first = append(first, u)
+		} else {
+			more = append(more, u)
+		}
+	}
+	alice.send((&wire.CreateGroup{ReqID: 1, Name: []byte("big"), Members: first}).Append(nil, 0))
+	alice.expect(wire.TypeConv, wire.TypeMsg)
+	conv := alice.dec.Conv.ConvID
+	if alice.dec.Conv.MemberTotal != 256 {
+		t.Fatalf("CONV after create: %d members", alice.dec.Conv.MemberTotal)
+	}
+	alice.send((&wire.GroupChange{ReqID: 2, ConvID: conv, Op: wire.GroupAdd, Users: more}).Append(nil, 0))
+	alice.expect(wire.TypeConv, wire.TypeMsg)
+	if alice.dec.Conv.ReqID != 2 || alice.dec.Conv.MemberTotal != 301 {
+		t.Fatalf("CONV after add: %+v", alice.dec.Conv)
+	}
+	tokA, err := bench.DevToken(ctx, n.APIURL(), "alice", "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := fmt.Sprintf("%s/api/v1/conversations/%d/members", n.APIURL(), conv)
+	var all []api.MemberJSON
+	after, pages := "", 0
+	for {
+		status, body := get(t, base+"?limit=100&after="+after, tokA)
+		if status != http.StatusOK {
+			t.Fatalf("%d %s", status, body)
+		}
+		var page api.MembersJSON
+		if err := json.Unmarshal(body, &page); err != nil {
+			t.Fatal(err)
+		}
+		if page.Total != 301 {
+			t.Fatalf("total %d", page.Total)
+		}
+		all = append(all, page.Members...)
+		pages++
+		if page.Next == "" {
+			break
+		}
+		after = page.Next
+	}
+	if pages != 4 || len(all) != 301 || all[0] != (api.MemberJSON{User: "alice", Role: "admin"}) || all[300] != (api.MemberJSON{User: "u299", Role: "member"}) {
+		t.Fatalf("%d pages, %d members, first %v, last %v", pages, len(all), all[0], all[len(all)-1])
+	}
+	tokC, err := bench.DevToken(ctx, n.APIURL(), "carol", "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, body := get(t, base, tokC)
+	wantError(t, status, body, http.StatusForbidden, wire.CodeNotMember)
+	status, body = get(t, base+"?limit=1025", tokA)
+	wantError(t, status, body, http.StatusBadRequest, wire.CodeInvalidArgument)
+	status, body = get(t, base+"?after=no%20spaces", tokA)
+	wantError(t, status, body, http.StatusBadRequest, wire.CodeInvalidArgument)
+	status, body = get(t, fmt.Sprintf("%s/api/v1/conversations/12345/members", n.APIURL()), tokA)
+	wantError(t, status, body, http.StatusNotFound, wire.CodeConvNotFound)
+
+	status, body = get(t, n.APIURL()+"/api/v1/conversations", tokA)
+	if status != http.StatusOK {
+		t.Fatalf("%d %s", status, body)
+	}
+	var list struct {
+		Conversations []api.ConversationJSON `json:"conversations"`
+	}
+	if err := json.Unmarshal(body, &list); err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Conversations) != 1 || list.Conversations[0].Name != "big" || fmt.Sprint(list.Conversations[0].Admins) != "[alice]" || list.Conversations[0].Kind != "group" {
+		t.Fatalf("list %+v", list.Conversations)
+	}
+}
