@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/chatd-dev/chatd/core/store"
@@ -299,5 +300,59 @@ func TestGroupRequestsRedelivered(t *testing.T) {
 	// re-emits them (the first owner's emit may have been lost).
 	if n := len(again.evs.msgs()); n != 2 {
 		t.Fatalf("re-emitted %d, want 2", n)
+	}
+}
+
+// TestReceiptsCoalescedAndBigGroups: updates of one pointer in one batch
+// are one store write and one event; groups over DeliveredMaxGroup members
+// keep no "delivered" (read does not imply it there either).
+func TestReceiptsCoalescedAndBigGroups(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	ctx := context.Background()
+	g := newGroupHarness(t, st, Config{})
+	small := one[*wire.Conv](t, g.handle(g.rec("alice", &wire.CreateGroup{Name: []byte("small"), Members: users("bob")})))
+	var many [][]byte
+	for i := range DeliveredMaxGroup {
+		many = append(many, fmt.Appendf(nil, "m%03d", i))
+	}
+	big := one[*wire.Conv](t, g.handle(g.rec("alice", &wire.CreateGroup{Name: []byte("big"), Members: many})))
+	if big.MemberTotal != DeliveredMaxGroup+1 {
+		t.Fatalf("big group has %d members", big.MemberTotal)
+	}
+	for _, c := range []uint64{small.ConvID, big.ConvID} {
+		for i := range 3 {
+			one[*wire.Ack](t, g.handle(g.rec("alice", sendFrame(c, fmt.Sprint("m", i)))))
+		}
+	}
+	before := len(g.evs.recs)
+	coalesced := testutil.ToFloat64(g.p.cfg.Metrics.ReceiptsCoalesced)
+	rcpt := func(user string, conv uint64, kind wire.ReceiptKind, seq uint64) *kgo.Record {
+		return g.rec(user, &wire.Receipt{ConvID: conv, Kind: kind, UpToSeq: seq})
+	}
+	if fs := g.handle(
+		rcpt("bob", small.ConvID, wire.ReceiptRead, 2),
+		rcpt("bob", small.ConvID, wire.ReceiptRead, 4),
+		rcpt("bob", small.ConvID, wire.ReceiptRead, 3),
+		rcpt("m001", big.ConvID, wire.ReceiptDelivered, 4),
+		rcpt("m001", big.ConvID, wire.ReceiptRead, 3),
+	); len(fs) != 0 {
+		t.Fatalf("receipts answered %v", fs)
+	}
+	// Small group: read 4 and the delivered it implies, coalesced from
+	// three updates each. Big group: read 3 only.
+	if p, _ := st.Pointers(ctx, small.ConvID, "bob"); p != (store.Pointers{Delivered: 4, Read: 4}) {
+		t.Errorf("bob's pointers %+v", p)
+	}
+	if p, _ := st.Pointers(ctx, big.ConvID, "m001"); p != (store.Pointers{Read: 3}) {
+		t.Errorf("m001's pointers %+v, want read 3 and no delivered", p)
+	}
+	if n := len(g.evs.recs) - before; n != 3 {
+		t.Errorf("%d receipt events, want 3 (one per pointer)", n)
+	}
+	if n := testutil.ToFloat64(g.p.cfg.Metrics.ReceiptsCoalesced) - coalesced; n != 4 {
+		t.Errorf("%v updates coalesced, want 4", n)
+	}
+	if n := testutil.ToFloat64(g.p.cfg.Metrics.ReceiptsSkipped); n != 1 {
+		t.Errorf("%v delivered receipts skipped, want 1", n)
 	}
 }

@@ -118,15 +118,50 @@ func (p *Processor) receipt(ctx context.Context, env *wire.Envelope, r *wire.Rec
 		return nil
 	}
 	dev := string(env.Device)
-	if r.Kind == wire.ReceiptRead {
+	// Groups over DeliveredMaxGroup members keep no "delivered": in a big
+	// group every member's device acknowledges every message, the largest
+	// share of receipt traffic, and no one reads "delivered to 700 of 800".
+	bigGroup := cs.conv.Kind == wire.ConvGroup && len(cs.conv.Members) > DeliveredMaxGroup
+	if r.Kind == wire.ReceiptDelivered && bigGroup {
+		p.cfg.Metrics.ReceiptsSkipped.Inc()
+		return nil
+	}
+	if r.Kind == wire.ReceiptRead && !bigGroup {
 		// Read implies delivered: the sender's UI never shows "read" without
 		// "delivered".
-		p.batch.Pointers = append(p.batch.Pointers, store.PointerUpdate{ConvID: r.ConvID, User: user, Kind: wire.ReceiptDelivered, Seq: r.UpToSeq})
-		p.ptrDevices = append(p.ptrDevices, dev)
+		p.pointer(r.ConvID, user, wire.ReceiptDelivered, r.UpToSeq, dev)
 	}
-	p.batch.Pointers = append(p.batch.Pointers, store.PointerUpdate{ConvID: r.ConvID, User: user, Kind: r.Kind, Seq: r.UpToSeq})
-	p.ptrDevices = append(p.ptrDevices, dev)
+	p.pointer(r.ConvID, user, r.Kind, r.UpToSeq, dev)
 	return nil
+}
+
+// DeliveredMaxGroup is the largest group whose "delivered" receipts are
+// kept (the rule: groups over 256 members skip "delivered").
+const DeliveredMaxGroup = 256
+
+type ptrKey struct {
+	conv uint64
+	user string
+	kind wire.ReceiptKind
+}
+
+// pointer adds a pointer update to the batch, coalesced: one update per
+// pointer per batch, at the highest seq asked (a device that sends
+// "read up to 5" then "up to 6" within one poll costs one store write and
+// one event). dev is the device of the latest update.
+func (p *Processor) pointer(conv uint64, user string, kind wire.ReceiptKind, seq uint64, dev string) {
+	k := ptrKey{conv, user, kind}
+	if i, ok := p.ptrIdx[k]; ok {
+		if seq > p.batch.Pointers[i].Seq {
+			p.batch.Pointers[i].Seq = seq
+			p.ptrDevices[i] = dev
+		}
+		p.cfg.Metrics.ReceiptsCoalesced.Inc()
+		return
+	}
+	p.ptrIdx[k] = len(p.batch.Pointers)
+	p.batch.Pointers = append(p.batch.Pointers, store.PointerUpdate{ConvID: conv, User: user, Kind: kind, Seq: seq})
+	p.ptrDevices = append(p.ptrDevices, dev)
 }
 
 func (p *Processor) openDirect(ctx context.Context, env *wire.Envelope, o *wire.OpenDirect) error {

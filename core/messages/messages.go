@@ -66,8 +66,8 @@ type Config struct {
 	ReadWorkers int
 	// MaxGroupSize caps a group's members (default DefaultMaxGroupSize).
 	MaxGroupSize int
-	Logger      *slog.Logger
-	Metrics     *Metrics
+	Logger       *slog.Logger
+	Metrics      *Metrics
 	// Now is the clock (default time.Now); tests inject one.
 	Now func() time.Time
 }
@@ -104,8 +104,10 @@ type Processor struct {
 	emitted map[uint64]struct{}
 	// ptrDevices[i] is the device that sent batch.Pointers[i].
 	ptrDevices []string
-	frame      []byte
-	out        []byte
+	// ptrIdx finds a pointer's update in batch.Pointers (coalescing).
+	ptrIdx map[ptrKey]int
+	frame  []byte
+	out    []byte
 }
 
 type convState struct {
@@ -160,6 +162,7 @@ func New(cfg Config, deps Deps) (*Processor, error) {
 		pool:    pool,
 		convs:   make(map[uint64]*convState),
 		sent:    make(map[dedupeKey]int),
+		ptrIdx:  make(map[ptrKey]int),
 		emitted: make(map[uint64]struct{}),
 	}, nil
 }
@@ -184,6 +187,7 @@ func (p *Processor) Handle(ctx context.Context, recs []*kgo.Record) error {
 	p.trimCache()
 	p.batch.Reset()
 	p.ptrDevices = p.ptrDevices[:0]
+	clear(p.ptrIdx)
 	p.replies = p.replies[:0]
 	clear(p.sent)
 	var acks []pendingAck
