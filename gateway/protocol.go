@@ -211,6 +211,10 @@ func (g *Gateway) request(c *conn, rx *rxScratch, frame []byte) {
 			g.invalid(c, r, "send: client_msg_id is empty")
 		case s.Kind < wire.KindText || s.Kind > wire.KindBinary:
 			g.invalid(c, r, "send: kind out of range")
+		case s.Kind == wire.KindSystem:
+			// System messages are the server's (group changes): one from a
+			// client would be taken for one by every receiver.
+			g.invalid(c, r, "send: kind 2 (system) is written by the server only")
 		case len(s.Body) > wire.MaxBodySize:
 			g.invalid(c, r, "send: body too long")
 		default:

@@ -271,6 +271,9 @@ func TestSendBadKind(t *testing.T) {
 	c := login(t, e, "alice", "phone")
 	c.send(&wire.Send{ConvID: 1, ClientMsgID: []byte("m"), Kind: 9, Body: []byte("hi")})
 	c.expectError(wire.CodeInvalidArgument)
+	// System messages are the server's.
+	c.send(&wire.Send{ConvID: 1, ClientMsgID: []byte("m"), Kind: wire.KindSystem, Body: []byte("alice left")})
+	c.expectError(wire.CodeInvalidArgument)
 	c.ping(1)
 }
 

@@ -182,7 +182,7 @@ func (c *Client) CreateGroup(ctx context.Context, name string, members []string)
 // ChangeGroup changes group conv: op is wire.GroupAdd, GroupRemove,
 // GroupPromote or GroupDemote with users (at most 256; admins only),
 // GroupLeave with none, or GroupRename with name. It returns the group
-// after the change. A change that changes nothing (adding a member) is
+// after the change. A change that changes nothing (adding someone who is already a member) is
 // answered without a system message.
 //
 // If the connection is lost before the answer, ChangeGroup returns

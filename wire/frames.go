@@ -379,7 +379,6 @@ func (x *OpenDirect) Decode(payload []byte) error {
 // Type implements Frame.
 func (*Conv) Type() Type { return TypeConv }
 
-// Append implements Frame.
 // Append implements Frame. It always writes the revision 1.1 fields; Roles
 // must have one entry per member (nil writes RoleMember for each) and
 // MemberTotal below len(Members) is written as len(Members).

@@ -80,7 +80,7 @@ func vectorCases() []vectorCase {
 	valid("create_group", "create the group \"hikers\" with bob and carol", &CreateGroup{ReqID: 5, Name: []byte("hikers"), Members: [][]byte{[]byte("bob"), []byte("carol")}}, 0)
 	valid("group_change", "add dave to group 43", &GroupChange{ReqID: 6, ConvID: 43, Op: GroupAdd, Users: [][]byte{[]byte("dave")}}, 0)
 
-	valid("msg_replay", "a MSG answering RESUME or HISTORY (FlagReplay)", &Msg{ConvID: 42, MessageID: 7263518230475964418, Seq: 18, ServerTimeMS: 1767225600999, Sender: []byte("bob"), SenderDevice: []byte("web-1"), ClientMsgID: []byte("b-77"), Kind: KindSystem, Body: []byte("bob renamed the group")}, FlagReplay)
+	valid("msg_replay", "a MSG answering RESUME or HISTORY (FlagReplay): bob's rename of group 42, a system message", &Msg{ConvID: 42, MessageID: 7263518230475964418, Seq: 18, ServerTimeMS: 1767225600999, Sender: []byte("bob"), SenderDevice: []byte("web-1"), ClientMsgID: []byte("~g/3/77"), Kind: KindSystem, Body: (&GroupEvent{Op: GroupRename, Actor: []byte("bob"), Name: []byte("hikers")}).Append(nil)}, FlagReplay)
 	valid("receipt_from_server", "server: bob delivered up to seq 17", &Receipt{ConvID: 42, Kind: ReceiptDelivered, UpToSeq: 17, User: []byte("bob")}, 0)
 	valid("send_binary_body", "binary body and empty client_msg_id (the codec allows it; the server refuses it)", &Send{ConvID: 7, Kind: KindBinary, Body: []byte{0xde, 0xad, 0xbe, 0xef, 0x00}}, 0)
 	valid("ping_max_uint64", "the largest uvarint: 10 bytes", &Ping{Nonce: maxU}, 0)

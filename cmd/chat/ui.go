@@ -323,7 +323,7 @@ func (u *ui) printMessage(m sdk.Message, label string) {
 	case wire.KindText:
 		body = string(m.Body)
 	case wire.KindSystem:
-		body = "* " + string(m.Body)
+		body = "* " + systemText(m.Body)
 	default:
 		body = fmt.Sprintf("<%d bytes>", len(m.Body))
 	}
@@ -379,4 +379,37 @@ func quote(s string) string {
 		s = string(r[:max-1]) + "…"
 	}
 	return strconv.Quote(s)
+}
+
+// systemText renders a group's system message (a wire.GroupEvent).
+func systemText(b []byte) string {
+	var ev wire.GroupEvent
+	if err := ev.Decode(b); err != nil {
+		return string(b)
+	}
+	users := make([]string, len(ev.Users))
+	for i, u := range ev.Users {
+		users[i] = string(u)
+	}
+	list := strings.Join(users, ", ")
+	switch ev.Op {
+	case wire.GroupCreated:
+		return fmt.Sprintf("%s created %q with %s", ev.Actor, ev.Name, list)
+	case wire.GroupAdd:
+		return fmt.Sprintf("%s added %s", ev.Actor, list)
+	case wire.GroupRemove:
+		return fmt.Sprintf("%s removed %s", ev.Actor, list)
+	case wire.GroupLeave:
+		if list != "" {
+			return fmt.Sprintf("%s left; %s is now an admin", ev.Actor, list)
+		}
+		return fmt.Sprintf("%s left", ev.Actor)
+	case wire.GroupRename:
+		return fmt.Sprintf("%s renamed the group to %q", ev.Actor, ev.Name)
+	case wire.GroupPromote:
+		return fmt.Sprintf("%s made %s admin", ev.Actor, list)
+	case wire.GroupDemote:
+		return fmt.Sprintf("%s removed %s as admin", ev.Actor, list)
+	}
+	return string(b)
 }

@@ -281,3 +281,28 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+func TestSystemText(t *testing.T) {
+	ev := func(op wire.GroupOp, name string, users ...string) []byte {
+		e := wire.GroupEvent{Op: op, Actor: []byte("alice"), Name: []byte(name)}
+		for _, u := range users {
+			e.Users = append(e.Users, []byte(u))
+		}
+		return e.Append(nil)
+	}
+	for _, tc := range []struct {
+		body []byte
+		want string
+	}{
+		{ev(wire.GroupCreated, "hikers", "bob", "carol"), `alice created "hikers" with bob, carol`},
+		{ev(wire.GroupAdd, "", "dave"), "alice added dave"},
+		{ev(wire.GroupLeave, "", "bob"), "alice left; bob is now an admin"},
+		{ev(wire.GroupLeave, ""), "alice left"},
+		{ev(wire.GroupRename, "x"), `alice renamed the group to "x"`},
+		{[]byte("not an event"), "not an event"},
+	} {
+		if got := systemText(tc.body); got != tc.want {
+			t.Errorf("systemText = %q, want %q", got, tc.want)
+		}
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/chatd-dev/chatd/core/events"
+	"github.com/chatd-dev/chatd/core/messages"
 	"github.com/chatd-dev/chatd/core/routing"
 	"github.com/chatd-dev/chatd/core/store"
 	"github.com/chatd-dev/chatd/wire"
@@ -131,7 +132,7 @@ func (f *Fanout) Handle(ctx context.Context, recs []*kgo.Record) error {
 			// member, the sender's own other devices included, gets the MSG.
 			m := &f.dec.Msg
 			ev = event{conv: m.ConvID, frame: body, skipUser: string(m.Sender), skipDevice: string(m.SenderDevice)}
-			if m.Kind == wire.KindSystem {
+			if m.Kind == wire.KindSystem && messages.GroupEventID(m.ClientMsgID) {
 				// A group change: the cached member lists are stale from
 				// this message on, and members who just left or were
 				// removed must still hear of it.

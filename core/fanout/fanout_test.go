@@ -2,6 +2,7 @@ package fanout
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -209,6 +210,9 @@ func TestFanoutGroupChange(t *testing.T) {
 		f := New(Config{}, deps)
 		msg := func(seq uint64, kind wire.MsgKind, body []byte) *kgo.Record {
 			m := wire.Msg{ConvID: 43, MessageID: seq, Seq: seq, Sender: []byte("alice"), SenderDevice: []byte("phone"), Kind: kind, Body: body}
+			if kind == wire.KindSystem {
+				m.ClientMsgID = fmt.Appendf(nil, "~g/0/%d", seq) // as the core writes them
+			}
 			return &kgo.Record{Value: events.AppendMsg(nil, m.Append(nil, 0))}
 		}
 		// Seq 1 is delivered by the cached list (alice, bob, carol).
@@ -222,6 +226,21 @@ func TestFanoutGroupChange(t *testing.T) {
 			t.Fatal(err)
 		}
 		remove := wire.GroupEvent{Op: wire.GroupRemove, Actor: []byte("alice"), Users: [][]byte{[]byte("bob")}}
+		// A system-kind message without the core's client_msg_id (none
+		// can pass SEND, but the fanout does not rely on it) is an
+		// ordinary message: delivered to the cached members, naming
+		// nobody else.
+		forged := msg(9, wire.KindSystem, (&wire.GroupEvent{Op: wire.GroupRemove, Actor: []byte("alice"), Users: [][]byte{[]byte("dave")}}).Append(nil))
+		_, body, _ := events.Split(forged.Value)
+		var d0 wire.Decoder
+		if _, _, err := d0.Decode(body); err != nil {
+			t.Fatal(err)
+		}
+		d0.Msg.ClientMsgID = []byte("client-chosen")
+		forged.Value = events.AppendMsg(nil, d0.Msg.Append(nil, 0))
+		if err := f.Handle(ctx, []*kgo.Record{forged}); err != nil {
+			t.Fatal(err)
+		}
 		if err := f.Handle(ctx, []*kgo.Record{msg(2, wire.KindSystem, remove.Append(nil)), msg(3, wire.KindText, []byte("after"))}); err != nil {
 			t.Fatal(err)
 		}
@@ -241,7 +260,7 @@ func TestFanoutGroupChange(t *testing.T) {
 			slices.Sort(got[seq])
 		}
 		// The system message also reaches the actor's own device (1).
-		want := map[uint64][]uint64{1: {2, 3}, 2: {1, 2, 3, 4}, 3: {3, 4}}
+		want := map[uint64][]uint64{1: {2, 3}, 9: {2, 3}, 2: {1, 2, 3, 4}, 3: {3, 4}}
 		for seq, w := range want {
 			if !slices.Equal(got[seq], w) {
 				t.Errorf("shared cache %v: seq %d went to %v, want %v", shared, seq, got[seq], w)

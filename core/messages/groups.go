@@ -52,6 +52,13 @@ func groupOpID(rec *kgo.Record) string {
 	return fmt.Sprintf("%sg/%d/%d", reservedCMIDPrefix, rec.Partition, rec.Offset)
 }
 
+// GroupEventID reports whether cmid is the client_msg_id of a group's
+// system message (written by groupOpID). SEND refuses both the system kind
+// and the reserved prefix, so only the core writes messages that pass.
+func GroupEventID(cmid []byte) bool {
+	return len(cmid) > 3 && string(cmid[:3]) == reservedCMIDPrefix+"g/"
+}
+
 // groupID is the id of the group a CREATE_GROUP record creates: a hash of
 // the creator and the record's position and timestamp (the timestamp keeps
 // ids apart should the topic be recreated and offsets restart). 63 bits,

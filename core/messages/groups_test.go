@@ -253,6 +253,7 @@ func TestGroupBadInput(t *testing.T) {
 		{"a direct conversation", "alice", &wire.GroupChange{ConvID: direct, Op: wire.GroupRename, Name: []byte("x")}, wire.CodeInvalidArgument},
 		{"no such group", "alice", &wire.GroupChange{ConvID: 12345, Op: wire.GroupLeave}, wire.CodeConvNotFound},
 		{"a reserved client_msg_id", "alice", sendFrame(conv, "~g/3/1"), wire.CodeInvalidArgument},
+		{"a system-kind SEND", "alice", &wire.Send{ConvID: conv, ClientMsgID: []byte("s"), Kind: wire.KindSystem, Body: []byte("x")}, wire.CodeInvalidArgument},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			wantError(t, g.handle(g.rec(tc.user, tc.f)), tc.code)

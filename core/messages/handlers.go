@@ -37,6 +37,11 @@ func (p *Processor) send(ctx context.Context, env *wire.Envelope, s *wire.Send) 
 		p.queueError(env, wire.CodeInvalidArgument, wire.TypeSend, 0, s.ConvID, s.ClientMsgID, "bad send")
 		return nil, nil
 	}
+	if s.Kind == wire.KindSystem {
+		// Checked by the gateway too; the core does not rely on it.
+		p.queueError(env, wire.CodeInvalidArgument, wire.TypeSend, 0, s.ConvID, s.ClientMsgID, "kind 2 (system) is written by the server only")
+		return nil, nil
+	}
 	if reservedCMID(s.ClientMsgID) {
 		p.queueError(env, wire.CodeInvalidArgument, wire.TypeSend, 0, s.ConvID, s.ClientMsgID, "client_msg_id may not start with ~ (reserved for the server)")
 		return nil, nil
