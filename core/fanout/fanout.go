@@ -62,32 +62,36 @@ type Fanout struct {
 	failures  *prometheus.CounterVec
 
 	// scratch, single caller
-	dec      wire.Decoder
-	rcpt     events.Receipt
-	gev      wire.GroupEvent
-	evs      []event
-	users    []string
-	seen     map[string]bool
-	byUser   map[string][]routing.Route
-	routes   []routing.Route
-	evRoutes []routing.Route
-	pubs     []routing.Publication
-	advances []routing.ReceiptAdvance
-	conns    []uint64
-	zconns   []uint64
+	dec   wire.Decoder
+	rcpt  events.Receipt
+	gev   wire.GroupEvent
+	evs   []event
+	users []string
+	seen  map[string]bool
+	// A user's routes are f.routes[j] for j = firstRoute[user]-1, then
+	// nextRoute[j]-1, ... (0 ends the chain): an index, not a slice per
+	// user, so a 1,024-member lookup allocates nothing once warm.
+	firstRoute map[string]int32
+	nextRoute  []int32
+	routes     []routing.Route
+	evRoutes   []routing.Route
+	pubs       []routing.Publication
+	advances   []routing.ReceiptAdvance
+	conns      []uint64
+	zconns     []uint64
 }
 
 // New returns a fanout.
 func New(cfg Config, deps Deps) *Fanout {
 	f := &Fanout{
-		deps:      deps,
-		log:       cfg.Logger,
-		members:   make(map[uint64][]string),
-		seen:      make(map[string]bool),
-		byUser:    make(map[string][]routing.Route),
-		delivered: prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_fanout_deliveries_total", Help: "Frames handed to gateways for one device each."}),
-		published: prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_fanout_publishes_total", Help: "Router publishes (one per target gateway and frame variant)."}),
-		failures:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chatd_fanout_failures_total", Help: "Events not (fully) delivered live, by reason."}, []string{"reason"}),
+		deps:       deps,
+		log:        cfg.Logger,
+		members:    make(map[uint64][]string),
+		seen:       make(map[string]bool),
+		firstRoute: make(map[string]int32),
+		delivered:  prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_fanout_deliveries_total", Help: "Frames handed to gateways for one device each."}),
+		published:  prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_fanout_publishes_total", Help: "Router publishes (one per target gateway and frame variant)."}),
+		failures:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chatd_fanout_failures_total", Help: "Events not (fully) delivered live, by reason."}, []string{"reason"}),
 	}
 	if f.log == nil {
 		f.log = slog.Default()
@@ -204,15 +208,17 @@ func (f *Fanout) Handle(ctx context.Context, recs []*kgo.Record) error {
 		f.log.Warn("fanout: registry lookup", "events", len(evs), "err", err)
 		return ctx.Err()
 	}
-	byUser := f.byUser
-	clear(byUser)
-	for i := range routes {
-		byUser[routes[i].User] = append(byUser[routes[i].User], routes[i])
+	clear(f.firstRoute)
+	f.nextRoute = slices.Grow(f.nextRoute[:0], len(routes))[:len(routes)]
+	for i := len(routes) - 1; i >= 0; i-- { // backwards, so chains keep lookup order
+		u := routes[i].User
+		f.nextRoute[i] = f.firstRoute[u]
+		f.firstRoute[u] = int32(i + 1)
 	}
 
 	pubs := f.pubs[:0]
 	for i := range evs {
-		pubs = f.deliver(pubs, &evs[i], byUser)
+		pubs = f.deliver(pubs, &evs[i])
 	}
 	f.pubs = pubs
 	if err := routing.PublishMany(ctx, f.deps.Router, pubs); err != nil {
@@ -224,10 +230,12 @@ func (f *Fanout) Handle(ctx context.Context, recs []*kgo.Record) error {
 
 // deliver appends to pubs one batch per target gateway (and per frame
 // variant: plain, and zstd for connections that negotiated it) for ev.
-func (f *Fanout) deliver(pubs []routing.Publication, ev *event, byUser map[string][]routing.Route) []routing.Publication {
+func (f *Fanout) deliver(pubs []routing.Publication, ev *event) []routing.Publication {
 	routes := f.evRoutes[:0]
 	for _, m := range ev.members {
-		routes = append(routes, byUser[m]...)
+		for j := f.firstRoute[m]; j != 0; j = f.nextRoute[j-1] {
+			routes = append(routes, f.routes[j-1])
+		}
 	}
 	f.evRoutes = routes
 	slices.SortFunc(routes, func(a, b routing.Route) int { return cmp.Compare(a.Gateway, b.Gateway) })

@@ -1,0 +1,69 @@
+package fanout
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/chatd-dev/chatd/core/events"
+	"github.com/chatd-dev/chatd/core/routing"
+	"github.com/chatd-dev/chatd/core/store"
+	"github.com/chatd-dev/chatd/wire"
+)
+
+// BenchmarkFanoutGroup1024 is the fanout's work for one message to a
+// 1,024-member group, every member online on one of 4 gateways: the member
+// list (cached), one registry lookup for all members, one batch per
+// gateway with the frame encoded once, one PublishMany. The in-memory
+// registry and router stand in for Redis, so this is the fanout's own CPU.
+func BenchmarkFanoutGroup1024(b *testing.B) {
+	ctx := context.Background()
+	st, err := store.OpenPebble(b.TempDir(), store.PebbleOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	members := make([]string, 1024)
+	routes := make([]routing.Route, 1024)
+	for i := range members {
+		members[i] = fmt.Sprintf("u%04d", i)
+		routes[i] = routing.Route{User: members[i], Device: "phone", Gateway: fmt.Sprintf("g%d", i%4), Conn: uint64(i + 1)}
+	}
+	if _, err := st.EnsureConversation(ctx, store.Conversation{ID: 43, Kind: wire.ConvGroup, Members: members, Name: "g", Admins: members[:1]}); err != nil {
+		b.Fatal(err)
+	}
+	mem := routing.NewMemory()
+	for g := range 4 {
+		_ = mem.Lease(ctx, fmt.Sprintf("g%d", g), time.Hour)
+		stop, _ := mem.Subscribe(fmt.Sprintf("g%d", g), func([]byte) {})
+		defer stop()
+	}
+	if err := mem.Register(ctx, routes, time.Hour); err != nil {
+		b.Fatal(err)
+	}
+	f := New(Config{}, Deps{Store: st, Registry: mem, Router: mem})
+	m := wire.Msg{ConvID: 43, MessageID: 1, Seq: 1, Sender: []byte("u0000"), SenderDevice: []byte("phone"), Kind: wire.KindText, Body: []byte("see you at the trailhead at nine")}
+	recs := []*kgo.Record{{Value: events.AppendMsg(nil, m.Append(nil, 0))}}
+	if err := f.Handle(ctx, recs); err != nil { // warm the member cache
+		b.Fatal(err)
+	}
+	before := delivered(f)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if err := f.Handle(ctx, recs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if got := delivered(f) - before; got != float64(1023*b.N) {
+		b.Fatalf("delivered %v, want %d", got, 1023*b.N)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1023, "ns/delivery")
+}
+
+func delivered(f *Fanout) float64 { return testutil.ToFloat64(f.delivered) }
