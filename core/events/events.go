@@ -6,7 +6,9 @@
 //	KindMsg:     0x01, then one complete MSG frame (header included,
 //	             uncompressed): the exact bytes fanout hands to gateways.
 //	KindReceipt: 0x02, conv uvarint, kind byte, seq uvarint, user bytes,
-//	             device bytes (the device that sent the receipt).
+//	             device bytes (the device that sent the receipt), then an
+//	             optional flags byte (bit 0: the conversation is a group);
+//	             a record without it is not a group's.
 //
 // Record keys are wire.ConvKey(conv), so a conversation's events stay in
 // order on one partition.
@@ -40,6 +42,9 @@ type Receipt struct {
 	Seq    uint64
 	User   []byte
 	Device []byte
+	// Group says the conversation is a group: its receipts go to the
+	// reader's own devices only (see core/fanout).
+	Group bool
 }
 
 // Append appends r as a KindReceipt record.
@@ -49,8 +54,14 @@ func (r *Receipt) Append(dst []byte) []byte {
 	dst = append(dst, byte(r.Kind))
 	dst = binary.AppendUvarint(dst, r.Seq)
 	dst = appendBytes(dst, r.User)
-	return appendBytes(dst, r.Device)
+	dst = appendBytes(dst, r.Device)
+	if r.Group {
+		dst = append(dst, receiptGroup)
+	}
+	return dst
 }
+
+const receiptGroup byte = 0x01
 
 // Decode decodes a KindReceipt record body (after the kind byte). User and
 // Device alias b.
@@ -73,8 +84,11 @@ func (r *Receipt) Decode(b []byte) error {
 	if r.User, b, err = readBytes(b); err != nil {
 		return err
 	}
-	r.Device, _, err = readBytes(b)
-	return err
+	if r.Device, b, err = readBytes(b); err != nil {
+		return err
+	}
+	r.Group = len(b) > 0 && b[0]&receiptGroup != 0
+	return nil
 }
 
 // Split returns a record's kind and body.

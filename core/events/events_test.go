@@ -30,6 +30,14 @@ func TestReceiptRoundTrip(t *testing.T) {
 	if _, _, err := Split(nil); err == nil {
 		t.Fatal("empty record split")
 	}
+	if out.Decode(full) != nil || out.Group {
+		t.Fatal("a record without the flags byte is not a group's")
+	}
+	in.Group = true
+	_, body, _ = Split(in.Append(nil))
+	if err := out.Decode(body); err != nil || !out.Group || !bytes.Equal(out.Device, in.Device) {
+		t.Fatalf("group flag: %+v %v", out, err)
+	}
 }
 
 func TestMsgRecord(t *testing.T) {

@@ -158,11 +158,20 @@ func (f *Fanout) Handle(ctx context.Context, recs []*kgo.Record) error {
 				f.failures.WithLabelValues("malformed").Inc()
 				continue
 			}
-			// Other members see the tick; the user's other devices sync
-			// their read pointer (badge) from the same frame.
+			// In a direct conversation the peer sees the tick; the user's
+			// other devices sync their read pointer (badge) from the same
+			// frame. In a group only the user's other devices get it:
+			// forwarding every member's receipt to every member costs
+			// members² frames per message (a million for 1,024 members);
+			// senders read "read by N of M" from the counters instead.
 			r := wire.Receipt{ConvID: f.rcpt.Conv, Kind: f.rcpt.Kind, UpToSeq: f.rcpt.Seq, User: f.rcpt.User}
 			ev = event{conv: f.rcpt.Conv, frame: r.Append(nil, 0), skipUser: string(f.rcpt.User), skipDevice: string(f.rcpt.Device)}
 			advances = append(advances, routing.ReceiptAdvance{Conv: f.rcpt.Conv, User: ev.skipUser, Kind: routing.ReceiptKind(f.rcpt.Kind), Seq: f.rcpt.Seq})
+			if f.rcpt.Group {
+				ev.members = []string{ev.skipUser}
+				evs = append(evs, ev)
+				continue
+			}
 		default:
 			f.failures.WithLabelValues("unknown_kind").Inc()
 			continue

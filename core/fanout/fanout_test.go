@@ -273,3 +273,52 @@ func TestFanoutGroupChange(t *testing.T) {
 		}
 	}
 }
+
+// TestFanoutGroupReceiptsToOwnDevices: a group's receipt reaches only the
+// reader's other devices (badge sync), never the other members, and still
+// advances the counters the senders read.
+func TestFanoutGroupReceiptsToOwnDevices(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.OpenPebble(t.TempDir(), store.PebbleOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	conv := store.Conversation{ID: 43, Kind: wire.ConvGroup, Members: []string{"alice", "bob", "carol"}, Admins: []string{"alice"}}
+	if _, err := st.EnsureConversation(ctx, conv); err != nil {
+		t.Fatal(err)
+	}
+	mem := routing.NewMemory()
+	_ = mem.Lease(ctx, "g1", time.Minute)
+	_ = mem.Register(ctx, []routing.Route{
+		{User: "alice", Device: "phone", Gateway: "g1", Conn: 1},
+		{User: "bob", Device: "phone", Gateway: "g1", Conn: 2}, // sends the receipt
+		{User: "bob", Device: "laptop", Gateway: "g1", Conn: 3},
+		{User: "carol", Device: "phone", Gateway: "g1", Conn: 4},
+	}, time.Minute)
+	s := &sink{batches: map[string][][]byte{}}
+	s.subscribe(t, mem, "g1")
+	f := New(Config{}, Deps{Store: st, Registry: mem, Router: mem, Receipts: mem})
+	r := events.Receipt{Conv: 43, Kind: wire.ReceiptRead, Seq: 1, User: []byte("bob"), Device: []byte("phone"), Group: true}
+	if err := f.Handle(ctx, []*kgo.Record{{Value: r.Append(nil)}}); err != nil {
+		t.Fatal(err)
+	}
+	var conns []uint64
+	for _, b := range s.batches["g1"] {
+		c, fr, err := wire.DecodeBatch(b, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if typ, _, _, _ := wire.ParseHeader(fr); typ != wire.TypeReceipt {
+			t.Fatalf("got %v", typ)
+		}
+		conns = append(conns, c...)
+	}
+	if !slices.Equal(conns, []uint64{3}) {
+		t.Fatalf("group receipt went to conns %v, want only bob's laptop [3]", conns)
+	}
+	counts, err := mem.ReceiptCounts(ctx, 43, "alice", []uint64{1}, nil)
+	if err != nil || len(counts) != 1 || counts[0].Read != 1 {
+		t.Fatalf("counters: %+v %v", counts, err)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/chatd-dev/chatd/core/events"
 	"github.com/chatd-dev/chatd/core/store"
 	"github.com/chatd-dev/chatd/wire"
 )
@@ -349,6 +350,14 @@ func TestReceiptsCoalescedAndBigGroups(t *testing.T) {
 	}
 	if n := len(g.evs.recs) - before; n != 3 {
 		t.Errorf("%d receipt events, want 3 (one per pointer)", n)
+	}
+	// Every one is marked as a group's, so the fanout sends it to the
+	// reader's own devices only.
+	for _, rec := range g.evs.recs[before:] {
+		var ev events.Receipt
+		if k, body, _ := events.Split(rec.Value); k != events.KindReceipt || ev.Decode(body) != nil || !ev.Group {
+			t.Errorf("receipt event %x not marked as a group's", rec.Value)
+		}
 	}
 	if n := testutil.ToFloat64(g.p.cfg.Metrics.ReceiptsCoalesced) - coalesced; n != 4 {
 		t.Errorf("%v updates coalesced, want 4", n)

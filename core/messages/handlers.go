@@ -126,7 +126,8 @@ func (p *Processor) receipt(ctx context.Context, env *wire.Envelope, r *wire.Rec
 	// Groups over DeliveredMaxGroup members keep no "delivered": in a big
 	// group every member's device acknowledges every message, the largest
 	// share of receipt traffic, and no one reads "delivered to 700 of 800".
-	bigGroup := cs.conv.Kind == wire.ConvGroup && len(cs.conv.Members) > DeliveredMaxGroup
+	group := cs.conv.Kind == wire.ConvGroup
+	bigGroup := group && len(cs.conv.Members) > DeliveredMaxGroup
 	if r.Kind == wire.ReceiptDelivered && bigGroup {
 		p.cfg.Metrics.ReceiptsSkipped.Inc()
 		return nil
@@ -134,9 +135,9 @@ func (p *Processor) receipt(ctx context.Context, env *wire.Envelope, r *wire.Rec
 	if r.Kind == wire.ReceiptRead && !bigGroup {
 		// Read implies delivered: the sender's UI never shows "read" without
 		// "delivered".
-		p.pointer(r.ConvID, user, wire.ReceiptDelivered, r.UpToSeq, dev)
+		p.pointer(r.ConvID, user, wire.ReceiptDelivered, r.UpToSeq, dev, group)
 	}
-	p.pointer(r.ConvID, user, r.Kind, r.UpToSeq, dev)
+	p.pointer(r.ConvID, user, r.Kind, r.UpToSeq, dev, group)
 	return nil
 }
 
@@ -153,20 +154,21 @@ type ptrKey struct {
 // pointer adds a pointer update to the batch, coalesced: one update per
 // pointer per batch, at the highest seq asked (a device that sends
 // "read up to 5" then "up to 6" within one poll costs one store write and
-// one event). dev is the device of the latest update.
-func (p *Processor) pointer(conv uint64, user string, kind wire.ReceiptKind, seq uint64, dev string) {
+// one event). dev is the device of the latest update; group says conv is a
+// group (its receipt event goes to the reader's own devices only).
+func (p *Processor) pointer(conv uint64, user string, kind wire.ReceiptKind, seq uint64, dev string, group bool) {
 	k := ptrKey{conv, user, kind}
 	if i, ok := p.ptrIdx[k]; ok {
 		if seq > p.batch.Pointers[i].Seq {
 			p.batch.Pointers[i].Seq = seq
-			p.ptrDevices[i] = dev
+			p.ptrMeta[i].device = dev
 		}
 		p.cfg.Metrics.ReceiptsCoalesced.Inc()
 		return
 	}
 	p.ptrIdx[k] = len(p.batch.Pointers)
 	p.batch.Pointers = append(p.batch.Pointers, store.PointerUpdate{ConvID: conv, User: user, Kind: kind, Seq: seq})
-	p.ptrDevices = append(p.ptrDevices, dev)
+	p.ptrMeta = append(p.ptrMeta, ptrMeta{device: dev, group: group})
 }
 
 func (p *Processor) openDirect(ctx context.Context, env *wire.Envelope, o *wire.OpenDirect) error {
@@ -401,4 +403,12 @@ type readScratch struct {
 	dec wire.Decoder
 	out []byte
 	buf []byte
+}
+
+// ptrMeta is what a pointer update's receipt event needs beyond the
+// update: the device that sent it (the latest, when coalesced) and whether
+// the conversation is a group.
+type ptrMeta struct {
+	device string
+	group  bool
 }

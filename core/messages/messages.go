@@ -102,8 +102,8 @@ type Processor struct {
 	// emitted holds the ids of messages this process put on chat.events
 	// (bounded; forgetting only costs a harmless duplicate emit).
 	emitted map[uint64]struct{}
-	// ptrDevices[i] is the device that sent batch.Pointers[i].
-	ptrDevices []string
+	// ptrMeta[i] describes batch.Pointers[i].
+	ptrMeta []ptrMeta
 	// ptrIdx finds a pointer's update in batch.Pointers (coalescing).
 	ptrIdx map[ptrKey]int
 	frame  []byte
@@ -186,7 +186,7 @@ func (p *Processor) Invalidate() {
 func (p *Processor) Handle(ctx context.Context, recs []*kgo.Record) error {
 	p.trimCache()
 	p.batch.Reset()
-	p.ptrDevices = p.ptrDevices[:0]
+	p.ptrMeta = p.ptrMeta[:0]
 	clear(p.ptrIdx)
 	p.replies = p.replies[:0]
 	clear(p.sent)
@@ -290,7 +290,7 @@ func (p *Processor) Handle(ctx context.Context, recs []*kgo.Record) error {
 		if !pu.Advanced {
 			continue
 		}
-		r := events.Receipt{Conv: pu.ConvID, Kind: pu.Kind, Seq: pu.Seq, User: []byte(pu.User), Device: []byte(p.ptrDevices[i])}
+		r := events.Receipt{Conv: pu.ConvID, Kind: pu.Kind, Seq: pu.Seq, User: []byte(pu.User), Device: []byte(p.ptrMeta[i].device), Group: p.ptrMeta[i].group}
 		p.evs = append(p.evs, &kgo.Record{Topic: bus.TopicEvents, Key: wire.ConvKey(nil, pu.ConvID), Value: r.Append(nil)})
 	}
 	p.flushReplies(ctx)
