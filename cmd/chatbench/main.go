@@ -1,6 +1,8 @@
 // Command chatbench is chatd's capacity harness.
 //
 //	chatbench latency [flags]   1:1 send->ack and send->deliver latency
+//	chatbench fanout [flags]    a group message to every online member
+//	chatbench receipts [flags]  receipt cost when everyone in a group reads
 //
 // By default it starts its own chatd (embedded defaults, temporary data
 // dir) and stops it at the end; --server/--api point it at a running one.
@@ -38,6 +40,10 @@ func main() {
 		err = density(ctx, os.Args[2:])
 	case "storm":
 		err = storm(ctx, os.Args[2:])
+	case "fanout":
+		err = group(ctx, "fanout", os.Args[2:], false)
+	case "receipts":
+		err = group(ctx, "receipts", os.Args[2:], true)
 	case "cluster":
 		err = cluster(ctx, os.Args[2:])
 	case "swarm-worker":
@@ -63,6 +69,8 @@ scenarios:
   latency   1:1 send->ack and send->deliver latency, open loop
   density   hold N authenticated, heartbeating connections; memory per connection
   storm     SIGKILL and restart the gateways under N clients; recovery time, loss, duplicates
+  fanout    one group, every member online: time until the last member has a message, deliveries/s
+  receipts  the same group where everyone reads: receipt frames, store writes, Redis commands per message
 
 other:
   cluster up|down   start (detached) or stop a local cluster: broker, store, Redis, cores, gateways`)

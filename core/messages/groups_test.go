@@ -362,6 +362,9 @@ func TestReceiptsCoalescedAndBigGroups(t *testing.T) {
 	if n := testutil.ToFloat64(g.p.cfg.Metrics.ReceiptsCoalesced) - coalesced; n != 4 {
 		t.Errorf("%v updates coalesced, want 4", n)
 	}
+	if n := testutil.ToFloat64(g.p.cfg.Metrics.ReceiptWrites); n != 3 {
+		t.Errorf("%v receipt pointer writes counted, want 3", n)
+	}
 	if n := testutil.ToFloat64(g.p.cfg.Metrics.ReceiptsSkipped); n != 1 {
 		t.Errorf("%v delivered receipts skipped, want 1", n)
 	}

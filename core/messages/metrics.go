@@ -20,8 +20,11 @@ type Metrics struct {
 	// ReceiptsSkipped counts "delivered" receipts ignored in groups over
 	// DeliveredMaxGroup members.
 	ReceiptsSkipped prometheus.Counter
-	Errors          *prometheus.CounterVec
-	CommitSeconds   prometheus.Histogram
+	// ReceiptWrites counts receipt pointer rows the store wrote (updates
+	// that advanced a pointer).
+	ReceiptWrites prometheus.Counter
+	Errors        *prometheus.CounterVec
+	CommitSeconds prometheus.Histogram
 	// InboundDelay is the time from the gateway receiving a frame to the
 	// core handling it: the Kafka hop plus the consumer's queueing.
 	InboundDelay prometheus.Histogram
@@ -40,6 +43,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		SeqConflicts:      prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_core_seq_conflicts_total", Help: "Inbound batches the store refused because another core committed to one of their conversations first (a partition moved); each is redone from the stored last seq."}),
 		ReceiptsCoalesced: prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_receipts_coalesced_total", Help: "Receipt pointer updates merged into an earlier update of the same pointer in the same inbound batch."}),
 		ReceiptsSkipped:   prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_receipts_skipped_total", Help: "Delivered receipts ignored in groups over 256 members."}),
+		ReceiptWrites:     prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_receipt_pointer_writes_total", Help: "Receipt pointer rows written to the store (updates that advanced a pointer)."}),
 		Errors:            prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chatd_core_errors_total", Help: "ERROR frames sent by the core, by code."}, []string{"code"}),
 		CommitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "chatd_store_commit_seconds", Help: "Durable store commit latency per inbound batch.",
@@ -51,7 +55,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Acked, m.Deduped, m.Replayed, m.Dropped, m.RouteErrors, m.EventErrors, m.SeqConflicts, m.ReceiptsCoalesced, m.ReceiptsSkipped, m.Errors, m.CommitSeconds, m.InboundDelay)
+		reg.MustRegister(m.Acked, m.Deduped, m.Replayed, m.Dropped, m.RouteErrors, m.EventErrors, m.SeqConflicts, m.ReceiptsCoalesced, m.ReceiptsSkipped, m.ReceiptWrites, m.Errors, m.CommitSeconds, m.InboundDelay)
 	}
 	return m
 }
