@@ -56,7 +56,9 @@ bench-smoke: build ## CI: every Go benchmark once, and small runs of each chatbe
 	./$(BIN)/chatbench density --conns 2000 --gateway-procs 2 --hold 3s --json > /dev/null
 	./$(BIN)/chatbench latency --idle 1000 --pairs 20 --rate 500 --duration 5s --warmup 1s --json > /dev/null
 	./$(BIN)/chatbench storm --clients 200 --json > /dev/null
-	@test -s bench/out/density.json && test -s bench/out/latency.json && test -s bench/out/storm.json && echo "bench-smoke: reports written to bench/out"
+	./$(BIN)/chatbench fanout --group-size 200 --rate 10 --duration 3s --warmup 1s --json > /dev/null
+	./$(BIN)/chatbench receipts --group-size 200 --rate 10 --duration 3s --warmup 1s --json > /dev/null
+	@test -s bench/out/density.json && test -s bench/out/latency.json && test -s bench/out/storm.json && test -s bench/out/fanout.json && test -s bench/out/receipts.json && echo "bench-smoke: reports written to bench/out"
 
 .PHONY: bench
 bench: build ## Run the Go benchmarks and mid-size chatbench runs (reports in bench/out); docs/benchmarks.md has the full-size commands.
@@ -64,6 +66,8 @@ bench: build ## Run the Go benchmarks and mid-size chatbench runs (reports in be
 	./$(BIN)/chatbench latency --idle 10000 --rate 5000 --duration 15s
 	./$(BIN)/chatbench density --conns 19000
 	./$(BIN)/chatbench storm --clients 2000
+	./$(BIN)/chatbench fanout --group-size 1024
+	./$(BIN)/chatbench receipts --group-size 1024
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each (default 30s).

@@ -51,8 +51,9 @@ type GroupConfig struct {
 
 // ServerCounters are server-side totals read before and after a run.
 type ServerCounters struct {
-	ReceiptStoreWrites float64 // chatd_receipt_pointer_writes_total
-	RedisCommands      float64 // Redis INFO total_commands_processed (0 without Redis)
+	ReceiptStoreWrites float64            // chatd_receipt_pointer_writes_total
+	RedisCommands      float64            // Redis commands handled (0 without Redis)
+	RedisByName        map[string]float64 // the same by command name
 }
 
 // GroupResult is what a group run measured. deliver_last is, per message,
@@ -102,6 +103,9 @@ type GroupResult struct {
 	NaiveReceiptFramesPerMsg float64 `json:"naive_receipt_frames_per_msg"`
 	RedisCommands            float64 `json:"redis_commands,omitempty"`
 	RedisCommandsPerMsg      float64 `json:"redis_commands_per_msg,omitempty"`
+	// RedisPerMsgByName splits redis_commands_per_msg by command (e.g.
+	// hgetall: registry lookups, zadd: receipt counters).
+	RedisPerMsgByName map[string]float64 `json:"redis_per_msg_by_command,omitempty"`
 
 	Errors map[string]int64 `json:"errors,omitempty"`
 
@@ -372,6 +376,14 @@ func RunGroup(ctx context.Context, cfg GroupConfig) (*GroupResult, error) {
 		}
 		res.ReceiptStoreWrites = after.ReceiptStoreWrites - before.ReceiptStoreWrites
 		res.RedisCommands = after.RedisCommands - before.RedisCommands
+		for name, v := range after.RedisByName {
+			if d := v - before.RedisByName[name]; d > 0 && sent > 0 {
+				if res.RedisPerMsgByName == nil {
+					res.RedisPerMsgByName = map[string]float64{}
+				}
+				res.RedisPerMsgByName[name] = math.Round(d/float64(sent)*10) / 10
+			}
+		}
 	}
 	n := float64(sent)
 	res.ReceiptFramesSent, res.ReceiptFramesReceived = r.rSent.Load(), r.rGot.Load()

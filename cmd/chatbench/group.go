@@ -66,11 +66,11 @@ func group(ctx context.Context, scenario string, args []string, receipts bool) e
 				}
 			}
 			if cl.RedisAddr != "" {
-				v, err := bench.RedisCommandsProcessed(cl.RedisAddr)
+				total, byName, err := bench.RedisCommands(cl.RedisAddr)
 				if err != nil {
 					return c, fmt.Errorf("redis counters: %w", err)
 				}
-				c.RedisCommands = v
+				c.RedisCommands, c.RedisByName = total, byName
 			}
 			return c, nil
 		}
@@ -90,6 +90,9 @@ func group(ctx context.Context, scenario string, args []string, receipts bool) e
 		fmt.Printf("  receipts: %d frames sent, %d received (%.1f per message; naive %.0f); store writes %.1f per message (naive %.0f); Redis commands %.1f per message\n",
 			res.ReceiptFramesSent, res.ReceiptFramesReceived, res.ReceiptFramesPerMsg, res.NaiveReceiptFramesPerMsg,
 			res.ReceiptStoreWritesPerMsg, res.NaiveStoreWritesPerMsg, res.RedisCommandsPerMsg)
+		if len(res.RedisPerMsgByName) > 0 {
+			fmt.Printf("  Redis commands per message by command: %v\n", res.RedisPerMsgByName)
+		}
 	}
 	notes := []string{
 		"Open loop: latency is measured from each message's scheduled send time (coordinated omission corrected).",
@@ -98,7 +101,7 @@ func group(ctx context.Context, scenario string, args []string, receipts bool) e
 	}
 	if cfg.Receipts {
 		notes = append(notes,
-			"Receipts are counted over every group message, warm-up included: store writes are chatd_receipt_pointer_writes_total growth, Redis commands INFO total_commands_processed growth (everything: registry, routing, counters), from the first group message until the last receipt is handled.",
+			"Receipts are counted over every group message, warm-up included: store writes are chatd_receipt_pointer_writes_total growth, Redis commands the growth of INFO commandstats calls (everything: registry, routing, counters), from the first group message until the last receipt is handled.",
 			"Naive store writes: one write per receipt event (a delivered and a read from every recipient for every message). Naive frames: every receipt event relayed to every other member.")
 	}
 	writeReport(*outDir, scenario, report.Report{
