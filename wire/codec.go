@@ -53,7 +53,7 @@ func KnownType(t Type) bool { return t >= TypeHello && t <= LastType }
 func ClientType(t Type) bool {
 	switch t {
 	case TypeHello, TypeSend, TypeReceipt, TypeResume, TypeHistory, TypePing, TypeOpenDirect,
-		TypeCreateGroup, TypeGroupChange:
+		TypeCreateGroup, TypeGroupChange, TypeTyping, TypeFocus:
 		return true
 	}
 	return false
@@ -78,6 +78,8 @@ var typeNames = [...]string{
 	TypeConv:        "CONV",
 	TypeCreateGroup: "CREATE_GROUP",
 	TypeGroupChange: "GROUP_CHANGE",
+	TypeTyping:      "TYPING",
+	TypeFocus:       "FOCUS",
 }
 
 // String returns the type's name as used in docs/protocol.md ("SEND",

@@ -80,6 +80,9 @@ func TestDecodeOverwrites(t *testing.T) {
 		if c, ok := small.(*GroupChange); ok {
 			c.Op = GroupLeave
 		}
+		if c, ok := small.(*Typing); ok {
+			c.State = TypingStarted
+		}
 		if err := x.Decode(small.Append(nil, 0)[HeaderLen:]); err != nil {
 			t.Fatalf("%s small: %v", s.name, err)
 		}
@@ -342,7 +345,7 @@ func TestParseHeader(t *testing.T) {
 
 func TestDecoderUnknownType(t *testing.T) {
 	var d Decoder
-	for _, b := range []byte{0x00, byte(TypeGroupChange) + 1, 0x7F, 0xFF} {
+	for _, b := range []byte{0x00, byte(LastType) + 1, 0x7F, 0xFF} {
 		typ, _, err := d.Decode([]byte{b, 0, 1, 2, 3})
 		wantCode(t, err, CodeUnknownType, fmt.Sprintf("type %#x", b))
 		if typ != Type(b) {
@@ -363,12 +366,12 @@ func TestTypeMetadata(t *testing.T) {
 		TypeMsg: "MSG", TypeReceipt: "RECEIPT", TypeResume: "RESUME", TypeResumed: "RESUMED",
 		TypeHistory: "HISTORY", TypeHistoryEnd: "HISTORY_END", TypePing: "PING", TypePong: "PONG",
 		TypeError: "ERROR", TypeGoaway: "GOAWAY", TypeOpenDirect: "OPEN_DIRECT", TypeConv: "CONV",
-		TypeCreateGroup: "CREATE_GROUP", TypeGroupChange: "GROUP_CHANGE",
+		TypeCreateGroup: "CREATE_GROUP", TypeGroupChange: "GROUP_CHANGE", TypeTyping: "TYPING", TypeFocus: "FOCUS",
 	}
 	client := map[Type]bool{
 		TypeHello: true, TypeSend: true, TypeReceipt: true, TypeResume: true,
 		TypeHistory: true, TypePing: true, TypeOpenDirect: true,
-		TypeCreateGroup: true, TypeGroupChange: true,
+		TypeCreateGroup: true, TypeGroupChange: true, TypeTyping: true, TypeFocus: true,
 	}
 	var d Decoder
 	for i := range 256 {

@@ -31,6 +31,8 @@ type Decoder struct {
 	Conv        Conv
 	CreateGroup CreateGroup
 	GroupChange GroupChange
+	Typing      Typing
+	Focus       Focus
 
 	zbuf []byte // decompressed payload of the last compressed frame
 }
@@ -104,6 +106,10 @@ func (d *Decoder) Frame(t Type) Frame {
 		return &d.CreateGroup
 	case TypeGroupChange:
 		return &d.GroupChange
+	case TypeTyping:
+		return &d.Typing
+	case TypeFocus:
+		return &d.Focus
 	}
 	return nil
 }

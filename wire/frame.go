@@ -20,6 +20,8 @@
 // until the input buffer is reused; copy what must outlive it.
 package wire
 
+import "time"
+
 // Version is the protocol version this package speaks.
 const Version = 1
 
@@ -64,10 +66,12 @@ const (
 	TypeConv        Type = 0x10 // S->C a conversation's description
 	TypeCreateGroup Type = 0x11 // C->S create a group
 	TypeGroupChange Type = 0x12 // C->S add/remove members, leave, rename, promote/demote admins
+	TypeTyping      Type = 0x13 // both: a user started or stopped typing in a conversation
+	TypeFocus       Type = 0x14 // C->S the conversation this connection has on screen (0: none)
 
 	// LastType is the highest frame type of this version: types run
 	// 1..LastType without gaps.
-	LastType = TypeGroupChange
+	LastType = TypeFocus
 )
 
 // Flags is the second byte of every frame. Unknown bits are a malformed frame.
@@ -189,6 +193,41 @@ type Receipt struct {
 	Kind    ReceiptKind
 	UpToSeq uint64
 	User    []byte
+}
+
+// TypingState is what a TYPING frame says.
+type TypingState uint8
+
+const (
+	TypingStarted TypingState = 1 // typing now; shown until stopped or TypingTTL after the last one
+	TypingStopped TypingState = 2
+)
+
+// TypingTTL is how long a receiver shows "typing" after the last
+// TypingStarted it got for one user and conversation, unless a
+// TypingStopped comes first: a typist that vanishes (app killed, network
+// lost) clears on its own. Clients typing keep sending TypingStarted at
+// most every TypingInterval.
+const (
+	TypingTTL      = 6 * time.Second
+	TypingInterval = 3 * time.Second
+)
+
+// Typing (TypeTyping). C->S: the sending device's user started or stopped
+// typing in ConvID; User is empty. S->C: User did, sent only to
+// connections whose FOCUS is ConvID. Never stored.
+// Layout: conv_id uvarint, state byte (1 started, 2 stopped), user bytes.
+type Typing struct {
+	ConvID uint64
+	State  TypingState
+	User   []byte
+}
+
+// Focus (C->S, TypeFocus) says which conversation this connection has on
+// screen (0: none). Only a focused connection gets the conversation's
+// TYPING frames. No answer. Layout: conv_id uvarint.
+type Focus struct {
+	ConvID uint64
 }
 
 // Cursor is the last seq a client holds for one conversation.

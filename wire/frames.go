@@ -556,3 +556,39 @@ var (
 	_ Frame = (*CreateGroup)(nil)
 	_ Frame = (*GroupChange)(nil)
 )
+
+// Type implements Frame.
+func (*Typing) Type() Type { return TypeTyping }
+
+// Append implements Frame.
+func (x *Typing) Append(dst []byte, flags Flags) []byte {
+	dst = appendHeader(dst, TypeTyping, flags)
+	dst = ub(dst, x.ConvID)
+	dst = append(dst, byte(x.State))
+	return appendBytes(dst, x.User)
+}
+
+// Decode implements Frame. State must be TypingStarted or TypingStopped.
+func (x *Typing) Decode(payload []byte) error {
+	r := reader{b: payload, frame: "typing"}
+	x.ConvID = r.uvarint("conv_id")
+	x.State = TypingState(r.kind("state", byte(TypingStopped)))
+	x.User = r.bytes("user", MaxIDLen)
+	return r.result()
+}
+
+// Type implements Frame.
+func (*Focus) Type() Type { return TypeFocus }
+
+// Append implements Frame.
+func (x *Focus) Append(dst []byte, flags Flags) []byte {
+	dst = appendHeader(dst, TypeFocus, flags)
+	return ub(dst, x.ConvID)
+}
+
+// Decode implements Frame.
+func (x *Focus) Decode(payload []byte) error {
+	r := reader{b: payload, frame: "focus"}
+	x.ConvID = r.uvarint("conv_id")
+	return r.result()
+}

@@ -281,6 +281,10 @@ func samples() []sample {
 		{"group_change/rename", 0, &GroupChange{ReqID: 7, ConvID: 43, Op: GroupRename, Name: []byte("hikers 2026")}},
 		{"group_change/leave", 0, &GroupChange{ConvID: 43, Op: GroupLeave}},
 		{"group_change/max", 0, &GroupChange{ReqID: maxU, ConvID: maxU, Op: GroupDemote, Name: rep('n', MaxGroupNameLen), Users: changeUsers}},
+		{"typing", 0, &Typing{ConvID: 42, State: TypingStarted}},
+		{"typing/max", 0, &Typing{ConvID: maxU, State: TypingStopped, User: rep('u', MaxIDLen)}},
+		{"focus", 0, &Focus{ConvID: 42}},
+		{"focus/zero", 0, &Focus{}},
 	}
 }
 

@@ -79,6 +79,10 @@ func vectorCases() []vectorCase {
 	valid("conv_group", "group \"hikers\" of 700 members, the first 3 listed (alice and carol admins)", &Conv{ReqID: 9, ConvID: 43, Kind: ConvGroup, LastSeq: 1, Members: [][]byte{[]byte("alice"), []byte("bob"), []byte("carol")}, Name: []byte("hikers"), MemberTotal: 700, Roles: []byte{RoleAdmin, RoleMember, RoleAdmin}}, 0)
 	valid("create_group", "create the group \"hikers\" with bob and carol", &CreateGroup{ReqID: 5, Name: []byte("hikers"), Members: [][]byte{[]byte("bob"), []byte("carol")}}, 0)
 	valid("group_change", "add dave to group 43", &GroupChange{ReqID: 6, ConvID: 43, Op: GroupAdd, Users: [][]byte{[]byte("dave")}}, 0)
+	valid("typing_c2s", "client: typing in conversation 42", &Typing{ConvID: 42, State: TypingStarted}, 0)
+	valid("typing_s2c", "server: bob stopped typing in conversation 42", &Typing{ConvID: 42, State: TypingStopped, User: []byte("bob")}, 0)
+	valid("focus", "conversation 42 is on screen", &Focus{ConvID: 42}, 0)
+	valid("focus_none", "no conversation on screen", &Focus{}, 0)
 
 	valid("msg_replay", "a MSG answering RESUME or HISTORY (FlagReplay): bob's rename of group 42, a system message", &Msg{ConvID: 42, MessageID: 7263518230475964418, Seq: 18, ServerTimeMS: 1767225600999, Sender: []byte("bob"), SenderDevice: []byte("web-1"), ClientMsgID: []byte("~g/3/77"), Kind: KindSystem, Body: (&GroupEvent{Op: GroupRename, Actor: []byte("bob"), Name: []byte("hikers")}).Append(nil)}, FlagReplay)
 	valid("receipt_from_server", "server: bob delivered up to seq 17", &Receipt{ConvID: 42, Kind: ReceiptDelivered, UpToSeq: 17, User: []byte("bob")}, 0)
@@ -122,6 +126,7 @@ func vectorCases() []vectorCase {
 	invalid("conv_roles_short", "2 members but 1 role byte", append((&Conv{ReqID: 3, ConvID: 42, Kind: ConvDirect, LastSeq: 17, Members: [][]byte{[]byte("a"), []byte("b")}}).Append(nil, 0)[:11], 0, 2, 1, 0), CodeMalformedFrame)
 	invalid("create_group_empty_name", "a group name must be 1..128 bytes", (&CreateGroup{ReqID: 5}).Append(nil, 0), CodeMalformedFrame)
 	invalid("create_group_empty_member", "a member id must be 1..64 bytes", (&CreateGroup{ReqID: 5, Name: []byte("g"), Members: [][]byte{{}}}).Append(nil, 0), CodeMalformedFrame)
+	invalid("typing_bad_state", "state 3 (valid: 1, 2)", []byte{byte(TypeTyping), 0, 42, 3, 0}, CodeMalformedFrame)
 	invalid("group_change_bad_op", "op 7 (valid: 1..6)", (&GroupChange{ReqID: 6, ConvID: 43, Op: GroupCreated}).Append(nil, 0), CodeMalformedFrame)
 	invalid("conv_bad_kind", "conversation kind 0 (valid: 1, 2)", []byte{byte(TypeConv), 0, 3, 42, 0, 17, 0}, CodeMalformedFrame)
 	invalid("resume_too_many_cursors", "count 1025 (limit 1024)", append([]byte{byte(TypeResume), 0, 1, 0x81, 0x08}, make([]byte, 2*1025)...), CodeMalformedFrame)
@@ -290,7 +295,7 @@ func TestVectors(t *testing.T) {
 			}
 		}
 	}
-	for i := TypeHello; i <= TypeGroupChange; i++ {
+	for i := TypeHello; i <= LastType; i++ {
 		if !types[i.String()] {
 			t.Errorf("no valid vector for %v", i)
 		}
