@@ -74,6 +74,12 @@ type conn struct {
 	tokens     int32  // rate limiter: millitokens
 	refillMS   uint32 // rate limiter: gateway clock of the last refill
 
+	// Typing and focus: atomics, because onBatch (focus) and onClosed
+	// (typing) read them outside in.
+	focus      atomic.Uint64 // FOCUS: the conversation on screen (0: none)
+	typingConv atomic.Uint64 // conversation of the last TYPING started, 0 after a stopped
+	typingMS   atomic.Uint32 // gateway clock of that TYPING started
+
 	// Output side: guarded by mu.
 	mu         sync.Mutex
 	out        []outItem // queued frames, nil while empty
@@ -306,6 +312,7 @@ func (c *conn) onClosed(netpoll.Connection) error {
 	if registered {
 		g.reg.unregister(g, c.route())
 	}
+	g.typingGone(c)
 	g.open.Add(-1)
 	g.m.open.Dec()
 	return nil

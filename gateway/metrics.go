@@ -30,6 +30,8 @@ type metrics struct {
 	registryErrors prometheus.Counter
 	badBatches     prometheus.Counter
 	routedUnknown  prometheus.Counter
+	typingDropped  prometheus.Counter
+	unfocused      prometheus.Counter
 
 	in, out [wire.LastType + 2]prometheus.Counter // by type; the last is "unknown"
 }
@@ -63,6 +65,8 @@ func newMetrics() *metrics {
 		registryErrors: counter("registry_errors_total", "Registry calls that failed."),
 		badBatches:     counter("routed_bad_batches_total", "Routed batches that did not decode."),
 		routedUnknown:  counter("routed_unknown_conns_total", "Routed deliveries to connections this gateway no longer has."),
+		typingDropped:  counter("typing_stopped_ignored_total", "TYPING stopped frames for a conversation the connection was not typing in (no-ops, dropped)."),
+		unfocused:      counter("typing_unfocused_total", "Routed TYPING deliveries skipped because the connection's FOCUS is another conversation."),
 	}
 	for t := range m.in {
 		name := "unknown"
@@ -79,7 +83,7 @@ func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.open, m.accepted, m.authenticated, m.hsFailed, m.framesInVec,
 		m.framesOutVec, m.errorsVec, m.bytesIn, m.bytesOut, m.drops, m.closes, m.produced,
 		m.produceErrors, m.rateLimited, m.protocolErrors, m.registryCalls, m.registryErrors,
-		m.badBatches, m.routedUnknown}
+		m.badBatches, m.routedUnknown, m.typingDropped, m.unfocused}
 }
 
 func (m *metrics) register(r *prometheus.Registry) error {

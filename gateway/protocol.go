@@ -41,6 +41,10 @@ func refOf(t wire.Type, d *wire.Decoder) ref {
 		return ref{t: t, req: d.CreateGroup.ReqID}
 	case wire.TypeGroupChange:
 		return ref{t: t, req: d.GroupChange.ReqID, conv: d.GroupChange.ConvID}
+	case wire.TypeTyping:
+		return ref{t: t, conv: d.Typing.ConvID}
+	case wire.TypeFocus:
+		return ref{t: t, conv: d.Focus.ConvID}
 	}
 	return ref{t: t}
 }
@@ -254,7 +258,66 @@ func (g *Gateway) request(c *conn, rx *rxScratch, frame []byte) {
 		// Keyed by the group, so its owner applies the change in order
 		// with the group's messages.
 		g.produce(c, r, false, frame)
+	case wire.TypeTyping:
+		g.typing(c, r, &d.Typing, frame)
+	case wire.TypeFocus:
+		// The gateway's alone: it filters TYPING frames by it (onBatch).
+		c.focus.Store(d.Focus.ConvID)
 	}
+}
+
+// TypingMinGap is the shortest time between two TYPING started a
+// connection may send; a client follows wire.TypingInterval (3 s), so only
+// a flood hits it.
+const TypingMinGap = time.Second
+
+// typing validates, rate-limits and produces a TYPING. A started within
+// TypingMinGap of the previous one is dropped with ERROR rate_limited; a
+// stopped for a conversation this connection is not typing in changes
+// nothing and is dropped without an answer (like a receipt below the
+// pointer).
+func (g *Gateway) typing(c *conn, r ref, t *wire.Typing, frame []byte) {
+	switch {
+	case t.ConvID == 0:
+		g.invalid(c, r, "typing: conv_id is 0")
+		return
+	case len(t.User) != 0:
+		g.invalid(c, r, "typing: user must be empty from a client")
+		return
+	}
+	now := g.nowMS()
+	if t.State == wire.TypingStopped {
+		if !c.typingConv.CompareAndSwap(t.ConvID, 0) {
+			g.m.typingDropped.Inc()
+			return
+		}
+		g.produce(c, r, false, frame)
+		return
+	}
+	// Measured from the last started whatever came since, so alternating
+	// started and stopped is no way around it.
+	// int32: the clock is stored as max(now, 1), so last may be 1 ms
+	// ahead of now; differences are small and signed.
+	if last := c.typingMS.Load(); last != 0 && int32(now-last) < int32(TypingMinGap/time.Millisecond) {
+		g.m.rateLimited.Inc()
+		c.sendError(wire.CodeRateLimited, r, "rate limited: one TYPING started a second at most")
+		return
+	}
+	c.typingConv.Store(t.ConvID)
+	c.typingMS.Store(max(now, 1)) // 0 means never
+	g.produce(c, r, false, frame)
+}
+
+// typingGone clears a closed connection's typing, so receivers stop
+// showing it at once instead of after wire.TypingTTL.
+func (g *Gateway) typingGone(c *conn) {
+	conv := c.typingConv.Swap(0)
+	if conv == 0 || c.ud == "" || int32(g.nowMS()-c.typingMS.Load()) >= int32(wire.TypingTTL/time.Millisecond) {
+		return
+	}
+	var buf [24]byte
+	stop := wire.Typing{ConvID: conv, State: wire.TypingStopped}
+	g.produce(c, ref{t: wire.TypeTyping, conv: conv}, false, stop.Append(buf[:0], 0))
 }
 
 func (g *Gateway) invalid(c *conn, r ref, msg string) {

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"encoding/binary"
 	"sync"
 
 	"github.com/gobwas/ws"
@@ -33,14 +34,33 @@ func (g *Gateway) onBatch(batch []byte) {
 		batchPool.Put(s)
 		return
 	}
+	// TYPING goes only to connections that have its conversation on
+	// screen (FOCUS): in a big group most members are elsewhere.
+	var focus uint64
+	typing := len(frame) > wire.HeaderLen && wire.Type(frame[0]) == wire.TypeTyping
+	if typing {
+		var n int
+		if focus, n = binary.Uvarint(frame[wire.HeaderLen:]); n <= 0 || focus == 0 {
+			typing = false
+		}
+	}
+	unknown, unfocused := 0, 0
 	g.connsMu.RLock()
 	for _, id := range ids {
-		if c := g.conns[id]; c != nil {
+		switch c := g.conns[id]; {
+		case c == nil:
+			unknown++
+		case typing && c.focus.Load() != focus:
+			unfocused++
+		default:
 			s.conns = append(s.conns, c)
 		}
 	}
 	g.connsMu.RUnlock()
-	g.m.routedUnknown.Add(float64(len(ids) - len(s.conns)))
+	g.m.routedUnknown.Add(float64(unknown))
+	if unfocused > 0 {
+		g.m.unfocused.Add(float64(unfocused))
+	}
 	if len(s.conns) > 0 {
 		out := make([]byte, 0, serverHeaderLen(len(frame))+len(frame))
 		out = appendServerHeader(out, ws.OpBinary, len(frame))

@@ -46,6 +46,10 @@ type Client struct {
 	resumeID  uint64              // req id of the RESUME in flight, 0 if none
 	resumeGot uint64              // new messages accepted since that RESUME was sent
 	rcpt      receipts
+	focus     uint64 // Focus: sent again on every new connection
+	// SetTyping: the conversation of the last TYPING started, and when.
+	typingConv uint64
+	typingAt   time.Time
 
 	evq    []queued // events not yet received by the app
 	evWake chan struct{}
@@ -290,6 +294,9 @@ func (c *Client) activate(s *session) {
 		r.sent = true
 	}
 	c.flushReceiptsLocked()
+	if c.focus != 0 {
+		s.send((&wire.Focus{ConvID: c.focus}).Append(nil, 0))
+	}
 }
 
 // deactivate forgets the session's in-flight state after it ended.
@@ -320,6 +327,7 @@ func (c *Client) deactivate(s *session) {
 		}
 	}
 	c.rcpt.connectionLost()
+	c.typingConv, c.typingAt = 0, time.Time{} // that connection's typing ended with it
 }
 
 // handleLocked dispatches one decoded frame of s.
@@ -333,6 +341,13 @@ func (c *Client) handleLocked(s *session, t wire.Type, f wire.Flags) {
 	case wire.TypeReceipt:
 		r := &d.Receipt
 		c.emitLocked(Receipt{Conv: r.ConvID, User: string(r.User), Kind: r.Kind, UpToSeq: r.UpToSeq})
+	case wire.TypeTyping:
+		ty := &d.Typing
+		ev := Typing{Conv: ty.ConvID, User: string(ty.User), Typing: ty.State == wire.TypingStarted}
+		if ev.Typing {
+			ev.Until = c.now().Add(wire.TypingTTL)
+		}
+		c.emitLocked(ev)
 	case wire.TypeResumed:
 		c.onResumedLocked(&d.Resumed)
 	case wire.TypeHistoryEnd:

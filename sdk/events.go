@@ -7,7 +7,8 @@ import (
 )
 
 // Event is what the Client reports on its Events channel. It is one of
-// Message, Ack, Receipt, SendFailed, Connected, Disconnected and Resumed;
+// Message, Ack, Receipt, Typing, SendFailed, Connected, Disconnected and
+// Resumed;
 // use a type switch:
 //
 //	for ev := range c.Events() {
@@ -61,6 +62,17 @@ type Receipt struct {
 	UpToSeq uint64
 }
 
+// Typing reports that User started (Typing true) or stopped typing in
+// Conv. It comes only for the conversation given to Focus. A started one
+// holds until Until unless a stopped comes first: show "typing" no longer
+// than that (the typist's app may have vanished without a word).
+type Typing struct {
+	Conv   uint64
+	User   string
+	Typing bool
+	Until  time.Time // zero when Typing is false
+}
+
 // SendFailed reports that the server refused a message for good (a
 // non-retryable ERROR such as not_member or invalid_argument). The message
 // will not be sent again.
@@ -106,6 +118,7 @@ func (SendFailed) isEvent()   {}
 func (Connected) isEvent()    {}
 func (Disconnected) isEvent() {}
 func (Resumed) isEvent()      {}
+func (Typing) isEvent()       {}
 
 // Conversation describes a conversation (the answer to OpenDirect).
 type Conversation struct {

@@ -126,6 +126,7 @@ type recorder struct {
 	msgs      []sdk.Message
 	acks      map[string]sdk.Ack
 	receipts  map[wire.ReceiptKind]uint64
+	typing    []sdk.Typing
 	connected int
 	changed   chan struct{}
 	failOK    bool    // a SendFailed is expected: record it, do not fail the test
@@ -165,6 +166,8 @@ func newClient(t *testing.T, s endpoint, user, device string, cursors sdk.Cursor
 				r.acks[ev.ClientMsgID] = ev
 			case sdk.Receipt:
 				r.receipts[ev.Kind] = max(r.receipts[ev.Kind], ev.UpToSeq)
+			case sdk.Typing:
+				r.typing = append(r.typing, ev)
 			case sdk.Connected:
 				r.connected++
 			case sdk.SendFailed:

@@ -9,6 +9,8 @@
 //	             device bytes (the device that sent the receipt), then an
 //	             optional flags byte (bit 0: the conversation is a group);
 //	             a record without it is not a group's.
+//	KindTyping:  0x03, a TYPING frame (S->C, user set) followed by the
+//	             typing device: frame bytes, device bytes. Never stored.
 //
 // Record keys are wire.ConvKey(conv), so a conversation's events stay in
 // order on one partition.
@@ -25,7 +27,26 @@ import (
 const (
 	KindMsg     byte = 0x01
 	KindReceipt byte = 0x02
+	KindTyping  byte = 0x03
 )
+
+// AppendTyping appends a KindTyping record: the S->C TYPING frame to relay
+// and the device it came from (whose user's devices do not get it).
+func AppendTyping(dst, frame, device []byte) []byte {
+	dst = append(dst, KindTyping)
+	dst = appendBytes(dst, frame)
+	return appendBytes(dst, device)
+}
+
+// DecodeTyping splits a KindTyping record body (after the kind byte); both
+// alias b.
+func DecodeTyping(b []byte) (frame, device []byte, err error) {
+	if frame, b, err = readBytes(b); err != nil {
+		return nil, nil, err
+	}
+	device, _, err = readBytes(b)
+	return frame, device, err
+}
 
 var errBad = errors.New("events: malformed record")
 

@@ -47,3 +47,20 @@ func TestMsgRecord(t *testing.T) {
 		t.Fatalf("%v %v", kind, body)
 	}
 }
+
+func TestTypingRecord(t *testing.T) {
+	frame := (&wire.Typing{ConvID: 9, State: wire.TypingStarted, User: []byte("bob")}).Append(nil, 0)
+	kind, body, _ := Split(AppendTyping(nil, frame, []byte("phone")))
+	if kind != KindTyping {
+		t.Fatalf("kind %v", kind)
+	}
+	f, dev, err := DecodeTyping(body)
+	if err != nil || !bytes.Equal(f, frame) || string(dev) != "phone" {
+		t.Fatalf("%x %q %v", f, dev, err)
+	}
+	for i := range body {
+		if _, _, err := DecodeTyping(body[:i]); err == nil {
+			t.Fatalf("truncated at %d decoded", i)
+		}
+	}
+}

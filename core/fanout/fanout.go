@@ -108,6 +108,7 @@ type event struct {
 	frame      []byte // the frame to deliver (aliases the record, or a receipt frame)
 	skipUser   string // the device that caused the event gets nothing
 	skipDevice string
+	skipAll    bool // no device of skipUser gets it (typing)
 	members    []string
 }
 
@@ -172,6 +173,19 @@ func (f *Fanout) Handle(ctx context.Context, recs []*kgo.Record) error {
 				evs = append(evs, ev)
 				continue
 			}
+		case events.KindTyping:
+			frame, dev, err := events.DecodeTyping(body)
+			if err != nil {
+				f.failures.WithLabelValues("malformed").Inc()
+				continue
+			}
+			if t, _, err := f.dec.Decode(frame); err != nil || t != wire.TypeTyping {
+				f.failures.WithLabelValues("malformed").Inc()
+				continue
+			}
+			// Every member's devices but the typist's own; gateways keep
+			// it only for connections focused on the conversation.
+			ev = event{conv: f.dec.Typing.ConvID, frame: frame, skipUser: string(f.dec.Typing.User), skipDevice: string(dev), skipAll: true}
 		default:
 			f.failures.WithLabelValues("unknown_kind").Inc()
 			continue
@@ -255,7 +269,7 @@ func (f *Fanout) deliver(pubs []routing.Publication, ev *event) []routing.Public
 		f.conns, f.zconns = f.conns[:0], f.zconns[:0]
 		for ; i < len(routes) && routes[i].Gateway == gw; i++ {
 			r := &routes[i]
-			if r.User == ev.skipUser && r.Device == ev.skipDevice {
+			if r.User == ev.skipUser && (ev.skipAll || r.Device == ev.skipDevice) {
 				continue
 			}
 			if compressible && r.Caps&wire.CapZstd != 0 {

@@ -322,3 +322,46 @@ func TestFanoutGroupReceiptsToOwnDevices(t *testing.T) {
 		t.Fatalf("counters: %+v %v", counts, err)
 	}
 }
+
+// TestFanoutTyping: a typing event reaches every member's devices except
+// all of the typist's own.
+func TestFanoutTyping(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.OpenPebble(t.TempDir(), store.PebbleOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	conv := store.Conversation{ID: 44, Kind: wire.ConvGroup, Members: []string{"alice", "bob", "carol"}, Admins: []string{"alice"}}
+	if _, err := st.EnsureConversation(ctx, conv); err != nil {
+		t.Fatal(err)
+	}
+	mem := routing.NewMemory()
+	_ = mem.Lease(ctx, "g1", time.Minute)
+	_ = mem.Register(ctx, []routing.Route{
+		{User: "alice", Device: "phone", Gateway: "g1", Conn: 1}, // types
+		{User: "alice", Device: "laptop", Gateway: "g1", Conn: 2},
+		{User: "bob", Device: "phone", Gateway: "g1", Conn: 3},
+		{User: "carol", Device: "phone", Gateway: "g1", Conn: 4},
+		{User: "dave", Device: "phone", Gateway: "g1", Conn: 5}, // not a member
+	}, time.Minute)
+	s := &sink{batches: map[string][][]byte{}}
+	s.subscribe(t, mem, "g1")
+	f := New(Config{}, Deps{Store: st, Registry: mem, Router: mem})
+	frame := (&wire.Typing{ConvID: 44, State: wire.TypingStarted, User: []byte("alice")}).Append(nil, 0)
+	if err := f.Handle(ctx, []*kgo.Record{{Value: events.AppendTyping(nil, frame, []byte("phone"))}}); err != nil {
+		t.Fatal(err)
+	}
+	var conns []uint64
+	for _, b := range s.batches["g1"] {
+		c, fr, err := wire.DecodeBatch(b, nil)
+		if err != nil || !slices.Equal(fr, frame) {
+			t.Fatalf("batch %x %v", fr, err)
+		}
+		conns = append(conns, c...)
+	}
+	slices.Sort(conns)
+	if !slices.Equal(conns, []uint64{3, 4}) {
+		t.Fatalf("typing went to %v, want bob's and carol's [3 4]", conns)
+	}
+}

@@ -12,6 +12,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/chatd-dev/chatd/core/auth"
+	"github.com/chatd-dev/chatd/core/bus"
+	"github.com/chatd-dev/chatd/core/events"
 	"github.com/chatd-dev/chatd/core/routing"
 	"github.com/chatd-dev/chatd/core/store"
 	"github.com/chatd-dev/chatd/wire"
@@ -411,4 +413,33 @@ type readScratch struct {
 type ptrMeta struct {
 	device string
 	group  bool
+}
+
+// typing relays a member's TYPING to the conversation's other members
+// (core/fanout; gateways pass it to the connections focused on it). It is
+// never stored; the gateway has already rate-limited it.
+func (p *Processor) typing(ctx context.Context, env *wire.Envelope, t *wire.Typing) error {
+	if t.ConvID == 0 || len(t.User) != 0 {
+		p.queueError(env, wire.CodeInvalidArgument, wire.TypeTyping, 0, t.ConvID, nil, "bad typing")
+		return nil
+	}
+	cs, err := p.conv(ctx, t.ConvID)
+	if errors.Is(err, store.ErrNotFound) {
+		p.queueError(env, wire.CodeConvNotFound, wire.TypeTyping, 0, t.ConvID, nil, "no such conversation")
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !isMember(&cs.conv, string(env.User)) {
+		p.queueError(env, wire.CodeNotMember, wire.TypeTyping, 0, t.ConvID, nil, "not a member")
+		return nil
+	}
+	out := wire.Typing{ConvID: t.ConvID, State: t.State, User: env.User}
+	p.typingEvs = append(p.typingEvs, &kgo.Record{
+		Topic: bus.TopicEvents,
+		Key:   wire.ConvKey(nil, t.ConvID),
+		Value: events.AppendTyping(nil, out.Append(nil, 0), env.Device),
+	})
+	return nil
 }

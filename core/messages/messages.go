@@ -104,6 +104,8 @@ type Processor struct {
 	emitted map[uint64]struct{}
 	// ptrMeta[i] describes batch.Pointers[i].
 	ptrMeta []ptrMeta
+	// typingEvs are this batch's typing events, produced with the others.
+	typingEvs []*kgo.Record
 	// ptrIdx finds a pointer's update in batch.Pointers (coalescing).
 	ptrIdx map[ptrKey]int
 	frame  []byte
@@ -190,6 +192,8 @@ func (p *Processor) Handle(ctx context.Context, recs []*kgo.Record) error {
 	clear(p.ptrIdx)
 	p.replies = p.replies[:0]
 	clear(p.sent)
+	clear(p.typingEvs)
+	p.typingEvs = p.typingEvs[:0]
 	var acks []pendingAck
 	nowMS := p.cfg.Now().UnixMilli()
 
@@ -241,6 +245,11 @@ func (p *Processor) Handle(ctx context.Context, recs []*kgo.Record) error {
 			if a != nil {
 				acks = append(acks, *a)
 			}
+		case wire.TypeTyping:
+			if err := p.typing(ctx, &p.env, &p.dec.Typing); err != nil {
+				p.Invalidate()
+				return err
+			}
 		case wire.TypeResume, wire.TypeHistory:
 			// Read-only and order-insensitive: answered off the write path.
 			// rec.Value stays valid: kgo never reuses record memory.
@@ -268,8 +277,9 @@ func (p *Processor) Handle(ctx context.Context, recs []*kgo.Record) error {
 		}
 	}
 
-	// Durable: acknowledge, then announce.
-	p.evs = p.evs[:0]
+	// Durable: acknowledge, then announce. Typing events (never stored)
+	// are produced with the batch's other events.
+	p.evs = append(p.evs[:0], p.typingEvs...)
 	for i := range acks {
 		a := &acks[i]
 		m := p.ackedMessage(a)
