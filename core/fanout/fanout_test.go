@@ -274,50 +274,69 @@ func TestFanoutGroupChange(t *testing.T) {
 	}
 }
 
-// TestFanoutGroupReceiptsToOwnDevices: a group's receipt reaches only the
-// reader's other devices (badge sync), never the other members, and still
-// advances the counters the senders read.
-func TestFanoutGroupReceiptsToOwnDevices(t *testing.T) {
+// groupOnG1 is a fanout for group conv (alice, bob and carol; alice admin)
+// with routes on gateway g1 and the in-memory registry, router and receipt
+// counters. handle runs recs and returns the connections each routed frame
+// went to, after check approved the frame.
+type groupOnG1 struct {
+	f   *Fanout
+	mem *routing.Memory
+	s   *sink
+}
+
+func newGroupOnG1(t *testing.T, conv uint64, routes []routing.Route) *groupOnG1 {
+	t.Helper()
 	ctx := context.Background()
 	st, err := store.OpenPebble(t.TempDir(), store.PebbleOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
-	conv := store.Conversation{ID: 43, Kind: wire.ConvGroup, Members: []string{"alice", "bob", "carol"}, Admins: []string{"alice"}}
-	if _, err := st.EnsureConversation(ctx, conv); err != nil {
+	t.Cleanup(func() { st.Close() })
+	c := store.Conversation{ID: conv, Kind: wire.ConvGroup, Members: []string{"alice", "bob", "carol"}, Admins: []string{"alice"}}
+	if _, err := st.EnsureConversation(ctx, c); err != nil {
 		t.Fatal(err)
 	}
 	mem := routing.NewMemory()
 	_ = mem.Lease(ctx, "g1", time.Minute)
-	_ = mem.Register(ctx, []routing.Route{
+	_ = mem.Register(ctx, routes, time.Minute)
+	s := &sink{batches: map[string][][]byte{}}
+	s.subscribe(t, mem, "g1")
+	return &groupOnG1{f: New(Config{}, Deps{Store: st, Registry: mem, Router: mem, Receipts: mem}), mem: mem, s: s}
+}
+
+func (g *groupOnG1) handle(t *testing.T, check func(frame []byte) bool, recs ...*kgo.Record) []uint64 {
+	t.Helper()
+	if err := g.f.Handle(context.Background(), recs); err != nil {
+		t.Fatal(err)
+	}
+	var conns []uint64
+	for _, b := range g.s.batches["g1"] {
+		c, fr, err := wire.DecodeBatch(b, nil)
+		if err != nil || !check(fr) {
+			t.Fatalf("routed frame %x: %v", fr, err)
+		}
+		conns = append(conns, c...)
+	}
+	slices.Sort(conns)
+	return conns
+}
+
+// TestFanoutGroupReceiptsToOwnDevices: a group's receipt reaches only the
+// reader's other devices (badge sync), never the other members, and still
+// advances the counters the senders read.
+func TestFanoutGroupReceiptsToOwnDevices(t *testing.T) {
+	g := newGroupOnG1(t, 43, []routing.Route{
 		{User: "alice", Device: "phone", Gateway: "g1", Conn: 1},
 		{User: "bob", Device: "phone", Gateway: "g1", Conn: 2}, // sends the receipt
 		{User: "bob", Device: "laptop", Gateway: "g1", Conn: 3},
 		{User: "carol", Device: "phone", Gateway: "g1", Conn: 4},
-	}, time.Minute)
-	s := &sink{batches: map[string][][]byte{}}
-	s.subscribe(t, mem, "g1")
-	f := New(Config{}, Deps{Store: st, Registry: mem, Router: mem, Receipts: mem})
+	})
 	r := events.Receipt{Conv: 43, Kind: wire.ReceiptRead, Seq: 1, User: []byte("bob"), Device: []byte("phone"), Group: true}
-	if err := f.Handle(ctx, []*kgo.Record{{Value: r.Append(nil)}}); err != nil {
-		t.Fatal(err)
-	}
-	var conns []uint64
-	for _, b := range s.batches["g1"] {
-		c, fr, err := wire.DecodeBatch(b, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if typ, _, _, _ := wire.ParseHeader(fr); typ != wire.TypeReceipt {
-			t.Fatalf("got %v", typ)
-		}
-		conns = append(conns, c...)
-	}
-	if !slices.Equal(conns, []uint64{3}) {
+	isReceipt := func(fr []byte) bool { typ, _, _, _ := wire.ParseHeader(fr); return typ == wire.TypeReceipt }
+	if conns := g.handle(t, isReceipt, &kgo.Record{Value: r.Append(nil)}); !slices.Equal(conns, []uint64{3}) {
 		t.Fatalf("group receipt went to conns %v, want only bob's laptop [3]", conns)
 	}
-	counts, err := mem.ReceiptCounts(ctx, 43, "alice", []uint64{1}, nil)
+	counts, err := g.mem.ReceiptCounts(context.Background(), 43, "alice", []uint64{1}, nil)
 	if err != nil || len(counts) != 1 || counts[0].Read != 1 {
 		t.Fatalf("counters: %+v %v", counts, err)
 	}
@@ -326,41 +345,16 @@ func TestFanoutGroupReceiptsToOwnDevices(t *testing.T) {
 // TestFanoutTyping: a typing event reaches every member's devices except
 // all of the typist's own.
 func TestFanoutTyping(t *testing.T) {
-	ctx := context.Background()
-	st, err := store.OpenPebble(t.TempDir(), store.PebbleOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	conv := store.Conversation{ID: 44, Kind: wire.ConvGroup, Members: []string{"alice", "bob", "carol"}, Admins: []string{"alice"}}
-	if _, err := st.EnsureConversation(ctx, conv); err != nil {
-		t.Fatal(err)
-	}
-	mem := routing.NewMemory()
-	_ = mem.Lease(ctx, "g1", time.Minute)
-	_ = mem.Register(ctx, []routing.Route{
+	g := newGroupOnG1(t, 44, []routing.Route{
 		{User: "alice", Device: "phone", Gateway: "g1", Conn: 1}, // types
 		{User: "alice", Device: "laptop", Gateway: "g1", Conn: 2},
 		{User: "bob", Device: "phone", Gateway: "g1", Conn: 3},
 		{User: "carol", Device: "phone", Gateway: "g1", Conn: 4},
 		{User: "dave", Device: "phone", Gateway: "g1", Conn: 5}, // not a member
-	}, time.Minute)
-	s := &sink{batches: map[string][][]byte{}}
-	s.subscribe(t, mem, "g1")
-	f := New(Config{}, Deps{Store: st, Registry: mem, Router: mem})
+	})
 	frame := (&wire.Typing{ConvID: 44, State: wire.TypingStarted, User: []byte("alice")}).Append(nil, 0)
-	if err := f.Handle(ctx, []*kgo.Record{{Value: events.AppendTyping(nil, frame, []byte("phone"))}}); err != nil {
-		t.Fatal(err)
-	}
-	var conns []uint64
-	for _, b := range s.batches["g1"] {
-		c, fr, err := wire.DecodeBatch(b, nil)
-		if err != nil || !slices.Equal(fr, frame) {
-			t.Fatalf("batch %x %v", fr, err)
-		}
-		conns = append(conns, c...)
-	}
-	slices.Sort(conns)
+	same := func(fr []byte) bool { return slices.Equal(fr, frame) }
+	conns := g.handle(t, same, &kgo.Record{Value: events.AppendTyping(nil, frame, []byte("phone"))})
 	if !slices.Equal(conns, []uint64{3, 4}) {
 		t.Fatalf("typing went to %v, want bob's and carol's [3 4]", conns)
 	}
