@@ -171,6 +171,7 @@ func (p *Processor) systemMessage(conv, seq uint64, env *wire.Envelope, opID str
 		Kind:         wire.KindSystem,
 		Body:         ev.Append(nil),
 	})
+	p.impliedRead(conv, string(env.User), seq)
 	return &pendingAck{idx: len(p.batch.Messages) - 1, emit: true, noAck: true}
 }
 

@@ -95,6 +95,7 @@ func (p *Processor) send(ctx context.Context, env *wire.Envelope, s *wire.Send) 
 	})
 	idx := len(p.batch.Messages) - 1
 	p.sent[key] = idx
+	p.impliedRead(s.ConvID, user, cs.lastSeq)
 	return &pendingAck{gateway: gw, conn: env.Conn, idx: idx, emit: true}, nil
 }
 
@@ -137,9 +138,9 @@ func (p *Processor) receipt(ctx context.Context, env *wire.Envelope, r *wire.Rec
 	if r.Kind == wire.ReceiptRead && !bigGroup {
 		// Read implies delivered: the sender's UI never shows "read" without
 		// "delivered".
-		p.pointer(r.ConvID, user, wire.ReceiptDelivered, r.UpToSeq, dev, group)
+		p.pointer(r.ConvID, user, wire.ReceiptDelivered, r.UpToSeq, ptrMeta{device: dev, group: group, explicit: true})
 	}
-	p.pointer(r.ConvID, user, r.Kind, r.UpToSeq, dev, group)
+	p.pointer(r.ConvID, user, r.Kind, r.UpToSeq, ptrMeta{device: dev, group: group, explicit: true})
 	return nil
 }
 
@@ -156,21 +157,34 @@ type ptrKey struct {
 // pointer adds a pointer update to the batch, coalesced: one update per
 // pointer per batch, at the highest seq asked (a device that sends
 // "read up to 5" then "up to 6" within one poll costs one store write and
-// one event). dev is the device of the latest update; group says conv is a
-// group (its receipt event goes to the reader's own devices only).
-func (p *Processor) pointer(conv uint64, user string, kind wire.ReceiptKind, seq uint64, dev string, group bool) {
+// one event). m.device is the device of the latest explicit update; an
+// update is explicit (announced with a receipt event) when any of the
+// updates coalesced into it is.
+func (p *Processor) pointer(conv uint64, user string, kind wire.ReceiptKind, seq uint64, m ptrMeta) {
 	k := ptrKey{conv, user, kind}
 	if i, ok := p.ptrIdx[k]; ok {
 		if seq > p.batch.Pointers[i].Seq {
 			p.batch.Pointers[i].Seq = seq
-			p.ptrMeta[i].device = dev
+		}
+		if m.explicit {
+			p.ptrMeta[i].device, p.ptrMeta[i].explicit = m.device, true
 		}
 		p.cfg.Metrics.ReceiptsCoalesced.Inc()
 		return
 	}
 	p.ptrIdx[k] = len(p.batch.Pointers)
 	p.batch.Pointers = append(p.batch.Pointers, store.PointerUpdate{ConvID: conv, User: user, Kind: kind, Seq: seq})
-	p.ptrMeta = append(p.ptrMeta, ptrMeta{device: dev, group: group})
+	p.ptrMeta = append(p.ptrMeta, m)
+}
+
+// impliedRead moves the sender's read pointer up to its own new message:
+// writing in a conversation means having read it, so the inbox's unread
+// count (last seq - read pointer) never counts one's own messages. It rides
+// in the batch's one durable write and is not announced: the sender's other
+// devices get the message itself, and the peers' read ticks come from the
+// receipts the sender's devices send when they show the conversation.
+func (p *Processor) impliedRead(conv uint64, user string, seq uint64) {
+	p.pointer(conv, user, wire.ReceiptRead, seq, ptrMeta{})
 }
 
 func (p *Processor) openDirect(ctx context.Context, env *wire.Envelope, o *wire.OpenDirect) error {
@@ -408,11 +422,14 @@ type readScratch struct {
 }
 
 // ptrMeta is what a pointer update's receipt event needs beyond the
-// update: the device that sent it (the latest, when coalesced) and whether
-// the conversation is a group.
+// update: the device that sent it (the latest, when coalesced), whether
+// the conversation is a group (its receipt event goes to the reader's own
+// devices only), and whether a receipt asked for it (explicit) rather than
+// only a send implying it (impliedRead: no event).
 type ptrMeta struct {
-	device string
-	group  bool
+	device   string
+	group    bool
+	explicit bool
 }
 
 // typing relays a member's TYPING to the conversation's other members

@@ -300,6 +300,10 @@ func (p *Processor) Handle(ctx context.Context, recs []*kgo.Record) error {
 		if !pu.Advanced {
 			continue
 		}
+		if !p.ptrMeta[i].explicit {
+			p.cfg.Metrics.ImpliedReads.Inc()
+			continue
+		}
 		p.cfg.Metrics.ReceiptWrites.Inc()
 		r := events.Receipt{Conv: pu.ConvID, Kind: pu.Kind, Seq: pu.Seq, User: []byte(pu.User), Device: []byte(p.ptrMeta[i].device), Group: p.ptrMeta[i].group}
 		p.evs = append(p.evs, &kgo.Record{Topic: bus.TopicEvents, Key: wire.ConvKey(nil, pu.ConvID), Value: r.Append(nil)})

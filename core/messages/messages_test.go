@@ -361,6 +361,64 @@ func TestReceiptPointers(t *testing.T) {
 	}
 }
 
+// TestSendImpliesRead: a sender's read pointer moves up to its own message
+// in the same commit, without a receipt event and without counting as a
+// receipt write; an explicit read coalesced with it is still announced.
+func TestSendImpliesRead(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	conv := setupConv(t, st)
+	ctx := context.Background()
+	h := newHarness(t, st)
+	receipts := func() (out []events.Receipt) {
+		h.evs.mu.Lock()
+		defer h.evs.mu.Unlock()
+		for _, r := range h.evs.recs {
+			if k, body, _ := events.Split(r.Value); k == events.KindReceipt {
+				var e events.Receipt
+				if err := e.Decode(body); err != nil {
+					t.Fatal(err)
+				}
+				out = append(out, e)
+			}
+		}
+		h.evs.recs = nil
+		return out
+	}
+	if err := h.p.Handle(ctx, []*kgo.Record{sendRec("alice", conv, "1"), sendRec("bob", conv, "2"), sendRec("alice", conv, "3")}); err != nil {
+		t.Fatal(err)
+	}
+	pa, _ := st.Pointers(ctx, conv, "alice")
+	pb, _ := st.Pointers(ctx, conv, "bob")
+	if pa.Read != 3 || pb.Read != 2 || pa.Delivered != 0 {
+		t.Fatalf("alice %+v bob %+v, want read 3 and 2, no delivered", pa, pb)
+	}
+	if r := receipts(); len(r) != 0 {
+		t.Fatalf("implied reads produced receipt events %+v", r)
+	}
+	if w, i := testutil.ToFloat64(h.p.cfg.Metrics.ReceiptWrites), testutil.ToFloat64(h.p.cfg.Metrics.ImpliedReads); w != 0 || i != 2 {
+		t.Fatalf("receipt writes %v implied %v, want 0 and 2", w, i)
+	}
+	// Bob reads up to 3 and replies in the same batch: one read update at
+	// 4, announced because a receipt asked for it.
+	rd := wire.Receipt{ConvID: conv, Kind: wire.ReceiptRead, UpToSeq: 3}
+	if err := h.p.Handle(ctx, []*kgo.Record{record("bob", rd.Append(nil, 0)), sendRec("bob", conv, "4")}); err != nil {
+		t.Fatal(err)
+	}
+	pb, _ = st.Pointers(ctx, conv, "bob")
+	if pb.Read != 4 || pb.Delivered != 3 {
+		t.Fatalf("bob %+v, want read 4 delivered 3", pb)
+	}
+	var reads []uint64
+	for _, e := range receipts() {
+		if e.Kind == wire.ReceiptRead {
+			reads = append(reads, e.Seq)
+		}
+	}
+	if len(reads) != 1 || reads[0] != 4 {
+		t.Fatalf("read events %v, want one at 4", reads)
+	}
+}
+
 // TestOpenDirectBatched: OPEN_DIRECTs create their conversations in the
 // batch's one commit; a SEND later in the same batch already finds it; the
 // same pair twice gets the same conversation.

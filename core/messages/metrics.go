@@ -23,6 +23,9 @@ type Metrics struct {
 	// ReceiptWrites counts receipt pointer rows the store wrote (updates
 	// that advanced a pointer).
 	ReceiptWrites prometheus.Counter
+	// ImpliedReads counts read pointer rows the store wrote because their
+	// user sent a message (impliedRead), not because of a receipt.
+	ImpliedReads  prometheus.Counter
 	Errors        *prometheus.CounterVec
 	CommitSeconds prometheus.Histogram
 	// InboundDelay is the time from the gateway receiving a frame to the
@@ -44,6 +47,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		ReceiptsCoalesced: prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_receipts_coalesced_total", Help: "Receipt pointer updates merged into an earlier update of the same pointer in the same inbound batch."}),
 		ReceiptsSkipped:   prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_receipts_skipped_total", Help: "Delivered receipts ignored in groups over 256 members."}),
 		ReceiptWrites:     prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_receipt_pointer_writes_total", Help: "Receipt pointer rows written to the store (updates that advanced a pointer)."}),
+		ImpliedReads:      prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_implied_read_pointer_writes_total", Help: "Read pointer rows written because their user sent a message in the conversation (sending implies having read)."}),
 		Errors:            prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chatd_core_errors_total", Help: "ERROR frames sent by the core, by code."}, []string{"code"}),
 		CommitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "chatd_store_commit_seconds", Help: "Durable store commit latency per inbound batch.",
@@ -55,7 +59,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Acked, m.Deduped, m.Replayed, m.Dropped, m.RouteErrors, m.EventErrors, m.SeqConflicts, m.ReceiptsCoalesced, m.ReceiptsSkipped, m.ReceiptWrites, m.Errors, m.CommitSeconds, m.InboundDelay)
+		reg.MustRegister(m.Acked, m.Deduped, m.Replayed, m.Dropped, m.RouteErrors, m.EventErrors, m.SeqConflicts, m.ReceiptsCoalesced, m.ReceiptsSkipped, m.ReceiptWrites, m.ImpliedReads, m.Errors, m.CommitSeconds, m.InboundDelay)
 	}
 	return m
 }
