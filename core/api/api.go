@@ -68,6 +68,7 @@ func Handler(cfg Config, deps Deps) http.Handler {
 	mux.HandleFunc("GET /api/v1/conversations/{id}/messages", a.authed(a.history))
 	mux.HandleFunc("GET /api/v1/conversations/{id}/members", a.authed(a.members))
 	mux.HandleFunc("GET /api/v1/conversations", a.authed(a.list))
+	mux.HandleFunc("GET /api/v1/inbox", a.authed(a.inbox))
 	mux.HandleFunc("POST /api/v1/conversations/direct", a.authed(a.openDirect))
 	mux.HandleFunc("GET /api/v1/presence", a.authed(a.presence))
 	mux.HandleFunc("GET /api/v1/conversations/{id}/receipts", a.authed(a.receiptCounts))
@@ -265,6 +266,107 @@ func (a *api) list(w http.ResponseWriter, r *http.Request, user string) {
 			return
 		}
 		out.Conversations = append(out.Conversations, convJSON(&c, last))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// Inbox page sizes: limit= defaults to DefaultInboxLimit, at most
+// MaxInboxLimit.
+const (
+	DefaultInboxLimit = 50
+	MaxInboxLimit     = 200
+)
+
+// InboxEntryJSON is one conversation of the inbox.
+type InboxEntryJSON struct {
+	ConvID string `json:"conversation_id"`
+	Kind   string `json:"kind"`
+	// Name is a group's name; Peer a direct conversation's other member.
+	Name        string `json:"name,omitempty"`
+	Peer        string `json:"peer,omitempty"`
+	MemberCount int    `json:"member_count"`
+	LastSeq     uint64 `json:"last_seq"`
+	// ReadSeq is the caller's read pointer; Unread is LastSeq - ReadSeq
+	// (the caller's own messages move its read pointer, so they never
+	// count).
+	ReadSeq        uint64       `json:"read_seq"`
+	Unread         uint64       `json:"unread"`
+	LastActivityMS uint64       `json:"last_activity_ms"`
+	LastMessage    *MessageJSON `json:"last_message,omitempty"`
+}
+
+// InboxJSON is the inbox endpoint's response.
+type InboxJSON struct {
+	Conversations []InboxEntryJSON `json:"conversations"`
+	// NextCursor is the cursor= value of the next page ("": this page is
+	// the last).
+	NextCursor string `json:"next_cursor"`
+}
+
+// inbox answers GET /api/v1/inbox?limit=N&cursor=C: the caller's
+// conversations, most recent activity first, each with its last message
+// and the caller's unread count. cursor is a previous page's next_cursor:
+// "<last_activity_ms>.<conversation_id>" of the page's last entry.
+func (a *api) inbox(w http.ResponseWriter, r *http.Request, user string) {
+	q := r.URL.Query()
+	limit := DefaultInboxLimit
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > MaxInboxLimit {
+			writeError(w, http.StatusBadRequest, wire.CodeInvalidArgument, "limit must be 1..200")
+			return
+		}
+		limit = n
+	}
+	var afterMS, afterConv uint64
+	cursor := q.Get("cursor")
+	if cursor != "" {
+		ms, conv, ok := strings.Cut(cursor, ".")
+		var err1, err2 error
+		afterMS, err1 = strconv.ParseUint(ms, 10, 64)
+		afterConv, err2 = strconv.ParseUint(conv, 10, 64)
+		if !ok || err1 != nil || err2 != nil {
+			writeError(w, http.StatusBadRequest, wire.CodeInvalidArgument, "bad cursor: pass a next_cursor back as it was")
+			return
+		}
+	}
+	all, err := messages.Inbox(r.Context(), a.deps.Store, user)
+	if err != nil {
+		a.internal(w, err)
+		return
+	}
+	if cursor != "" {
+		i := slices.IndexFunc(all, func(e messages.InboxEntry) bool { return messages.InboxAfter(&e, afterMS, afterConv) })
+		if i < 0 {
+			i = len(all)
+		}
+		all = all[i:]
+	}
+	out := InboxJSON{Conversations: make([]InboxEntryJSON, 0, min(limit, len(all)))}
+	for i := range all[:min(limit, len(all))] {
+		e := &all[i]
+		j := InboxEntryJSON{
+			ConvID: strconv.FormatUint(e.Conv.ID, 10), Kind: "direct", MemberCount: len(e.Conv.Members),
+			LastSeq: e.LastSeq, ReadSeq: e.ReadSeq, Unread: e.Unread, LastActivityMS: e.ActivityMS,
+		}
+		if e.Conv.Kind == wire.ConvGroup {
+			j.Kind, j.Name = "group", e.Conv.Name
+		} else {
+			for _, m := range e.Conv.Members {
+				if m != user {
+					j.Peer = m
+				}
+			}
+		}
+		if e.Last != nil {
+			m := toJSON(e.Last)
+			j.LastMessage = &m
+		}
+		out.Conversations = append(out.Conversations, j)
+	}
+	if len(all) > limit {
+		last := &all[limit-1]
+		out.NextCursor = strconv.FormatUint(last.ActivityMS, 10) + "." + strconv.FormatUint(last.Conv.ID, 10)
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -314,6 +314,11 @@ func (p *Processor) groupChange(ctx context.Context, env *wire.Envelope, rec *kg
 	cs.conv = next
 	cs.lastSeq++
 	a := p.systemMessage(next.ID, cs.lastSeq, env, opID, &ev)
+	for _, u := range added {
+		// A newcomer's unread count starts at the message announcing it:
+		// the log before it is history, not unread.
+		p.pointer(next.ID, u, wire.ReceiptRead, cs.lastSeq-1, ptrMeta{})
+	}
 	p.queueFrame(env, EncodeConv(nil, gc.ReqID, &next, cs.lastSeq))
 	return a, nil
 }

@@ -166,6 +166,12 @@ func TestGroupLifecycle(t *testing.T) {
 	if c.LastSeq != 3 || membersOf(c) != "[alice* bob carol dave]" {
 		t.Fatalf("after add: seq %d %s", c.LastSeq, membersOf(c))
 	}
+	// Unread starts at the change for a newcomer; writing implies reading.
+	for u, want := range map[string]uint64{"dave": 2, "alice": 3, "bob": 2, "carol": 0} {
+		if p, _ := st.Pointers(ctx, conv, u); p.Read != want {
+			t.Fatalf("%s's read pointer %d, want %d", u, p.Read, want)
+		}
+	}
 	frames := g.handle(
 		g.rec("alice", &wire.GroupChange{ReqID: 9, ConvID: conv, Op: wire.GroupRemove, Users: users("bob")}),
 		g.rec("bob", sendFrame(conv, "b2")),

@@ -419,3 +419,127 @@ func TestHTTPMembers(t *testing.T) {
 		t.Fatalf("list %+v", list.Conversations)
 	}
 }
+
+// TestHTTPInbox: the inbox lists a user's conversations by recency, each
+// with its last message and an unread count from the read pointer (one's
+// own messages and a group's history before one joined never count), and
+// pages with a cursor.
+func TestHTTPInbox(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	ctx := context.Background()
+	alice := connect(t, n, "alice", "phone")
+	bob := connect(t, n, "bob", "phone")
+	carol := connect(t, n, "carol", "phone")
+	// Distinct server milliseconds make the recency order unambiguous;
+	// the pause orders events, it asserts no timing.
+	tick := func() { time.Sleep(3 * time.Millisecond) }
+	ab := alice.openDirect("bob")
+	for i := 1; i <= 3; i++ {
+		alice.send(sendFrame(ab, fmt.Sprintf("a%d", i), fmt.Sprintf("hi bob %d", i)))
+		alice.expect(wire.TypeAck)
+	}
+	tick()
+	ca := carol.openDirect("alice")
+	carol.send(sendFrame(ca, "c1", "hi alice"))
+	carol.expect(wire.TypeAck)
+	tick()
+	alice.send((&wire.CreateGroup{ReqID: 1, Name: []byte("hikers"), Members: [][]byte{[]byte("carol")}}).Append(nil, 0))
+	alice.expect(wire.TypeConv, wire.TypeMsg, wire.TypeConv)
+	g := alice.dec.Conv.ConvID
+	tick()
+	carol.send(sendFrame(g, "g1", "hello hikers"))
+	carol.expect(wire.TypeAck, wire.TypeMsg, wire.TypeConv)
+	tick()
+	alice.send((&wire.GroupChange{ReqID: 2, ConvID: g, Op: wire.GroupAdd, Users: [][]byte{[]byte("bob")}}).Append(nil, 0))
+	alice.expect(wire.TypeConv, wire.TypeMsg)
+	// Bob reads up to 2 of Alice's 3; the RECEIPT reaching Alice proves
+	// the pointer is stored.
+	bob.send(receiptFrame(ab, wire.ReceiptRead, 2))
+	alice.expect(wire.TypeReceipt, wire.TypeMsg, wire.TypeConv)
+
+	inbox := func(user, query string) api.InboxJSON {
+		t.Helper()
+		tok, err := bench.DevToken(ctx, n.APIURL(), user, "web")
+		if err != nil {
+			t.Fatal(err)
+		}
+		status, body := get(t, n.APIURL()+"/api/v1/inbox"+query, tok)
+		if status != http.StatusOK {
+			t.Fatalf("%d %s", status, body)
+		}
+		var out api.InboxJSON
+		if err := json.Unmarshal(body, &out); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	line := func(e api.InboxEntryJSON) string {
+		s := fmt.Sprintf("%s%s %d/%d unread %d", e.Name, e.Peer, e.ReadSeq, e.LastSeq, e.Unread)
+		if m := e.LastMessage; m != nil && m.Body != nil {
+			s += fmt.Sprintf(" last %s: %s", m.Sender, *m.Body)
+		} else if m != nil {
+			s += fmt.Sprintf(" last %s: system", m.Sender)
+		}
+		return s
+	}
+	for _, tc := range []struct {
+		user string
+		want []string
+	}{
+		{"alice", []string{"hikers 3/3 unread 0 last alice: system", "carol 0/1 unread 1 last carol: hi alice", "bob 3/3 unread 0 last alice: hi bob 3"}},
+		{"bob", []string{"hikers 2/3 unread 1 last alice: system", "alice 2/3 unread 1 last alice: hi bob 3"}},
+		{"carol", []string{"hikers 2/3 unread 1 last alice: system", "alice 1/1 unread 0 last carol: hi alice"}},
+	} {
+		in := inbox(tc.user, "")
+		var got []string
+		for _, e := range in.Conversations {
+			got = append(got, line(e))
+		}
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) || in.NextCursor != "" {
+			t.Fatalf("%s's inbox:\n%q\nwant\n%q (next %q)", tc.user, got, tc.want, in.NextCursor)
+		}
+	}
+	if e := inbox("alice", "").Conversations[0]; e.Kind != "group" || e.MemberCount != 3 || e.ConvID != fmt.Sprint(g) || e.LastMessage.Kind != uint64(wire.KindSystem) {
+		t.Fatalf("group entry %+v", e)
+	}
+
+	// Pages of one, in the same order, until the cursor runs out.
+	var paged []string
+	for cursor := ""; ; {
+		in := inbox("alice", "?limit=1&cursor="+cursor)
+		if len(in.Conversations) != 1 {
+			t.Fatalf("page of %d", len(in.Conversations))
+		}
+		paged = append(paged, line(in.Conversations[0]))
+		if cursor = in.NextCursor; cursor == "" {
+			break
+		}
+	}
+	if len(paged) != 3 || paged[2] != "bob 3/3 unread 0 last alice: hi bob 3" {
+		t.Fatalf("paged inbox %q", paged)
+	}
+	if in := inbox("dave", ""); len(in.Conversations) != 0 || in.Conversations == nil {
+		t.Fatalf("a stranger's inbox %+v, want an empty list", in)
+	}
+
+	tokA, err := bench.DevToken(ctx, n.APIURL(), "alice", "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		query, tok string
+		status     int
+		code       wire.Code
+	}{
+		{"", "", http.StatusUnauthorized, wire.CodeTokenInvalid},
+		{"", "garbage", http.StatusUnauthorized, wire.CodeTokenInvalid},
+		{"?limit=0", tokA, http.StatusBadRequest, wire.CodeInvalidArgument},
+		{"?limit=201", tokA, http.StatusBadRequest, wire.CodeInvalidArgument},
+		{"?limit=x", tokA, http.StatusBadRequest, wire.CodeInvalidArgument},
+		{"?cursor=12", tokA, http.StatusBadRequest, wire.CodeInvalidArgument},
+		{"?cursor=a.b", tokA, http.StatusBadRequest, wire.CodeInvalidArgument},
+	} {
+		status, body := get(t, n.APIURL()+"/api/v1/inbox"+tc.query, tc.tok)
+		wantError(t, status, body, tc.status, tc.code)
+	}
+}

@@ -1,0 +1,82 @@
+package messages
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/chatd-dev/chatd/core/store"
+)
+
+// InboxEntry is one conversation of a user's inbox.
+type InboxEntry struct {
+	Conv store.Conversation
+	// LastSeq is the conversation's latest seq; ReadSeq the user's read
+	// pointer in it.
+	LastSeq uint64
+	ReadSeq uint64
+	// Unread is LastSeq - ReadSeq: the messages after the user's read
+	// pointer. Computed from the two pointers, never from a counter kept
+	// per member on every message. The user's own messages are not
+	// counted: a send moves the sender's read pointer to it (impliedRead),
+	// and a newcomer's pointer starts just before the message that added it.
+	Unread uint64
+	// Last is the latest message (nil: none yet).
+	Last *store.Message
+	// ActivityMS orders the inbox: Last's server time, or the
+	// conversation's creation time when it has no message.
+	ActivityMS uint64
+}
+
+// Inbox returns every conversation user is a member of, most recent
+// activity first (ties: the higher conversation id first). It reads three
+// rows per conversation (the conversation, its latest message, the user's
+// pointers) and nothing per message, so its cost grows with the number of
+// conversations, not with their traffic.
+func Inbox(ctx context.Context, st store.Store, user string) ([]InboxEntry, error) {
+	ids, err := st.UserConversations(ctx, user)
+	if err != nil {
+		return nil, fmt.Errorf("inbox: %w", err)
+	}
+	out := make([]InboxEntry, 0, len(ids))
+	for _, id := range ids {
+		e := InboxEntry{}
+		if e.Conv, err = st.Conversation(ctx, id); err != nil {
+			return nil, fmt.Errorf("inbox: conversation %d: %w", id, err)
+		}
+		last, _, err := st.MessagesBefore(ctx, id, 0, 1)
+		if err != nil {
+			return nil, fmt.Errorf("inbox: latest of %d: %w", id, err)
+		}
+		ptr, err := st.Pointers(ctx, id, user)
+		if err != nil {
+			return nil, fmt.Errorf("inbox: pointers of %d: %w", id, err)
+		}
+		e.ReadSeq, e.ActivityMS = ptr.Read, e.Conv.CreatedMS
+		if len(last) == 1 {
+			e.Last = &last[0]
+			e.LastSeq, e.ActivityMS = e.Last.Seq, e.Last.ServerTimeMS
+		}
+		if e.LastSeq > e.ReadSeq {
+			e.Unread = e.LastSeq - e.ReadSeq
+		}
+		out = append(out, e)
+	}
+	slices.SortFunc(out, func(a, b InboxEntry) int {
+		if c := cmp.Compare(b.ActivityMS, a.ActivityMS); c != 0 {
+			return c
+		}
+		return cmp.Compare(b.Conv.ID, a.Conv.ID)
+	})
+	return out, nil
+}
+
+// InboxAfter reports whether e comes after the position (activityMS, conv)
+// in inbox order: the page cursor of the inbox API.
+func InboxAfter(e *InboxEntry, activityMS, conv uint64) bool {
+	if e.ActivityMS != activityMS {
+		return e.ActivityMS < activityMS
+	}
+	return e.Conv.ID < conv
+}
