@@ -50,6 +50,9 @@ type Client struct {
 	// SetTyping: the conversation of the last TYPING started, and when.
 	typingConv uint64
 	typingAt   time.Time
+	// apiToken is the token of the latest handshake, reused by the HTTP
+	// calls (Inbox).
+	apiToken string
 
 	evq    []queued // events not yet received by the app
 	evWake chan struct{}

@@ -946,3 +946,22 @@ func TestCloseUnblocksCalls(t *testing.T) {
 		t.Fatal("Events not closed")
 	}
 }
+
+// TestInboxNeedsAPIURL: Inbox without Config.APIURL, and a bad APIURL, are
+// refused before any request.
+func TestInboxNeedsAPIURL(t *testing.T) {
+	tok := func(context.Context) (string, error) { return "", nil }
+	c, err := New(Config{URL: "ws://x/", Token: tok, DeviceID: "d"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Inbox(context.Background(), "", 0); err == nil || !strings.Contains(err.Error(), "APIURL") {
+		t.Fatalf("Inbox without APIURL: %v", err)
+	}
+	for _, u := range []string{"ws://x", "::", "ftp://x"} {
+		if _, err := New(Config{URL: "ws://x/", APIURL: u, Token: tok, DeviceID: "d"}); err == nil {
+			t.Fatalf("APIURL %q accepted", u)
+		}
+	}
+}

@@ -24,6 +24,11 @@ type Config struct {
 	// the handshake timeout or Close.
 	Token func(ctx context.Context) (string, error)
 
+	// APIURL is the base URL of the server's HTTP API, e.g.
+	// "https://chat.example.com". Only Inbox needs it; without it Inbox
+	// returns an error. Requests carry the token Token returned.
+	APIURL string
+
 	// DeviceID identifies this installation (1..64 bytes). Keep it stable:
 	// the server uses it to tell a user's devices apart, and it tells this
 	// Client which replayed messages are its own.
@@ -100,6 +105,11 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Token == nil {
 		return c, errors.New("sdk: Config.Token is required")
+	}
+	if c.APIURL != "" {
+		if u, err := url.Parse(c.APIURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+			return c, errors.New("sdk: Config.APIURL must be an http:// or https:// URL")
+		}
 	}
 	if len(c.DeviceID) == 0 || len(c.DeviceID) > wire.MaxIDLen {
 		return c, errors.New("sdk: Config.DeviceID must be 1..64 bytes")

@@ -50,6 +50,9 @@ func (c *Client) connect(ctx context.Context, token *string) (*session, error) {
 			return nil, fmt.Errorf("sdk: getting a token: %w", err)
 		}
 		*token = t
+		c.mu.Lock()
+		c.apiToken = t
+		c.mu.Unlock()
 	}
 	d := ws.Dialer{NetDial: c.cfg.Dial}
 	conn, br, _, err := d.Dial(ctx, c.cfg.URL)

@@ -144,6 +144,7 @@ func newClient(t *testing.T, s endpoint, user, device string, cursors sdk.Cursor
 	t.Helper()
 	c, err := sdk.New(sdk.Config{
 		URL:        s.wsURL(),
+		APIURL:     s.apiURL(),
 		DeviceID:   device,
 		Cursors:    cursors,
 		BackoffMin: 50 * time.Millisecond,
