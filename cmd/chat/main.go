@@ -8,10 +8,15 @@
 // --api) for one. Cursors are kept in --state, so a restarted client shows
 // only what it missed.
 //
+// Without --peer it starts by showing the inbox: your conversations, latest
+// first, with unread counts and last messages.
+//
 // Type a line to send it to the current conversation; /open <user>,
-// /history [n], /who, /help and /quit are commands. Your messages show a
-// status as it changes: "✓ sent" when the server stored them, "✓✓ delivered"
-// and "✓✓ read" when the peer's pointers pass them.
+// /inbox, /go <n>, /group <name> <user>..., /add, /remove, /promote,
+// /demote, /rename, /leave, /history [n], /who, /help and /quit are
+// commands. Your messages show a status as it changes: "✓ sent" when the
+// server stored them; in direct conversations "✓✓ delivered" and "✓✓ read"
+// when the peer's pointers pass them.
 package main
 
 import (
@@ -37,7 +42,7 @@ func main() {
 
 func mainErr() error {
 	var (
-		api    = flag.String("api", "http://127.0.0.1:8081", "base URL of the HTTP API (for the dev token)")
+		api    = flag.String("api", "http://127.0.0.1:8081", "base URL of the HTTP API (dev token, inbox)")
 		wsURL  = flag.String("ws", "ws://127.0.0.1:8080/chat/v1/ws", "WebSocket URL")
 		user   = flag.String("user", "", "user id (required)")
 		device = flag.String("device", defaultDevice(), "device id")
@@ -72,6 +77,7 @@ func mainErr() error {
 
 	c, err := sdk.New(sdk.Config{
 		URL:      *wsURL,
+		APIURL:   *api,
 		Token:    tokenFn,
 		DeviceID: *device,
 		Cursors:  sdk.FileCursorStore(filepath.Join(dir, "cursors.json")),
@@ -85,7 +91,7 @@ func mainErr() error {
 	if err := c.Start(ctx); err != nil {
 		return err
 	}
-	runErr := run(ctx, c, os.Stdin, os.Stdout, uiOptions{User: *user, Peer: *peer})
+	runErr := run(ctx, c, os.Stdin, os.Stdout, uiOptions{User: *user, Peer: *peer, Inbox: *peer == ""})
 	if err := c.Close(); err != nil && runErr == nil {
 		runErr = err
 	}

@@ -22,7 +22,9 @@ type uiOptions struct {
 	User     string         // who we are (until the server says otherwise)
 	Peer     string         // open the direct conversation with Peer at start
 	Location *time.Location // for timestamps; nil: local time
-	Timeout  time.Duration  // for /open and /history; default 15s
+	Timeout  time.Duration  // for requests (/open, /history, /inbox...); default 15s
+	// Inbox prints the inbox once the first connection is up.
+	Inbox bool
 }
 
 // Message delivery states of our own messages, in order.
@@ -49,9 +51,12 @@ type ui struct {
 	opts uiOptions
 
 	me     string
-	conv   uint64 // current conversation, 0 if none
-	peer   string // its peer
+	conv   uint64            // current conversation, 0 if none
+	peer   string            // its peer (direct conversations)
+	group  *sdk.Conversation // the current conversation when it is a group
 	labels map[uint64]string
+	groups map[uint64]bool // conversations known to be groups
+	inbox  []uint64        // conversations of the last /inbox, in its order
 
 	own    map[string]*ownMsg   // by client_msg_id, until read or failed
 	peers  map[uint64][3]uint64 // conv -> other members' max pointers by receipt kind
@@ -73,6 +78,7 @@ func run(ctx context.Context, c *sdk.Client, in io.Reader, out io.Writer, opts u
 	u := &ui{
 		c: c, out: out, opts: opts, me: opts.User,
 		labels: map[uint64]string{},
+		groups: map[uint64]bool{},
 		own:    map[string]*ownMsg{},
 		peers:  map[uint64][3]uint64{},
 		lowest: map[uint64]uint64{},
@@ -94,6 +100,7 @@ func run(ctx context.Context, c *sdk.Client, in io.Reader, out io.Writer, opts u
 
 	u.printf("* chatd as %s; /help for commands\n", u.me)
 	openAtStart := opts.Peer
+	inboxAtStart := opts.Inbox
 	var early []string // lines typed before openAtStart was opened
 	events := c.Events()
 	for {
@@ -117,6 +124,10 @@ func run(ctx context.Context, c *sdk.Client, in io.Reader, out io.Writer, opts u
 				return errors.New("client closed")
 			}
 			u.event(ev)
+			if _, ok := ev.(sdk.Connected); ok && inboxAtStart {
+				inboxAtStart = false
+				u.showInbox(ctx)
+			}
 			if _, ok := ev.(sdk.Connected); ok && openAtStart != "" {
 				// Once connected, so that "* connected" comes first.
 				u.open(ctx, openAtStart)
@@ -168,16 +179,59 @@ func (u *ui) command(ctx context.Context, line string) bool {
 		}
 		u.history(ctx, n)
 	case "/who":
-		if u.conv == 0 {
+		switch {
+		case u.conv == 0:
 			u.printf("* no conversation open; use /open <user>\n")
-		} else {
+		case u.group != nil && u.group.MemberTotal == 0:
+			u.printf("* in group %q (conversation %d)\n", u.group.Name, u.conv)
+		case u.group != nil:
+			g := u.group
+			u.printf("* in group %q (conversation %d): %d members: %s; admins: %s\n",
+				g.Name, g.ID, g.MemberTotal, strings.Join(g.Members, ", "), strings.Join(g.Admins, ", "))
+		default:
 			u.printf("* talking to %s (conversation %d)\n", u.peer, u.conv)
 		}
+	case "/inbox":
+		u.showInbox(ctx)
+	case "/go":
+		if len(args) != 1 {
+			u.printf("* usage: /go <number from /inbox>\n")
+			break
+		}
+		u.goTo(ctx, args[0])
+	case "/group":
+		if len(args) < 1 {
+			u.printf("* usage: /group <name> [user...]\n")
+			break
+		}
+		u.createGroup(ctx, args[0], args[1:])
+	case "/add", "/remove", "/promote", "/demote":
+		if len(args) == 0 {
+			u.printf("* usage: %s <user>...\n", cmd)
+			break
+		}
+		op := map[string]wire.GroupOp{"/add": wire.GroupAdd, "/remove": wire.GroupRemove, "/promote": wire.GroupPromote, "/demote": wire.GroupDemote}[cmd]
+		u.changeGroup(ctx, op, "", args)
+	case "/rename":
+		name := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line), "/rename"))
+		if name == "" {
+			u.printf("* usage: /rename <new name>\n")
+			break
+		}
+		u.changeGroup(ctx, wire.GroupRename, name, nil)
+	case "/leave":
+		u.changeGroup(ctx, wire.GroupLeave, "", nil)
 	case "/help":
-		u.printf("* /open <user>   talk to <user>\n" +
-			"* /history [n]   show n older messages (default 20)\n" +
-			"* /who           show who you are talking to\n" +
-			"* /quit          leave\n" +
+		u.printf("* /open <user>          talk to <user>\n" +
+			"* /inbox                your conversations, latest first, with unread counts\n" +
+			"* /go <n>               switch to conversation n of the last /inbox\n" +
+			"* /group <name> [user…] create a group and switch to it\n" +
+			"* /add, /remove, /promote, /demote <user…>   change the current group (admins)\n" +
+			"* /rename <name>        rename the current group\n" +
+			"* /leave                leave the current group\n" +
+			"* /history [n]          show n older messages (default 20)\n" +
+			"* /who                  show who you are talking to\n" +
+			"* /quit                 leave\n" +
 			"* anything else is sent to the current conversation (start with // to send a leading /)\n")
 	default:
 		u.printf("* unknown command %s; try /help\n", cmd)
@@ -198,13 +252,119 @@ func (u *ui) open(ctx context.Context, peer string) {
 		u.printf("* cannot open a conversation with %s: %v\n", peer, err)
 		return
 	}
-	u.conv, u.peer = conv.ID, peer
+	u.conv, u.peer, u.group = conv.ID, peer, nil
 	u.labels[conv.ID] = peer
 	u.printf("* talking to %s (conversation %d)\n", peer, conv.ID)
 	// Whatever of it was already printed has been seen.
 	if s := u.latest[conv.ID]; s > 0 {
 		u.c.MarkRead(conv.ID, s)
 	}
+}
+
+// showInbox prints the user's conversations, latest activity first, and
+// remembers their order for /go.
+func (u *ui) showInbox(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, u.opts.Timeout)
+	defer cancel()
+	page, err := u.c.Inbox(ctx, "", maxInboxShown)
+	if err != nil {
+		u.printf("* inbox: %v\n", err)
+		return
+	}
+	if len(page.Entries) == 0 {
+		u.printf("* inbox: no conversations yet; /open <user> or /group <name> <user>...\n")
+		return
+	}
+	u.printf("* inbox:\n")
+	u.inbox = u.inbox[:0]
+	for i, e := range page.Entries {
+		label := e.Peer
+		if e.Group {
+			label = fmt.Sprintf("%s (group, %d members)", e.Name, e.MemberCount)
+			u.labels[e.Conv], u.groups[e.Conv] = e.Name, true
+		} else {
+			u.labels[e.Conv] = e.Peer
+		}
+		u.inbox = append(u.inbox, e.Conv)
+		unread := ""
+		if e.Unread > 0 {
+			unread = fmt.Sprintf(" (%d unread)", e.Unread)
+		}
+		last := ""
+		if m := e.Last; m != nil {
+			who := m.Sender
+			if who == u.me {
+				who = "you"
+			}
+			last = fmt.Sprintf(" [%s] %s: %s", m.ServerTime.In(u.opts.Location).Format("15:04"), who, quote(bodyText(m)))
+		}
+		u.printf("* %2d. %s%s%s\n", i+1, label, unread, last)
+	}
+	if page.Next != "" {
+		u.printf("* (only the latest %d shown)\n", maxInboxShown)
+	}
+}
+
+// maxInboxShown bounds /inbox to one page.
+const maxInboxShown = 50
+
+// goTo switches to conversation n of the last /inbox.
+func (u *ui) goTo(ctx context.Context, arg string) {
+	n, err := strconv.Atoi(arg)
+	if err != nil || n < 1 || n > len(u.inbox) {
+		u.printf("* no conversation %s; /inbox lists them\n", arg)
+		return
+	}
+	conv := u.inbox[n-1]
+	if !u.groups[conv] {
+		u.open(ctx, u.labels[conv])
+		return
+	}
+	// The inbox entry's name is enough to talk in it; /who lists members
+	// once a change has returned the group.
+	u.conv, u.peer = conv, ""
+	u.group = &sdk.Conversation{ID: conv, Kind: wire.ConvGroup, Name: u.labels[conv]}
+	u.printf("* in group %q (conversation %d)\n", u.labels[conv], conv)
+	if s := u.latest[conv]; s > 0 {
+		u.c.MarkRead(conv, s)
+	}
+}
+
+func (u *ui) createGroup(ctx context.Context, name string, members []string) {
+	ctx, cancel := context.WithTimeout(ctx, u.opts.Timeout)
+	defer cancel()
+	g, err := u.c.CreateGroup(ctx, name, members)
+	if err != nil {
+		u.printf("* cannot create the group: %v\n", err)
+		return
+	}
+	u.enterGroup(&g)
+}
+
+func (u *ui) changeGroup(ctx context.Context, op wire.GroupOp, name string, users []string) {
+	if u.group == nil {
+		u.printf("* not in a group; /group <name> creates one, /inbox and /go switch\n")
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, u.opts.Timeout)
+	defer cancel()
+	g, err := u.c.ChangeGroup(ctx, u.conv, op, name, users)
+	if err != nil {
+		u.printf("* group change refused: %v\n", err)
+		return
+	}
+	if op == wire.GroupLeave {
+		u.printf("* you left %q\n", u.group.Name)
+		u.conv, u.group = 0, nil
+		return
+	}
+	u.enterGroup(&g)
+}
+
+func (u *ui) enterGroup(g *sdk.Conversation) {
+	u.conv, u.peer, u.group = g.ID, "", g
+	u.labels[g.ID], u.groups[g.ID] = g.Name, true
+	u.printf("* in group %q (conversation %d, %d members)\n", g.Name, g.ID, g.MemberTotal)
 }
 
 func (u *ui) send(ctx context.Context, text string) {
@@ -289,15 +449,28 @@ func (u *ui) event(ev sdk.Event) {
 }
 
 func (u *ui) message(m sdk.Message) {
-	if m.Sender != u.me && u.labels[m.Conv] == "" {
+	var ev wire.GroupEvent
+	if m.Kind == wire.KindSystem && ev.Decode(m.Body) == nil {
+		u.groups[m.Conv] = true
+		if ev.Op == wire.GroupCreated || ev.Op == wire.GroupRename {
+			u.labels[m.Conv] = string(ev.Name)
+			if u.group != nil && u.group.ID == m.Conv {
+				u.group.Name = string(ev.Name)
+			}
+		}
+	}
+	if m.Sender != u.me && u.labels[m.Conv] == "" && !u.groups[m.Conv] {
 		u.labels[m.Conv] = m.Sender
 	}
 	label := ""
 	if m.Conv != u.conv {
-		if l := u.labels[m.Conv]; l != "" {
-			label = "(with " + l + ") "
-		} else {
+		switch l := u.labels[m.Conv]; {
+		case l == "":
 			label = fmt.Sprintf("(conversation %d) ", m.Conv)
+		case u.groups[m.Conv]:
+			label = "(in " + l + ") "
+		default:
+			label = "(with " + l + ") "
 		}
 	}
 	u.printMessage(m, label)
@@ -318,16 +491,17 @@ func (u *ui) printMessage(m sdk.Message, label string) {
 			who += " (" + m.SenderDevice + ")"
 		}
 	}
-	var body string
+	u.printf("[%s] %s%s: %s\n", m.ServerTime.In(u.opts.Location).Format("15:04"), label, who, bodyText(&m))
+}
+
+func bodyText(m *sdk.Message) string {
 	switch m.Kind {
 	case wire.KindText:
-		body = string(m.Body)
+		return string(m.Body)
 	case wire.KindSystem:
-		body = "* " + systemText(m.Body)
-	default:
-		body = fmt.Sprintf("<%d bytes>", len(m.Body))
+		return "* " + systemText(m.Body)
 	}
-	u.printf("[%s] %s%s: %s\n", m.ServerTime.In(u.opts.Location).Format("15:04"), label, who, body)
+	return fmt.Sprintf("<%d bytes>", len(m.Body))
 }
 
 // applyPointers upgrades our messages in conv that the other members'
