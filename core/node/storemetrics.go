@@ -79,6 +79,16 @@ func (i *instrumented) Pointers(ctx context.Context, conv uint64, user string) (
 	return i.s.Pointers(ctx, conv, user)
 }
 
+func (i *instrumented) UserSettings(ctx context.Context, user string) (store.Settings, error) {
+	defer i.observe("user_settings", time.Now())
+	return i.s.UserSettings(ctx, user)
+}
+
+func (i *instrumented) SetUserSettings(ctx context.Context, user string, st store.Settings) error {
+	defer i.observe("set_user_settings", time.Now())
+	return i.s.SetUserSettings(ctx, user, st)
+}
+
 func (i *instrumented) Close() error { return i.s.Close() }
 
 // pebbleLogger routes Pebble's log lines to slog: its chatty info lines at

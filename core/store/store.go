@@ -129,6 +129,30 @@ type Batch struct {
 	Pointers      []PointerUpdate
 }
 
+// Visibility is who sees a user's exact presence: online state and last
+// seen time. The zero value is the default.
+type Visibility uint8
+
+const (
+	// VisibilityContacts: users who share a conversation with the user
+	// (the default).
+	VisibilityContacts Visibility = 0
+	// VisibilityEveryone: any signed-in user.
+	VisibilityEveryone Visibility = 1
+	// VisibilityNobody: no one; those who share a conversation get a
+	// coarse answer ("recently", "within a week"...).
+	VisibilityNobody Visibility = 2
+)
+
+// Valid reports whether v is one of the defined visibilities.
+func (v Visibility) Valid() bool { return v <= VisibilityNobody }
+
+// Settings are a user's settings. The zero value is every default: a user
+// who never saved settings reads as zero Settings.
+type Settings struct {
+	PresenceVisibility Visibility
+}
+
 // Reset empties the batch, keeping capacity.
 func (b *Batch) Reset() {
 	b.Conversations = b.Conversations[:0]
@@ -193,6 +217,12 @@ type Store interface {
 	MessagesBefore(ctx context.Context, conv, before uint64, limit int) ([]Message, bool, error)
 	// Pointers returns user's pointers in conv (zero when never set).
 	Pointers(ctx context.Context, conv uint64, user string) (Pointers, error)
+
+	// UserSettings returns user's settings (zero Settings when never set).
+	UserSettings(ctx context.Context, user string) (Settings, error)
+	// SetUserSettings durably replaces user's settings. It returns
+	// ErrInvalid, writing nothing, for a setting out of its range.
+	SetUserSettings(ctx context.Context, user string, s Settings) error
 
 	// Close releases the store, waiting for calls in progress. Methods
 	// called after Close return ErrClosed; Close itself is idempotent (a

@@ -16,6 +16,7 @@ package store
 //	0x05 last_seq   0x05 conv                                  uvarint seq
 //	0x06 dedupe     0x06 conv str(sender) str(client_msg_id)   uvarint seq
 //	0x07 pointers   0x07 conv str(user) kind (1 byte)          uvarint seq
+//	0x08 settings   0x08 str(user)                             settingsVal
 //
 // A prefix scan of 0x03 str(user) lists a user's conversations ascending; a
 // range scan of 0x04 conv lists a conversation's messages in seq order. A
@@ -29,6 +30,8 @@ package store
 //	      or 0x02 kind createdMS n str(member)*n str(name) m str(admin)*m
 //	msgVal:  0x01 messageID serverTimeMS kind str(sender) str(senderDevice)
 //	         str(clientMsgID) body                    (body: all remaining bytes)
+//	settingsVal: 0x01 presenceVisibility              (later fields appended;
+//	         a shorter value reads them as their zero defaults)
 //
 // A conversation with no name and no admins (every direct one) is written
 // in format 1, byte for byte what stores before groups wrote, so a binary
@@ -61,6 +64,7 @@ const (
 	tLastSeq   byte = 0x05
 	tDedupe    byte = 0x06
 	tPointers  byte = 0x07
+	tSettings  byte = 0x08
 )
 
 // valueFormat is the first byte of multi-field values.
@@ -776,6 +780,45 @@ func (p *Pebble) Pointers(ctx context.Context, conv uint64, user string) (Pointe
 		return Pointers{}, fmt.Errorf("store: pointers: %w", err)
 	}
 	return ps, nil
+}
+
+// UserSettings implements Store.
+func (p *Pebble) UserSettings(ctx context.Context, user string) (Settings, error) {
+	if err := p.enter(ctx); err != nil {
+		return Settings{}, err
+	}
+	defer p.mu.RUnlock()
+	v, closer, err := p.db.Get(appendStr([]byte{tSettings}, user))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return Settings{}, nil
+	}
+	if err != nil {
+		return Settings{}, fmt.Errorf("store: settings: %w", err)
+	}
+	defer closer.Close()
+	var st Settings
+	if len(v) < 1 || v[0] != valueFormat {
+		return Settings{}, fmt.Errorf("store: settings of %q: %w", user, errCorrupt)
+	}
+	if len(v) > 1 {
+		st.PresenceVisibility = Visibility(v[1])
+	}
+	return st, nil
+}
+
+// SetUserSettings implements Store.
+func (p *Pebble) SetUserSettings(ctx context.Context, user string, st Settings) error {
+	if !st.PresenceVisibility.Valid() {
+		return fmt.Errorf("store: presence visibility %d: %w", st.PresenceVisibility, ErrInvalid)
+	}
+	if err := p.enter(ctx); err != nil {
+		return err
+	}
+	defer p.mu.RUnlock()
+	if err := p.db.Set(appendStr([]byte{tSettings}, user), []byte{valueFormat, byte(st.PresenceVisibility)}, pebble.Sync); err != nil {
+		return fmt.Errorf("store: set settings: %w", err)
+	}
+	return nil
 }
 
 // closeIter closes it, returning its error or Close's.

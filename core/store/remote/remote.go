@@ -95,6 +95,10 @@ type (
 		Conv uint64 `json:"conv"`
 		User string `json:"user"`
 	}
+	settingsReq struct {
+		User     string         `json:"user"`
+		Settings store.Settings `json:"settings"`
+	}
 	commitResp struct {
 		// Advanced[i] is Batch.Pointers[i].Advanced after the commit.
 		Advanced []bool `json:"advanced"`
@@ -210,6 +214,20 @@ func Handler(s store.Store) http.Handler {
 			return nil, err
 		}
 		return s.Pointers(ctx, r.Conv, r.User)
+	})
+	route("user_settings", func(ctx context.Context, b []byte) (any, error) {
+		var r settingsReq
+		if err := decode(b, &r); err != nil {
+			return nil, err
+		}
+		return s.UserSettings(ctx, r.User)
+	})
+	route("set_user_settings", func(ctx context.Context, b []byte) (any, error) {
+		var r settingsReq
+		if err := decode(b, &r); err != nil {
+			return nil, err
+		}
+		return struct{}{}, s.SetUserSettings(ctx, r.User, r.Settings)
 	})
 	return mux
 }
@@ -395,6 +413,17 @@ func (c *Client) Pointers(ctx context.Context, conv uint64, user string) (store.
 	var out store.Pointers
 	err := c.call(ctx, "pointers", pointersReq{Conv: conv, User: user}, &out)
 	return out, err
+}
+
+func (c *Client) UserSettings(ctx context.Context, user string) (store.Settings, error) {
+	var out store.Settings
+	err := c.call(ctx, "user_settings", settingsReq{User: user}, &out)
+	return out, err
+}
+
+func (c *Client) SetUserSettings(ctx context.Context, user string, st store.Settings) error {
+	var out struct{}
+	return c.call(ctx, "set_user_settings", settingsReq{User: user, Settings: st}, &out)
 }
 
 // Close waits for calls in progress, then makes every later call return

@@ -726,6 +726,42 @@ func (st *Store) MessagesBefore(ctx context.Context, conv, before uint64, limit 
 	return out, more, nil
 }
 
+// UserSettings implements store.Store.
+func (st *Store) UserSettings(ctx context.Context, user string) (store.Settings, error) {
+	if err := st.enter(); err != nil {
+		return store.Settings{}, err
+	}
+	defer st.exit()
+	var vis *int8
+	err := st.q(ctx, `SELECT presence_visibility FROM user_settings WHERE user_id = ?`, user).Query.Scan(&vis)
+	if errors.Is(err, gocql.ErrNotFound) {
+		return store.Settings{}, nil
+	}
+	if err != nil {
+		return store.Settings{}, fmt.Errorf("scylla: user settings: %w", err)
+	}
+	var out store.Settings
+	if vis != nil {
+		out.PresenceVisibility = store.Visibility(*vis)
+	}
+	return out, nil
+}
+
+// SetUserSettings implements store.Store.
+func (st *Store) SetUserSettings(ctx context.Context, user string, s store.Settings) error {
+	if !s.PresenceVisibility.Valid() {
+		return fmt.Errorf("scylla: presence visibility %d: %w", s.PresenceVisibility, store.ErrInvalid)
+	}
+	if err := st.enter(); err != nil {
+		return err
+	}
+	defer st.exit()
+	if err := st.q(ctx, `UPDATE user_settings SET presence_visibility = ? WHERE user_id = ?`, int8(s.PresenceVisibility), user).ExecRelease(); err != nil {
+		return fmt.Errorf("scylla: set user settings: %w", err)
+	}
+	return nil
+}
+
 // Pointers implements store.Store.
 func (st *Store) Pointers(ctx context.Context, conv uint64, user string) (store.Pointers, error) {
 	if err := st.enter(); err != nil {

@@ -170,8 +170,15 @@ func TestMigrationGroups(t *testing.T) {
 	for _, n := range names {
 		files = append(files, n.Name())
 	}
-	if !slices.Equal(files, []string{"0001_init.cql", "0002_groups.cql"}) {
-		t.Errorf("embedded migrations %v, want 0001_init.cql then 0002_groups.cql", files)
+	if !slices.Equal(files, []string{"0001_init.cql", "0002_groups.cql", "0003_settings.cql"}) {
+		t.Errorf("embedded migrations %v, want 0001_init.cql, 0002_groups.cql, 0003_settings.cql", files)
+	}
+	b, err = migrations.ReadFile("migrations/0003_settings.cql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := migrationStatements(b); len(got) != 1 || !strings.HasPrefix(got[0], "CREATE TABLE IF NOT EXISTS user_settings (") {
+		t.Errorf("0003 statements gocqlx runs: %q", got)
 	}
 }
 

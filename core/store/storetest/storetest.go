@@ -75,6 +75,7 @@ func Run(t *testing.T, o Options) {
 		{"ConcurrentReadersDuringCommits", testConcurrentReaders},
 		{"ConcurrentCommits", testConcurrentCommits},
 		{"ConcurrentCommitsDisjoint", testConcurrentCommitsDisjoint},
+		{"UserSettings", testUserSettings},
 		{"Close", testClose},
 		{"Durability", testDurability},
 	}
@@ -1561,6 +1562,44 @@ func testClose(t *testing.T, e *env) {
 	check("MessagesBefore", err)
 	_, err = e.s.Pointers(ctx, c, e.user("alice"))
 	check("Pointers", err)
+	_, err = e.s.UserSettings(ctx, e.user("alice"))
+	check("UserSettings", err)
+	check("SetUserSettings", e.s.SetUserSettings(ctx, e.user("alice"), store.Settings{}))
+}
+
+func testUserSettings(t *testing.T, e *env) {
+	alice, bob := e.user("alice"), e.user("bob")
+	get := func(user string) store.Settings {
+		t.Helper()
+		st, err := e.s.UserSettings(e.ctx, user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	if st := get(alice); st != (store.Settings{}) {
+		t.Fatalf("never-set settings %+v, want zero", st)
+	}
+	for _, v := range []store.Visibility{store.VisibilityNobody, store.VisibilityEveryone, store.VisibilityContacts} {
+		if err := e.s.SetUserSettings(e.ctx, alice, store.Settings{PresenceVisibility: v}); err != nil {
+			t.Fatal(err)
+		}
+		if st := get(alice); st.PresenceVisibility != v {
+			t.Fatalf("after setting %d: %+v", v, st)
+		}
+	}
+	if err := e.s.SetUserSettings(e.ctx, bob, store.Settings{PresenceVisibility: store.VisibilityNobody}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.s.SetUserSettings(e.ctx, bob, store.Settings{PresenceVisibility: 3}); !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("visibility 3: %v, want ErrInvalid", err)
+	}
+	if st := get(bob); st.PresenceVisibility != store.VisibilityNobody {
+		t.Fatalf("bob after a refused write %+v", st)
+	}
+	if st := get(alice); st.PresenceVisibility != store.VisibilityContacts {
+		t.Fatalf("alice changed by bob's write: %+v", st)
+	}
 }
 
 func testDurability(t *testing.T, e *env) {
@@ -1586,6 +1625,9 @@ func testDurability(t *testing.T, e *env) {
 		ptrUpdate(c, alice, wire.ReceiptRead, 200),
 		ptrUpdate(c, bob, wire.ReceiptDelivered, 250),
 	}})
+	if err := e.s.SetUserSettings(e.ctx, carol, store.Settings{PresenceVisibility: store.VisibilityNobody}); err != nil {
+		t.Fatal(err)
+	}
 
 	s := e.o.Reopen(t, e.s)
 	if s == nil {
@@ -1602,6 +1644,9 @@ func testDurability(t *testing.T, e *env) {
 		t.Errorf("UserConversations(bob) after reopen = %v, %v", ids, err)
 	}
 	e.checkConv(t, "updated group after reopen", group)
+	if st, err := s.UserSettings(e.ctx, carol); err != nil || st.PresenceVisibility != store.VisibilityNobody {
+		t.Errorf("UserSettings(carol) after reopen = %+v, %v", st, err)
+	}
 	if ids, err := s.UserConversations(e.ctx, carol); err != nil || !slices.Equal(ids, []uint64{group.ID}) {
 		t.Errorf("UserConversations(carol) after reopen = %v, %v", ids, err)
 	}
