@@ -71,6 +71,8 @@ func Handler(cfg Config, deps Deps) http.Handler {
 	mux.HandleFunc("GET /api/v1/inbox", a.authed(a.inbox))
 	mux.HandleFunc("POST /api/v1/conversations/direct", a.authed(a.openDirect))
 	mux.HandleFunc("GET /api/v1/presence", a.authed(a.presence))
+	mux.HandleFunc("GET /api/v1/settings", a.authed(a.settings))
+	mux.HandleFunc("PUT /api/v1/settings", a.authed(a.putSettings))
 	mux.HandleFunc("GET /api/v1/conversations/{id}/receipts", a.authed(a.receiptCounts))
 	mux.HandleFunc("GET /api/v1/conversations/{id}/receipts/{seq}/readers", a.authed(a.receiptReaders))
 	if cfg.Dev {
@@ -399,21 +401,25 @@ func (a *api) openDirect(w http.ResponseWriter, r *http.Request, user string) {
 // MaxPresenceUsers bounds the users one presence request may name.
 const MaxPresenceUsers = 100
 
-// PresenceJSON is one user's presence. Hidden users (no conversation shared
-// with the caller) carry only User and Hidden.
+// PresenceJSON is one user's presence as the caller may see it (see
+// messages.ViewPresence): exact (Online, LastSeenMS), coarse (Approx), or
+// nothing (Hidden).
 type PresenceJSON struct {
 	User   string `json:"user"`
 	Hidden bool   `json:"hidden,omitempty"`
 	Online bool   `json:"online"`
 	// LastSeenMS is when the user was last seen online (Unix ms); 0 when
-	// never seen, hidden, or not within the retention.
+	// never seen, hidden, coarse, or not within the retention.
 	LastSeenMS int64 `json:"last_seen_ms"`
+	// Approx is "recently", "within_week", "within_month" or "long_ago"
+	// when the user shows the caller only a coarse answer.
+	Approx string `json:"approx,omitempty"`
 }
 
 // presence answers GET /api/v1/presence?user=a&user=b: each named user's
-// online state and last seen, in the order named. The caller sees itself
-// and the users it shares a direct conversation with; any other user is
-// answered as hidden, the same whether or not that user exists, so the
+// online state and last seen, in the order named, as each user's privacy
+// setting lets the caller see it (messages.ViewPresence). A user hidden
+// from the caller is answered the same whether or not it exists, so the
 // endpoint tells nothing about strangers.
 func (a *api) presence(w http.ResponseWriter, r *http.Request, user string) {
 	if a.deps.Presence == nil {
@@ -425,40 +431,113 @@ func (a *api) presence(w http.ResponseWriter, r *http.Request, user string) {
 		writeError(w, http.StatusBadRequest, wire.CodeInvalidArgument, "name 1 to 100 users: ?user=a&user=b")
 		return
 	}
-	out := make([]PresenceJSON, len(users))
-	var visible []string
-	var at []int // index in out of each of visible
-	for i, u := range users {
+	for _, u := range users {
 		if !auth.ValidUserID(u) {
 			writeError(w, http.StatusBadRequest, wire.CodeInvalidArgument, "bad user id")
 			return
 		}
-		out[i] = PresenceJSON{User: u, Hidden: true}
-		if u != user {
-			_, err := a.deps.Store.Conversation(r.Context(), messages.DirectID(user, u))
-			if errors.Is(err, store.ErrNotFound) {
-				continue
-			}
-			if err != nil {
+	}
+	mine, err := a.deps.Store.UserConversations(r.Context(), user)
+	if err != nil {
+		a.internal(w, err)
+		return
+	}
+	type rule struct {
+		vis    store.Visibility
+		shares bool
+	}
+	rules := make([]rule, len(users))
+	for i, u := range users {
+		set, err := a.deps.Store.UserSettings(r.Context(), u)
+		if err != nil {
+			a.internal(w, err)
+			return
+		}
+		rules[i].vis = set.PresenceVisibility
+		if set.PresenceVisibility != store.VisibilityEveryone {
+			if rules[i].shares, err = messages.SharesConversation(r.Context(), a.deps.Store, user, u, mine); err != nil {
 				a.internal(w, err)
 				return
 			}
 		}
-		visible = append(visible, u)
-		at = append(at, i)
 	}
-	st, err := a.deps.Presence.Presence(r.Context(), visible, nil)
+	st, err := a.deps.Presence.Presence(r.Context(), users, nil)
 	if err != nil {
 		a.cfg.Logger.Warn("api: presence", "err", err)
 		writeError(w, http.StatusServiceUnavailable, wire.CodeUnavailable, "presence unavailable")
 		return
 	}
-	for j, s := range st {
-		out[at[j]] = PresenceJSON{User: s.User, Online: s.Online, LastSeenMS: s.LastSeenMS}
+	now := a.cfg.Now()
+	out := make([]PresenceJSON, len(users))
+	for i, s := range st {
+		v := messages.ViewPresence(s, rules[i].vis, users[i] == user, rules[i].shares, now)
+		out[i] = PresenceJSON{User: users[i], Hidden: v.Hidden, Online: v.Online, LastSeenMS: v.LastSeenMS, Approx: v.Approx}
 	}
 	writeJSON(w, http.StatusOK, struct {
 		Presence []PresenceJSON `json:"presence"`
 	}{out})
+}
+
+// SettingsJSON is a user's settings in the API.
+type SettingsJSON struct {
+	// PresenceVisibility is who sees the user's exact online state and
+	// last seen: "contacts" (users who share a conversation; the default),
+	// "everyone", or "nobody" (those who share a conversation get a coarse
+	// answer).
+	PresenceVisibility string `json:"presence_visibility"`
+}
+
+var visibilityNames = map[store.Visibility]string{
+	store.VisibilityContacts: "contacts",
+	store.VisibilityEveryone: "everyone",
+	store.VisibilityNobody:   "nobody",
+}
+
+// settings answers GET /api/v1/settings: the caller's settings.
+func (a *api) settings(w http.ResponseWriter, r *http.Request, user string) {
+	set, err := a.deps.Store.UserSettings(r.Context(), user)
+	if err != nil {
+		a.internal(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, SettingsJSON{PresenceVisibility: visibilityNames[set.PresenceVisibility]})
+}
+
+// putSettings answers PUT /api/v1/settings with a SettingsJSON body: it
+// replaces the caller's settings and answers them as stored. A field left
+// out keeps its stored value.
+func (a *api) putSettings(w http.ResponseWriter, r *http.Request, user string) {
+	var req struct {
+		PresenceVisibility *string `json:"presence_visibility"`
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, wire.CodeInvalidArgument, `body must be {"presence_visibility":"contacts|everyone|nobody"}`)
+		return
+	}
+	set, err := a.deps.Store.UserSettings(r.Context(), user)
+	if err != nil {
+		a.internal(w, err)
+		return
+	}
+	if v := req.PresenceVisibility; v != nil {
+		found := false
+		for vis, name := range visibilityNames {
+			if name == *v {
+				set.PresenceVisibility, found = vis, true
+			}
+		}
+		if !found {
+			writeError(w, http.StatusBadRequest, wire.CodeInvalidArgument, "presence_visibility must be contacts, everyone or nobody")
+			return
+		}
+	}
+	if err := a.deps.Store.SetUserSettings(r.Context(), user, set); err != nil {
+		a.internal(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, SettingsJSON{PresenceVisibility: visibilityNames[set.PresenceVisibility]})
 }
 
 // memberOf reads conversation conv and checks that user is a member; on any

@@ -543,3 +543,93 @@ func TestHTTPInbox(t *testing.T) {
 		wantError(t, status, body, tc.status, tc.code)
 	}
 }
+
+// TestHTTPPresencePrivacy: each visibility setting, for a viewer who shares
+// a group (not a direct conversation) and for a stranger; the settings
+// endpoints and their errors.
+func TestHTTPPresencePrivacy(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	ctx := context.Background()
+	token := func(user string) string {
+		tok, err := bench.DevToken(ctx, n.APIURL(), user, "web")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	tokA, tokB, tokS := token("alice"), token("bob"), token("stranger")
+	alice := connect(t, n, "alice", "phone")
+	alice.send((&wire.CreateGroup{ReqID: 1, Name: []byte("g"), Members: [][]byte{[]byte("bob")}}).Append(nil, 0))
+	alice.expect(wire.TypeConv, wire.TypeMsg)
+
+	see := func(tok string) api.PresenceJSON {
+		t.Helper()
+		status, body := get(t, n.APIURL()+"/api/v1/presence?user=alice", tok)
+		if status != http.StatusOK {
+			t.Fatalf("%d %s", status, body)
+		}
+		var out struct {
+			Presence []api.PresenceJSON `json:"presence"`
+		}
+		if err := json.Unmarshal(body, &out); err != nil || len(out.Presence) != 1 {
+			t.Fatalf("body %s: %v", body, err)
+		}
+		return out.Presence[0]
+	}
+	set := func(body string) (int, []byte) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPut, n.APIURL()+"/api/v1/settings", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tokA)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	exact := func(p api.PresenceJSON) bool { return !p.Hidden && p.Online && p.LastSeenMS > 0 && p.Approx == "" }
+
+	// Default (contacts): a group in common is enough.
+	if status, body := get(t, n.APIURL()+"/api/v1/settings", tokA); status != http.StatusOK || strings.TrimSpace(string(body)) != `{"presence_visibility":"contacts"}` {
+		t.Fatalf("default settings: %d %s", status, body)
+	}
+	if p := see(tokB); !exact(p) {
+		t.Fatalf("contacts, group member: %+v", p)
+	}
+	if p := see(tokS); p != (api.PresenceJSON{User: "alice", Hidden: true}) {
+		t.Fatalf("contacts, stranger: %+v", p)
+	}
+	// Nobody: the group member gets "recently" (online now is not told);
+	// the stranger still nothing; alice herself everything.
+	if status, body := set(`{"presence_visibility":"nobody"}`); status != http.StatusOK || strings.TrimSpace(string(body)) != `{"presence_visibility":"nobody"}` {
+		t.Fatalf("set nobody: %d %s", status, body)
+	}
+	if p := see(tokB); p != (api.PresenceJSON{User: "alice", Approx: "recently"}) {
+		t.Fatalf("nobody, group member: %+v", p)
+	}
+	if p := see(tokS); !p.Hidden {
+		t.Fatalf("nobody, stranger: %+v", p)
+	}
+	if p := see(tokA); !exact(p) {
+		t.Fatalf("nobody, self: %+v", p)
+	}
+	// Everyone: strangers too.
+	if status, body := set(`{"presence_visibility":"everyone"}`); status != http.StatusOK {
+		t.Fatalf("set everyone: %d %s", status, body)
+	}
+	if p := see(tokS); !exact(p) {
+		t.Fatalf("everyone, stranger: %+v", p)
+	}
+	// Bad bodies change nothing.
+	for _, body := range []string{`{"presence_visibility":"friends"}`, `{"presence_visibility":1}`, `{"colour":"red"}`, `not json`, `{"presence_visibility":"` + strings.Repeat("x", 5000) + `"}`} {
+		status, b := set(body)
+		wantError(t, status, b, http.StatusBadRequest, wire.CodeInvalidArgument)
+	}
+	if status, body := get(t, n.APIURL()+"/api/v1/settings", tokA); status != http.StatusOK || !strings.Contains(string(body), `"everyone"`) {
+		t.Fatalf("settings after bad writes: %d %s", status, body)
+	}
+	status, body := get(t, n.APIURL()+"/api/v1/settings", "")
+	wantError(t, status, body, http.StatusUnauthorized, wire.CodeTokenInvalid)
+	alice.conn.Close()
+}
