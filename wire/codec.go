@@ -80,6 +80,7 @@ var typeNames = [...]string{
 	TypeGroupChange: "GROUP_CHANGE",
 	TypeTyping:      "TYPING",
 	TypeFocus:       "FOCUS",
+	TypePresence:    "PRESENCE",
 }
 
 // String returns the type's name as used in docs/protocol.md ("SEND",

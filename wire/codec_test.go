@@ -366,7 +366,7 @@ func TestTypeMetadata(t *testing.T) {
 		TypeMsg: "MSG", TypeReceipt: "RECEIPT", TypeResume: "RESUME", TypeResumed: "RESUMED",
 		TypeHistory: "HISTORY", TypeHistoryEnd: "HISTORY_END", TypePing: "PING", TypePong: "PONG",
 		TypeError: "ERROR", TypeGoaway: "GOAWAY", TypeOpenDirect: "OPEN_DIRECT", TypeConv: "CONV",
-		TypeCreateGroup: "CREATE_GROUP", TypeGroupChange: "GROUP_CHANGE", TypeTyping: "TYPING", TypeFocus: "FOCUS",
+		TypeCreateGroup: "CREATE_GROUP", TypeGroupChange: "GROUP_CHANGE", TypeTyping: "TYPING", TypeFocus: "FOCUS", TypePresence: "PRESENCE",
 	}
 	client := map[Type]bool{
 		TypeHello: true, TypeSend: true, TypeReceipt: true, TypeResume: true,

@@ -33,6 +33,7 @@ type Decoder struct {
 	GroupChange GroupChange
 	Typing      Typing
 	Focus       Focus
+	Presence    Presence
 
 	zbuf []byte // decompressed payload of the last compressed frame
 }
@@ -110,6 +111,8 @@ func (d *Decoder) Frame(t Type) Frame {
 		return &d.Typing
 	case TypeFocus:
 		return &d.Focus
+	case TypePresence:
+		return &d.Presence
 	}
 	return nil
 }

@@ -68,10 +68,11 @@ const (
 	TypeGroupChange Type = 0x12 // C->S add/remove members, leave, rename, promote/demote admins
 	TypeTyping      Type = 0x13 // both: a user started or stopped typing in a conversation
 	TypeFocus       Type = 0x14 // C->S the conversation this connection has on screen (0: none)
+	TypePresence    Type = 0x15 // S->C the peer of the focused direct conversation: online, last seen
 
 	// LastType is the highest frame type of this version: types run
 	// 1..LastType without gaps.
-	LastType = TypeFocus
+	LastType = TypePresence
 )
 
 // Flags is the second byte of every frame. Unknown bits are a malformed frame.
@@ -228,6 +229,30 @@ type Typing struct {
 // TYPING frames. No answer. Layout: conv_id uvarint.
 type Focus struct {
 	ConvID uint64
+}
+
+// PresenceApprox is a coarse last seen, sent instead of the exact state
+// when the user's privacy setting hides it from the receiver.
+type PresenceApprox uint8
+
+const (
+	ApproxExact       PresenceApprox = 0 // Online and LastSeenMS are exact
+	ApproxRecently    PresenceApprox = 1 // online now or seen within 3 days
+	ApproxWithinWeek  PresenceApprox = 2
+	ApproxWithinMonth PresenceApprox = 3
+	ApproxLongAgo     PresenceApprox = 4 // longer ago, or never
+)
+
+// Presence (S->C, TypePresence) tells a connection focused on a direct
+// conversation (FOCUS) its peer's presence: once when it focuses, then at
+// every change while it stays focused (only when exact). Layout: user
+// bytes, online byte (0/1), last_seen_ms uvarint (0: unknown), approx byte.
+// With Approx other than ApproxExact, Online is false and LastSeenMS 0.
+type Presence struct {
+	User       []byte
+	Online     bool
+	LastSeenMS uint64
+	Approx     PresenceApprox
 }
 
 // Cursor is the last seq a client holds for one conversation.

@@ -592,3 +592,38 @@ func (x *Focus) Decode(payload []byte) error {
 	x.ConvID = r.uvarint("conv_id")
 	return r.result()
 }
+
+// Type implements Frame.
+func (*Presence) Type() Type { return TypePresence }
+
+// Append implements Frame.
+func (x *Presence) Append(dst []byte, flags Flags) []byte {
+	dst = appendHeader(dst, TypePresence, flags)
+	dst = appendBytes(dst, x.User)
+	on := byte(0)
+	if x.Online {
+		on = 1
+	}
+	dst = append(dst, on)
+	dst = ub(dst, x.LastSeenMS)
+	return append(dst, byte(x.Approx))
+}
+
+// Decode implements Frame. Online must be 0 or 1 and Approx at most
+// ApproxLongAgo.
+func (x *Presence) Decode(payload []byte) error {
+	r := reader{b: payload, frame: "presence"}
+	x.User = r.bytes("user", MaxIDLen)
+	on := r.byte1("online")
+	x.Online = on == 1
+	x.LastSeenMS = r.uvarint("last_seen_ms")
+	x.Approx = PresenceApprox(r.byte1("approx"))
+	switch {
+	case r.err != nil:
+	case on > 1:
+		r.fail("online", "out of range")
+	case x.Approx > ApproxLongAgo:
+		r.fail("approx", "out of range")
+	}
+	return r.result()
+}

@@ -83,6 +83,8 @@ func vectorCases() []vectorCase {
 	valid("typing_s2c", "server: bob stopped typing in conversation 42", &Typing{ConvID: 42, State: TypingStopped, User: []byte("bob")}, 0)
 	valid("focus", "conversation 42 is on screen", &Focus{ConvID: 42}, 0)
 	valid("focus_none", "no conversation on screen", &Focus{}, 0)
+	valid("presence_online", "bob is online (exact)", &Presence{User: []byte("bob"), Online: true, LastSeenMS: 1795000000000}, 0)
+	valid("presence_approx", "bob was seen within a week (his setting hides the exact time)", &Presence{User: []byte("bob"), Approx: ApproxWithinWeek}, 0)
 
 	valid("msg_replay", "a MSG answering RESUME or HISTORY (FlagReplay): bob's rename of group 42, a system message", &Msg{ConvID: 42, MessageID: 7263518230475964418, Seq: 18, ServerTimeMS: 1767225600999, Sender: []byte("bob"), SenderDevice: []byte("web-1"), ClientMsgID: []byte("~g/3/77"), Kind: KindSystem, Body: (&GroupEvent{Op: GroupRename, Actor: []byte("bob"), Name: []byte("hikers")}).Append(nil)}, FlagReplay)
 	valid("receipt_from_server", "server: bob delivered up to seq 17", &Receipt{ConvID: 42, Kind: ReceiptDelivered, UpToSeq: 17, User: []byte("bob")}, 0)
@@ -127,6 +129,7 @@ func vectorCases() []vectorCase {
 	invalid("create_group_empty_name", "a group name must be 1..128 bytes", (&CreateGroup{ReqID: 5}).Append(nil, 0), CodeMalformedFrame)
 	invalid("create_group_empty_member", "a member id must be 1..64 bytes", (&CreateGroup{ReqID: 5, Name: []byte("g"), Members: [][]byte{{}}}).Append(nil, 0), CodeMalformedFrame)
 	invalid("typing_bad_state", "state 3 (valid: 1, 2)", []byte{byte(TypeTyping), 0, 42, 3, 0}, CodeMalformedFrame)
+	invalid("presence_bad_approx", "approx 5 (valid: 0..4)", []byte{byte(TypePresence), 0, 3, 'b', 'o', 'b', 0, 0, 5}, CodeMalformedFrame)
 	invalid("group_change_bad_op", "op 7 (valid: 1..6)", (&GroupChange{ReqID: 6, ConvID: 43, Op: GroupCreated}).Append(nil, 0), CodeMalformedFrame)
 	invalid("conv_bad_kind", "conversation kind 0 (valid: 1, 2)", []byte{byte(TypeConv), 0, 3, 42, 0, 17, 0}, CodeMalformedFrame)
 	invalid("resume_too_many_cursors", "count 1025 (limit 1024)", append([]byte{byte(TypeResume), 0, 1, 0x81, 0x08}, make([]byte, 2*1025)...), CodeMalformedFrame)
