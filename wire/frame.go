@@ -243,12 +243,14 @@ const (
 	ApproxLongAgo     PresenceApprox = 4 // longer ago, or never
 )
 
-// Presence (S->C, TypePresence) tells a connection focused on a direct
-// conversation (FOCUS) its peer's presence: once when it focuses, then at
-// every change while it stays focused (only when exact). Layout: user
-// bytes, online byte (0/1), last_seen_ms uvarint (0: unknown), approx byte.
-// With Approx other than ApproxExact, Online is false and LastSeenMS 0.
+// Presence (S->C, TypePresence) tells a connection focused on direct
+// conversation ConvID (FOCUS) the peer User's presence: once when it
+// focuses, then at every change while it stays focused (only when exact).
+// Layout: conv_id uvarint, user bytes, online byte (0/1), last_seen_ms
+// uvarint (0: unknown), approx byte. With Approx other than ApproxExact,
+// Online is false and LastSeenMS 0.
 type Presence struct {
+	ConvID     uint64
 	User       []byte
 	Online     bool
 	LastSeenMS uint64

@@ -599,6 +599,7 @@ func (*Presence) Type() Type { return TypePresence }
 // Append implements Frame.
 func (x *Presence) Append(dst []byte, flags Flags) []byte {
 	dst = appendHeader(dst, TypePresence, flags)
+	dst = ub(dst, x.ConvID)
 	dst = appendBytes(dst, x.User)
 	on := byte(0)
 	if x.Online {
@@ -613,6 +614,7 @@ func (x *Presence) Append(dst []byte, flags Flags) []byte {
 // ApproxLongAgo.
 func (x *Presence) Decode(payload []byte) error {
 	r := reader{b: payload, frame: "presence"}
+	x.ConvID = r.uvarint("conv_id")
 	x.User = r.bytes("user", MaxIDLen)
 	on := r.byte1("online")
 	x.Online = on == 1

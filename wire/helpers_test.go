@@ -285,8 +285,8 @@ func samples() []sample {
 		{"typing/max", 0, &Typing{ConvID: maxU, State: TypingStopped, User: rep('u', MaxIDLen)}},
 		{"focus", 0, &Focus{ConvID: 42}},
 		{"focus/zero", 0, &Focus{}},
-		{"presence", 0, &Presence{User: []byte("bob"), Online: true, LastSeenMS: 1795000000000}},
-		{"presence/approx", 0, &Presence{User: []byte("bob"), Approx: ApproxLongAgo}},
+		{"presence", 0, &Presence{ConvID: 42, User: []byte("bob"), Online: true, LastSeenMS: 1795000000000}},
+		{"presence/approx", 0, &Presence{ConvID: 42, User: []byte("bob"), Approx: ApproxLongAgo}},
 	}
 }
 
