@@ -79,6 +79,7 @@ type conn struct {
 	focus      atomic.Uint64 // FOCUS: the conversation on screen (0: none)
 	typingConv atomic.Uint64 // conversation of the last TYPING started, 0 after a stopped
 	typingMS   atomic.Uint32 // gateway clock of that TYPING started
+	focusMS    atomic.Uint32 // gateway clock of the last FOCUS on a conversation (flood limit)
 
 	// Output side: guarded by mu.
 	mu         sync.Mutex
@@ -313,6 +314,7 @@ func (c *conn) onClosed(netpoll.Connection) error {
 		g.reg.unregister(g, c.route())
 	}
 	g.typingGone(c)
+	g.watches.remove(c.id)
 	g.open.Add(-1)
 	g.m.open.Dec()
 	return nil

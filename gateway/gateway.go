@@ -181,6 +181,11 @@ type Deps struct {
 	Producer Producer         // required
 	Registry routing.Registry // required
 	Router   routing.Router   // required
+	// Presence, when not nil, tells whether a user whose device
+	// disconnected still has another one online; without it the gateway
+	// announces no offline changes (watchers learn them on their next
+	// FOCUS).
+	Presence routing.Presence
 	// Metrics, when not nil, receives the gateway's collectors.
 	Metrics *prometheus.Registry
 }
@@ -225,6 +230,7 @@ type Gateway struct {
 	ln          netpoll.Listener
 	evl         netpoll.EventLoop
 	unsubscribe func()
+	watches     watches // presence.go
 
 	lifeMu  sync.Mutex      // serializes Start with the beginning of Close
 	ctx     context.Context // cancelled when Close finishes
@@ -284,6 +290,9 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 			return nil, fmt.Errorf("gateway: generate id: %w", err)
 		}
 		cfg.ID = "gw-" + hex.EncodeToString(b[:])
+	}
+	if cfg.ID == routing.AllGateways {
+		return nil, fmt.Errorf("gateway: ID %q is reserved (routing.AllGateways)", cfg.ID)
 	}
 	if len(cfg.ID) > wire.MaxGatewayIDLen {
 		return nil, fmt.Errorf("gateway: ID longer than %d bytes", wire.MaxGatewayIDLen)
@@ -390,7 +399,14 @@ func (g *Gateway) Start() error {
 		ln.Close()
 		return fail(fmt.Errorf("gateway: router subscribe: %w", err))
 	}
-	g.ln, g.evl, g.unsubscribe = ln, evl, unsub
+	unsubAll, err := g.deps.Router.Subscribe(routing.AllGateways, g.onPresence)
+	if err != nil {
+		unsub()
+		ln.Close()
+		return fail(fmt.Errorf("gateway: router subscribe %s: %w", routing.AllGateways, err))
+	}
+	g.ln, g.evl = ln, evl
+	g.unsubscribe = func() { unsubAll(); unsub() }
 
 	g.wg.Add(4)
 	go func() {

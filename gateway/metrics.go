@@ -11,27 +11,29 @@ import (
 // when Deps.Metrics is set. Per-type counters are resolved once, so the hot
 // path never looks up a label.
 type metrics struct {
-	open           prometheus.Gauge
-	accepted       prometheus.Counter
-	authenticated  prometheus.Counter
-	hsFailed       *prometheus.CounterVec
-	framesInVec    *prometheus.CounterVec
-	framesOutVec   *prometheus.CounterVec
-	errorsVec      *prometheus.CounterVec
-	bytesIn        prometheus.Counter
-	bytesOut       prometheus.Counter
-	drops          *prometheus.CounterVec
-	closes         *prometheus.CounterVec
-	produced       prometheus.Counter
-	produceErrors  prometheus.Counter
-	rateLimited    prometheus.Counter
-	protocolErrors prometheus.Counter
-	registryCalls  *prometheus.CounterVec
-	registryErrors prometheus.Counter
-	badBatches     prometheus.Counter
-	routedUnknown  prometheus.Counter
-	typingDropped  prometheus.Counter
-	unfocused      prometheus.Counter
+	open              prometheus.Gauge
+	accepted          prometheus.Counter
+	authenticated     prometheus.Counter
+	hsFailed          *prometheus.CounterVec
+	framesInVec       *prometheus.CounterVec
+	framesOutVec      *prometheus.CounterVec
+	errorsVec         *prometheus.CounterVec
+	bytesIn           prometheus.Counter
+	bytesOut          prometheus.Counter
+	drops             *prometheus.CounterVec
+	closes            *prometheus.CounterVec
+	produced          prometheus.Counter
+	produceErrors     prometheus.Counter
+	rateLimited       prometheus.Counter
+	protocolErrors    prometheus.Counter
+	registryCalls     *prometheus.CounterVec
+	registryErrors    prometheus.Counter
+	badBatches        prometheus.Counter
+	routedUnknown     prometheus.Counter
+	typingDropped     prometheus.Counter
+	unfocused         prometheus.Counter
+	presenceAnnounced prometheus.Counter
+	presenceSent      prometheus.Counter
 
 	in, out [wire.LastType + 2]prometheus.Counter // by type; the last is "unknown"
 }
@@ -47,26 +49,28 @@ func newMetrics() *metrics {
 	m := &metrics{
 		open: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "connections_open", Help: "Open client connections, in any state."}),
-		accepted:       counter("connections_accepted_total", "TCP connections accepted."),
-		authenticated:  counter("connections_authenticated_total", "Connections that got a WELCOME."),
-		hsFailed:       vec("handshakes_failed_total", "Connections that did not reach WELCOME, by reason.", "reason"),
-		framesInVec:    vec("frames_in_total", "Complete frames received from clients, by type.", "type"),
-		framesOutVec:   vec("frames_out_total", "Frames written to clients, by type.", "type"),
-		errorsVec:      vec("errors_sent_total", "ERROR frames sent to clients (connection kept), by code.", "code"),
-		bytesIn:        counter("bytes_in_total", "Bytes read from client sockets."),
-		bytesOut:       counter("bytes_out_total", "Bytes written to client sockets."),
-		drops:          vec("queue_dropped_frames_total", "Outbound frames dropped, by reason (slow_consumer, closed).", "reason"),
-		closes:         vec("closes_total", "Connections closed, by reason.", "reason"),
-		produced:       counter("produced_total", "Records handed to the producer."),
-		produceErrors:  counter("produce_errors_total", "Records the producer failed (answered ERROR unavailable)."),
-		rateLimited:    counter("rate_limited_total", "Frames dropped by the per-connection rate limit."),
-		protocolErrors: counter("websocket_protocol_errors_total", "Connections closed for a WebSocket protocol violation."),
-		registryCalls:  vec("registry_calls_total", "Registry calls, by operation.", "op"),
-		registryErrors: counter("registry_errors_total", "Registry calls that failed."),
-		badBatches:     counter("routed_bad_batches_total", "Routed batches that did not decode."),
-		routedUnknown:  counter("routed_unknown_conns_total", "Routed deliveries to connections this gateway no longer has."),
-		typingDropped:  counter("typing_stopped_ignored_total", "TYPING stopped frames for a conversation the connection was not typing in (no-ops, dropped)."),
-		unfocused:      counter("typing_unfocused_total", "Routed TYPING deliveries skipped because the connection's FOCUS is another conversation."),
+		accepted:          counter("connections_accepted_total", "TCP connections accepted."),
+		authenticated:     counter("connections_authenticated_total", "Connections that got a WELCOME."),
+		hsFailed:          vec("handshakes_failed_total", "Connections that did not reach WELCOME, by reason.", "reason"),
+		framesInVec:       vec("frames_in_total", "Complete frames received from clients, by type.", "type"),
+		framesOutVec:      vec("frames_out_total", "Frames written to clients, by type.", "type"),
+		errorsVec:         vec("errors_sent_total", "ERROR frames sent to clients (connection kept), by code.", "code"),
+		bytesIn:           counter("bytes_in_total", "Bytes read from client sockets."),
+		bytesOut:          counter("bytes_out_total", "Bytes written to client sockets."),
+		drops:             vec("queue_dropped_frames_total", "Outbound frames dropped, by reason (slow_consumer, closed).", "reason"),
+		closes:            vec("closes_total", "Connections closed, by reason.", "reason"),
+		produced:          counter("produced_total", "Records handed to the producer."),
+		produceErrors:     counter("produce_errors_total", "Records the producer failed (answered ERROR unavailable)."),
+		rateLimited:       counter("rate_limited_total", "Frames dropped by the per-connection rate limit."),
+		protocolErrors:    counter("websocket_protocol_errors_total", "Connections closed for a WebSocket protocol violation."),
+		registryCalls:     vec("registry_calls_total", "Registry calls, by operation.", "op"),
+		registryErrors:    counter("registry_errors_total", "Registry calls that failed."),
+		badBatches:        counter("routed_bad_batches_total", "Routed batches that did not decode."),
+		routedUnknown:     counter("routed_unknown_conns_total", "Routed deliveries to connections this gateway no longer has."),
+		typingDropped:     counter("typing_stopped_ignored_total", "TYPING stopped frames for a conversation the connection was not typing in (no-ops, dropped)."),
+		unfocused:         counter("typing_unfocused_total", "Routed TYPING and PRESENCE deliveries skipped because the connection's FOCUS is another conversation."),
+		presenceAnnounced: counter("presence_announced_total", "Presence changes of this gateway's users published to every gateway."),
+		presenceSent:      counter("presence_changes_sent_total", "PRESENCE frames sent to connections watching a user whose presence changed."),
 	}
 	for t := range m.in {
 		name := "unknown"
@@ -83,7 +87,7 @@ func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.open, m.accepted, m.authenticated, m.hsFailed, m.framesInVec,
 		m.framesOutVec, m.errorsVec, m.bytesIn, m.bytesOut, m.drops, m.closes, m.produced,
 		m.produceErrors, m.rateLimited, m.protocolErrors, m.registryCalls, m.registryErrors,
-		m.badBatches, m.routedUnknown, m.typingDropped, m.unfocused}
+		m.badBatches, m.routedUnknown, m.typingDropped, m.unfocused, m.presenceAnnounced, m.presenceSent}
 }
 
 func (m *metrics) register(r *prometheus.Registry) error {

@@ -261,8 +261,10 @@ func (g *Gateway) request(c *conn, rx *rxScratch, frame []byte) {
 	case wire.TypeTyping:
 		g.typing(c, r, &d.Typing, frame)
 	case wire.TypeFocus:
-		// The gateway's alone: it filters TYPING frames by it (onBatch).
-		c.focus.Store(d.Focus.ConvID)
+		// The gateway filters TYPING and PRESENCE by it (onBatch); the
+		// core answers a focused direct conversation with the peer's
+		// PRESENCE (presence.go).
+		g.focusFrame(c, r, d.Focus.ConvID, frame)
 	}
 }
 

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -209,6 +210,7 @@ func (g *Gateway) registerNew(cs []*conn, stopping bool) {
 	}
 	nowMS := uint64(time.Now().UnixMilli())
 	var undo []routing.Route
+	online := make([]string, 0, len(cs))
 	for _, c := range cs {
 		w := wire.Welcome{
 			Version:       wire.Version,
@@ -231,6 +233,7 @@ func (g *Gateway) registerNew(cs []*conn, stopping bool) {
 		g.wheel.set(c, g.nowTick()+g.idTicks)
 		c.state.Store(stateAuthenticated)
 		c.registered = true
+		online = append(online, c.user())
 		c.appendOutLocked(welcome, wire.TypeWelcome)
 		// Routed frames may now follow the WELCOME in the queue.
 		g.connsMu.Lock()
@@ -249,6 +252,11 @@ func (g *Gateway) registerNew(cs []*conn, stopping bool) {
 	if len(undo) > 0 {
 		g.unregisterRoutes(undo)
 	}
+	// Every new connection announces its user online, a second device
+	// too: telling watchers "online" again is cheaper than asking whether
+	// another device already was.
+	slices.Sort(online)
+	g.announce(slices.Compact(online), true, nil)
 }
 
 func (g *Gateway) unregisterRoutes(routes []routing.Route) {
@@ -259,7 +267,37 @@ func (g *Gateway) unregisterRoutes(routes []routing.Route) {
 		// The routes expire with their RouteTTL, or with the lease.
 		g.m.registryErrors.Inc()
 		g.log.Warn("gateway: unregister routes", "routes", len(routes), "err", err)
+		return
 	}
+	g.announceOffline(ctx, routes)
+}
+
+// announceOffline announces the users of routes that have no device left
+// online (one Presence call for the batch), with their last seen.
+func (g *Gateway) announceOffline(ctx context.Context, routes []routing.Route) {
+	if g.deps.Presence == nil {
+		return
+	}
+	users := make([]string, 0, len(routes))
+	for _, r := range routes {
+		users = append(users, r.User)
+	}
+	slices.Sort(users)
+	users = slices.Compact(users)
+	st, err := g.deps.Presence.Presence(ctx, users, nil)
+	if err != nil {
+		g.log.Warn("gateway: presence after unregister", "users", len(users), "err", err)
+		return
+	}
+	offline := users[:0]
+	seen := make(map[string]int64, len(st))
+	for _, s := range st {
+		if !s.Online {
+			offline = append(offline, s.User)
+			seen[s.User] = s.LastSeenMS
+		}
+	}
+	g.announce(offline, false, seen)
 }
 
 // authenticated appends every routable connection to dst.

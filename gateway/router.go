@@ -34,10 +34,12 @@ func (g *Gateway) onBatch(batch []byte) {
 		batchPool.Put(s)
 		return
 	}
-	// TYPING goes only to connections that have its conversation on
-	// screen (FOCUS): in a big group most members are elsewhere.
+	// TYPING and PRESENCE go only to connections that have their
+	// conversation on screen (FOCUS): in a big group most members are
+	// elsewhere, and a PRESENCE answering an earlier FOCUS is stale.
 	var focus uint64
-	typing := len(frame) > wire.HeaderLen && wire.Type(frame[0]) == wire.TypeTyping
+	presence := len(frame) > wire.HeaderLen && wire.Type(frame[0]) == wire.TypePresence
+	typing := len(frame) > wire.HeaderLen && (wire.Type(frame[0]) == wire.TypeTyping || presence)
 	if typing {
 		var n int
 		if focus, n = binary.Uvarint(frame[wire.HeaderLen:]); n <= 0 || focus == 0 {
@@ -60,6 +62,9 @@ func (g *Gateway) onBatch(batch []byte) {
 	g.m.routedUnknown.Add(float64(unknown))
 	if unfocused > 0 {
 		g.m.unfocused.Add(float64(unfocused))
+	}
+	if presence && typing && len(s.conns) > 0 {
+		g.watchFrom(frame, focus, s.conns)
 	}
 	if len(s.conns) > 0 {
 		out := make([]byte, 0, serverHeaderLen(len(frame))+len(frame))

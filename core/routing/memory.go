@@ -11,6 +11,7 @@ type Memory struct {
 	mu      sync.RWMutex
 	devices map[string]map[string]memEntry // user -> device -> entry
 	subs    map[string]func([]byte)        // gateway -> handler
+	all     map[*byte]func([]byte)         // AllGateways subscribers, by a unique key
 	leases  map[string]time.Time           // gateway -> lease expiry
 	now     func() time.Time
 	swept   time.Time // last sweep of expired entries
@@ -151,6 +152,17 @@ func (m *Memory) Lookup(_ context.Context, users []string, dst []Route) ([]Route
 // the caller's goroutine, which keeps publish order per publisher.
 func (m *Memory) Publish(_ context.Context, gateway string, batch []byte) error {
 	m.mu.RLock()
+	if gateway == AllGateways {
+		hs := make([]func([]byte), 0, len(m.all))
+		for _, h := range m.all {
+			hs = append(hs, h)
+		}
+		m.mu.RUnlock()
+		for _, h := range hs {
+			h(batch)
+		}
+		return nil
+	}
 	h := m.subs[gateway]
 	m.mu.RUnlock()
 	if h != nil {
@@ -160,9 +172,22 @@ func (m *Memory) Publish(_ context.Context, gateway string, batch []byte) error 
 }
 
 // Subscribe implements Router. A second Subscribe for the same gateway
-// replaces the first.
+// replaces the first; AllGateways has any number of subscribers.
 func (m *Memory) Subscribe(gateway string, h func([]byte)) (func(), error) {
 	m.mu.Lock()
+	if gateway == AllGateways {
+		key := new(byte)
+		if m.all == nil {
+			m.all = map[*byte]func([]byte){}
+		}
+		m.all[key] = h
+		m.mu.Unlock()
+		return func() {
+			m.mu.Lock()
+			delete(m.all, key)
+			m.mu.Unlock()
+		}, nil
+	}
 	m.subs[gateway] = h
 	m.mu.Unlock()
 	return func() {

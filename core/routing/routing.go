@@ -67,6 +67,12 @@ type Router interface {
 	Subscribe(gateway string, h func(batch []byte)) (stop func(), err error)
 }
 
+// AllGateways is the Router channel every gateway subscribes to besides its
+// own: a batch published to it reaches every gateway (presence changes,
+// which a gateway filters against the connections watching that user). It
+// is never a gateway id (ids are "gw-" + random hex).
+const AllGateways = "*"
+
 // Publication is one batch for one gateway.
 type Publication struct {
 	Gateway string
