@@ -107,20 +107,26 @@ func (g *Gateway) focusFrame(c *conn, r ref, conv uint64, frame []byte) {
 		return
 	}
 	c.focusMS.Store(max(now, 1))
-	if c.focus.Swap(conv) != conv {
-		g.watches.remove(c.id)
-	}
+	c.focus.Store(conv)
+	// The answer to this FOCUS decides anew (the peer's setting may have
+	// changed since the last one).
+	g.watches.remove(c.id)
 	g.produce(c, r, false, frame)
 }
 
 // watchFrom records, for each connection a routed PRESENCE reached, that it
-// watches the frame's user, when the answer is exact.
+// watches the frame's user when the answer is exact, and that it watches
+// no one when it is coarse.
 func (g *Gateway) watchFrom(frame []byte, conv uint64, to []*conn) {
 	var p wire.Presence
-	if err := p.Decode(frame[wire.HeaderLen:]); err != nil || p.Approx != wire.ApproxExact {
+	if err := p.Decode(frame[wire.HeaderLen:]); err != nil {
 		return
 	}
 	for _, c := range to {
+		if p.Approx != wire.ApproxExact {
+			g.watches.remove(c.id)
+			continue
+		}
 		g.watches.add(c.id, watch{user: string(p.User), conv: conv})
 	}
 }

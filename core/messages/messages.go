@@ -78,6 +78,9 @@ type Deps struct {
 	Router routing.Router
 	IDs    IDGenerator
 	Events EventProducer
+	// Presence answers FOCUS on a direct conversation with the peer's
+	// PRESENCE; nil answers nothing.
+	Presence routing.Presence
 }
 
 // Processor handles chat.inbound batches. Handle must be called from one
@@ -250,7 +253,7 @@ func (p *Processor) Handle(ctx context.Context, recs []*kgo.Record) error {
 				p.Invalidate()
 				return err
 			}
-		case wire.TypeResume, wire.TypeHistory:
+		case wire.TypeResume, wire.TypeHistory, wire.TypeFocus:
 			// Read-only and order-insensitive: answered off the write path.
 			// rec.Value stays valid: kgo never reuses record memory.
 			p.submitRead(ctx, rec.Value)

@@ -13,7 +13,7 @@ const (
 	defaultHistoryLimit = 50
 )
 
-// submitRead hands a RESUME or HISTORY record to the read pool. The pool
+// submitRead hands a RESUME, HISTORY or FOCUS record to the read pool. The pool
 // blocks when full, which backpressures the inbound loop instead of
 // dropping requests.
 func (p *Processor) submitRead(ctx context.Context, value []byte) {
@@ -37,7 +37,60 @@ func (p *Processor) read(ctx context.Context, value []byte) {
 		p.resume(ctx, s, &s.dec.Resume)
 	case wire.TypeHistory:
 		p.history(ctx, s, &s.dec.History)
+	case wire.TypeFocus:
+		p.focus(ctx, s, s.dec.Focus.ConvID)
 	}
+}
+
+// focus answers a FOCUS on a direct conversation with the peer's PRESENCE,
+// as the peer's privacy setting lets a member see it (ViewPresence). A
+// group's FOCUS is only checked: presence is told for direct
+// conversations. Errors are coded like HISTORY's; a store or presence
+// failure sends nothing (the client still works, without presence).
+func (p *Processor) focus(ctx context.Context, s *readScratch, conv uint64) {
+	c, err := p.deps.Store.Conversation(ctx, conv)
+	if errors.Is(err, store.ErrNotFound) {
+		p.sendError(ctx, s, wire.CodeConvNotFound, wire.TypeFocus, 0, conv, "no such conversation")
+		return
+	}
+	user := string(s.env.User)
+	if err != nil || p.deps.Presence == nil {
+		return
+	}
+	if !isMember(&c, user) {
+		p.sendError(ctx, s, wire.CodeNotMember, wire.TypeFocus, 0, conv, "not a member")
+		return
+	}
+	if c.Kind != wire.ConvDirect || len(c.Members) != 2 {
+		return
+	}
+	peer := c.Members[0]
+	if peer == user {
+		peer = c.Members[1]
+	}
+	set, err := p.deps.Store.UserSettings(ctx, peer)
+	if err != nil {
+		p.log.Warn("focus: settings", "user", peer, "err", err)
+		return
+	}
+	st, err := p.deps.Presence.Presence(ctx, []string{peer}, nil)
+	if err != nil || len(st) != 1 {
+		p.log.Warn("focus: presence", "user", peer, "err", err)
+		return
+	}
+	v := ViewPresence(st[0], set.PresenceVisibility, false, true, p.cfg.Now())
+	out := wire.Presence{ConvID: conv, User: []byte(peer), Online: v.Online, LastSeenMS: uint64(max(v.LastSeenMS, 0)), Approx: approxCode[v.Approx]}
+	s.buf = out.Append(s.buf[:0], 0)
+	p.sendTo(ctx, s, s.buf)
+}
+
+// approxCode maps ViewPresence's coarse answers to the wire's.
+var approxCode = map[string]wire.PresenceApprox{
+	"":                wire.ApproxExact,
+	ApproxRecently:    wire.ApproxRecently,
+	ApproxWithinWeek:  wire.ApproxWithinWeek,
+	ApproxWithinMonth: wire.ApproxWithinMonth,
+	ApproxLongAgo:     wire.ApproxLongAgo,
 }
 
 // resume replays, for every conversation of the user, what the client is

@@ -408,7 +408,7 @@ func (n *Node) startCore(bc bus.Config, reg *prometheus.Registry, registry routi
 	mcfg := cfg.Messages
 	mcfg.Logger = cfg.Logger.With("component", "messages")
 	mcfg.Metrics = messages.NewMetrics(reg)
-	n.proc, err = messages.New(mcfg, messages.Deps{Store: n.store, Router: router, IDs: ids, Events: evProd})
+	n.proc, err = messages.New(mcfg, messages.Deps{Store: n.store, Router: router, IDs: ids, Events: evProd, Presence: n.presence})
 	if err != nil {
 		return err
 	}
@@ -498,6 +498,7 @@ func (n *Node) startGateway(bc bus.Config, reg *prometheus.Registry, registry ro
 		Producer: bus.NewProducer(gwProd, bus.TopicInbound),
 		Registry: registry,
 		Router:   router,
+		Presence: n.presence,
 		Metrics:  reg,
 	})
 	if err != nil {
