@@ -47,6 +47,11 @@ type Client struct {
 	resumeGot uint64              // new messages accepted since that RESUME was sent
 	rcpt      receipts
 	focus     uint64 // Focus: sent again on every new connection
+	// focusAt is when the last FOCUS on a conversation was written;
+	// focusTimer, when armed, writes the current focus once the server's
+	// gap has passed.
+	focusAt    time.Time
+	focusTimer *time.Timer
 	// SetTyping: the conversation of the last TYPING started, and when.
 	typingConv uint64
 	typingAt   time.Time
@@ -298,7 +303,9 @@ func (c *Client) activate(s *session) {
 	}
 	c.flushReceiptsLocked()
 	if c.focus != 0 {
-		s.send((&wire.Focus{ConvID: c.focus}).Append(nil, 0))
+		// A new connection has its own limit.
+		c.focusAt = time.Time{}
+		c.sendFocusLocked()
 	}
 }
 
@@ -349,6 +356,13 @@ func (c *Client) handleLocked(s *session, t wire.Type, f wire.Flags) {
 		ev := Typing{Conv: ty.ConvID, User: string(ty.User), Typing: ty.State == wire.TypingStarted}
 		if ev.Typing {
 			ev.Until = c.now().Add(wire.TypingTTL)
+		}
+		c.emitLocked(ev)
+	case wire.TypePresence:
+		pr := &d.Presence
+		ev := Presence{Conv: pr.ConvID, User: string(pr.User), Online: pr.Online, Approx: approxNames[pr.Approx]}
+		if pr.LastSeenMS != 0 {
+			ev.LastSeen = time.UnixMilli(int64(pr.LastSeenMS))
 		}
 		c.emitLocked(ev)
 	case wire.TypeResumed:

@@ -7,8 +7,8 @@ import (
 )
 
 // Event is what the Client reports on its Events channel. It is one of
-// Message, Ack, Receipt, Typing, SendFailed, Connected, Disconnected and
-// Resumed;
+// Message, Ack, Receipt, Typing, Presence, SendFailed, Connected,
+// Disconnected and Resumed;
 // use a type switch:
 //
 //	for ev := range c.Events() {
@@ -73,6 +73,27 @@ type Typing struct {
 	Until  time.Time // zero when Typing is false
 }
 
+// Presence reports the presence of User, the peer of the direct
+// conversation Conv given to Focus: once after the Focus, then at every
+// change while it stays focused. When the peer's privacy setting hides the
+// exact state, Approx says roughly when they were last seen ("recently",
+// "within_week", "within_month", "long_ago"), Online is false, LastSeen
+// zero, and no changes follow.
+type Presence struct {
+	Conv     uint64
+	User     string
+	Online   bool
+	LastSeen time.Time // zero when unknown or hidden
+	Approx   string    // "" when Online and LastSeen are exact
+}
+
+var approxNames = map[wire.PresenceApprox]string{
+	wire.ApproxRecently:    "recently",
+	wire.ApproxWithinWeek:  "within_week",
+	wire.ApproxWithinMonth: "within_month",
+	wire.ApproxLongAgo:     "long_ago",
+}
+
 // SendFailed reports that the server refused a message for good (a
 // non-retryable ERROR such as not_member or invalid_argument). The message
 // will not be sent again.
@@ -119,6 +140,7 @@ func (Connected) isEvent()    {}
 func (Disconnected) isEvent() {}
 func (Resumed) isEvent()      {}
 func (Typing) isEvent()       {}
+func (Presence) isEvent()     {}
 
 // Conversation describes a conversation (the answer to OpenDirect).
 type Conversation struct {

@@ -6,9 +6,16 @@ import (
 	"github.com/chatd-dev/chatd/wire"
 )
 
+// focusGap is the server's limit on FOCUS frames (gateway.FocusMinGap):
+// one on a conversation per 250 ms per connection.
+const focusGap = 250 * time.Millisecond
+
 // Focus tells the server which conversation the app has on screen (0:
-// none). Only that conversation's Typing events come to this device. The
-// Client repeats it on every new connection.
+// none). Only that conversation's Typing events come to this device and,
+// for a direct conversation, Presence events about the peer. The Client
+// repeats it on every new connection. Switching faster than the server
+// accepts (one conversation per 250 ms) is smoothed: the latest focus is
+// sent when the gap has passed.
 func (c *Client) Focus(conv uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -16,9 +23,32 @@ func (c *Client) Focus(conv uint64) {
 		return
 	}
 	c.focus = conv
-	if c.sess != nil {
-		c.sess.send((&wire.Focus{ConvID: conv}).Append(nil, 0))
+	c.sendFocusLocked()
+}
+
+// sendFocusLocked writes the current focus now, or arms a timer to write
+// it once the server's gap has passed.
+func (c *Client) sendFocusLocked() {
+	if c.sess == nil {
+		return
 	}
+	if c.focus != 0 {
+		if wait := focusGap - c.now().Sub(c.focusAt); wait > 0 {
+			if c.focusTimer == nil {
+				c.focusTimer = time.AfterFunc(wait, func() {
+					c.mu.Lock()
+					defer c.mu.Unlock()
+					c.focusTimer = nil
+					if !c.closed {
+						c.sendFocusLocked()
+					}
+				})
+			}
+			return
+		}
+		c.focusAt = c.now()
+	}
+	c.sess.send((&wire.Focus{ConvID: c.focus}).Append(nil, 0))
 }
 
 // SetTyping says whether the user is typing in conv. Call it on every

@@ -127,6 +127,7 @@ type recorder struct {
 	acks      map[string]sdk.Ack
 	receipts  map[wire.ReceiptKind]uint64
 	typing    []sdk.Typing
+	presence  []sdk.Presence
 	connected int
 	changed   chan struct{}
 	failOK    bool    // a SendFailed is expected: record it, do not fail the test
@@ -169,6 +170,8 @@ func newClient(t *testing.T, s endpoint, user, device string, cursors sdk.Cursor
 				r.receipts[ev.Kind] = max(r.receipts[ev.Kind], ev.UpToSeq)
 			case sdk.Typing:
 				r.typing = append(r.typing, ev)
+			case sdk.Presence:
+				r.presence = append(r.presence, ev)
 			case sdk.Connected:
 				r.connected++
 			case sdk.SendFailed:
