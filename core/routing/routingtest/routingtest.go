@@ -72,6 +72,7 @@ func RunRouter(t *testing.T, newRouter func(t *testing.T) routing.Router) {
 		{"PublishOrder", testPublishOrder},
 		{"BinaryRoundTrip", testBinary},
 		{"GatewaysAreSeparate", testSeparate},
+		{"AllGatewaysReachesEverySubscriber", testAllGateways},
 		{"NoSubscriber", testNoSubscriber},
 		{"UnsubscribeStopsDelivery", testUnsubscribe},
 		{"ConcurrentPublishers", testConcurrentPublishers},
@@ -445,6 +446,35 @@ func testSeparate(t *testing.T, rt routing.Router) {
 	}
 	if g := s2.snapshot(); len(g) != 2 || string(g[0]) != "for g2" || string(g[1]) != "for g2 again" {
 		t.Fatalf("g2 got %q", g)
+	}
+}
+
+// testAllGateways: every subscriber of AllGateways gets what is published
+// to it, in order; one that stopped gets nothing more; a gateway's own
+// channel does not receive it.
+func testAllGateways(t *testing.T, rt routing.Router) {
+	var a, b, own sink
+	subscribe(t, rt, routing.AllGateways, a.h)
+	stopB := subscribe(t, rt, routing.AllGateways, b.h)
+	subscribe(t, rt, "g1", own.h)
+	publish(t, rt, routing.AllGateways, []byte("one"))
+	publish(t, rt, routing.AllGateways, []byte("two"))
+	eventually(t, "both subscribers got both", func() bool { return a.len() >= 2 && b.len() >= 2 })
+	for _, s := range []*sink{&a, &b} {
+		if g := s.snapshot(); len(g) != 2 || string(g[0]) != "one" || string(g[1]) != "two" {
+			t.Fatalf("subscriber got %q", g)
+		}
+	}
+	stopB()
+	publish(t, rt, routing.AllGateways, []byte("three"))
+	eventually(t, "the remaining subscriber got it", func() bool { return a.len() >= 3 })
+	publish(t, rt, "g1", []byte("marker"))
+	eventually(t, "the gateway's own batch", func() bool { return own.len() >= 1 })
+	if g := own.snapshot(); len(g) != 1 || string(g[0]) != "marker" {
+		t.Fatalf("a gateway's own channel got %q", g)
+	}
+	if n := b.len(); n != 2 {
+		t.Fatalf("stopped subscriber got %d batches", n)
 	}
 }
 
