@@ -317,7 +317,7 @@ func (p *Processor) groupChange(ctx context.Context, env *wire.Envelope, rec *kg
 	for _, u := range added {
 		// A newcomer's unread count starts at the message announcing it:
 		// the log before it is history, not unread.
-		p.pointer(next.ID, u, wire.ReceiptRead, cs.lastSeq-1, ptrMeta{})
+		p.impliedRead(next.ID, u, cs.lastSeq-1)
 	}
 	p.queueFrame(env, EncodeConv(nil, gc.ReqID, &next, cs.lastSeq))
 	return a, nil

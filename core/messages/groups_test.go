@@ -166,10 +166,11 @@ func TestGroupLifecycle(t *testing.T) {
 	if c.LastSeq != 3 || membersOf(c) != "[alice* bob carol dave]" {
 		t.Fatalf("after add: seq %d %s", c.LastSeq, membersOf(c))
 	}
-	// Unread starts at the change for a newcomer; writing implies reading.
+	// Unread starts at the change for a newcomer; writing implies having
+	// seen; read pointers move only by receipts.
 	for u, want := range map[string]uint64{"dave": 2, "alice": 3, "bob": 2, "carol": 0} {
-		if p, _ := st.Pointers(ctx, conv, u); p.Read != want {
-			t.Fatalf("%s's read pointer %d, want %d", u, p.Read, want)
+		if p, _ := st.Pointers(ctx, conv, u); p.Seen != want || p.Read != 0 {
+			t.Fatalf("%s's pointers %+v, want seen %d, read 0", u, p, want)
 		}
 	}
 	frames := g.handle(

@@ -177,14 +177,14 @@ func (p *Processor) pointer(conv uint64, user string, kind wire.ReceiptKind, seq
 	p.ptrMeta = append(p.ptrMeta, m)
 }
 
-// impliedRead moves the sender's read pointer up to its own new message:
-// writing in a conversation means having read it, so the inbox's unread
-// count (last seq - read pointer) never counts one's own messages. It rides
-// in the batch's one durable write and is not announced: the sender's other
-// devices get the message itself, and the peers' read ticks come from the
-// receipts the sender's devices send when they show the conversation.
+// impliedRead moves user's Seen pointer (store.PointerSeen) up to seq:
+// writing in a conversation means having seen it, so the inbox's unread
+// count (last seq - max(read, seen)) never counts one's own messages. It
+// rides in the batch's one durable write and is not announced. It is not
+// the read pointer: a read receipt for earlier messages must still advance
+// that, and reach their sender, after the member wrote.
 func (p *Processor) impliedRead(conv uint64, user string, seq uint64) {
-	p.pointer(conv, user, wire.ReceiptRead, seq, ptrMeta{})
+	p.pointer(conv, user, store.PointerSeen, seq, ptrMeta{})
 }
 
 func (p *Processor) openDirect(ctx context.Context, env *wire.Envelope, o *wire.OpenDirect) error {

@@ -12,15 +12,16 @@ import (
 // InboxEntry is one conversation of a user's inbox.
 type InboxEntry struct {
 	Conv store.Conversation
-	// LastSeq is the conversation's latest seq; ReadSeq the user's read
-	// pointer in it.
+	// LastSeq is the conversation's latest seq; ReadSeq how far the user
+	// has seen it: the higher of its read pointer and the position its own
+	// writes imply (store.Pointers.Seen).
 	LastSeq uint64
 	ReadSeq uint64
 	// Unread is LastSeq - ReadSeq: the messages after the user's read
 	// pointer. Computed from the two pointers, never from a counter kept
 	// per member on every message. The user's own messages are not
-	// counted: a send moves the sender's read pointer to it (impliedRead),
-	// and a newcomer's pointer starts just before the message that added it.
+	// counted: a send moves the sender's Seen pointer to it (impliedRead),
+	// and a newcomer's starts just before the message that added it.
 	Unread uint64
 	// Last is the latest message (nil: none yet).
 	Last *store.Message
@@ -53,7 +54,7 @@ func Inbox(ctx context.Context, st store.Store, user string) ([]InboxEntry, erro
 		if err != nil {
 			return nil, fmt.Errorf("inbox: pointers of %d: %w", id, err)
 		}
-		e.ReadSeq, e.ActivityMS = ptr.Read, e.Conv.CreatedMS
+		e.ReadSeq, e.ActivityMS = max(ptr.Read, ptr.Seen), e.Conv.CreatedMS
 		if len(last) == 1 {
 			e.Last = &last[0]
 			e.LastSeq, e.ActivityMS = e.Last.Seq, e.Last.ServerTimeMS

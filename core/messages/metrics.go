@@ -23,8 +23,8 @@ type Metrics struct {
 	// ReceiptWrites counts receipt pointer rows the store wrote (updates
 	// that advanced a pointer).
 	ReceiptWrites prometheus.Counter
-	// ImpliedReads counts read pointer rows the store wrote because their
-	// user sent a message (impliedRead), not because of a receipt.
+	// ImpliedReads counts Seen pointer rows the store wrote because their
+	// user sent a message or joined a group (impliedRead).
 	ImpliedReads  prometheus.Counter
 	Errors        *prometheus.CounterVec
 	CommitSeconds prometheus.Histogram
@@ -47,7 +47,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		ReceiptsCoalesced: prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_receipts_coalesced_total", Help: "Receipt pointer updates merged into an earlier update of the same pointer in the same inbound batch."}),
 		ReceiptsSkipped:   prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_receipts_skipped_total", Help: "Delivered receipts ignored in groups over 256 members."}),
 		ReceiptWrites:     prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_receipt_pointer_writes_total", Help: "Receipt pointer rows written to the store (updates that advanced a pointer)."}),
-		ImpliedReads:      prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_implied_read_pointer_writes_total", Help: "Read pointer rows written because their user sent a message in the conversation (sending implies having read)."}),
+		ImpliedReads:      prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_implied_read_pointer_writes_total", Help: "Seen pointer rows written because their user sent a message in the conversation or joined the group (writing implies having seen)."}),
 		Errors:            prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chatd_core_errors_total", Help: "ERROR frames sent by the core, by code."}, []string{"code"}),
 		CommitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "chatd_store_commit_seconds", Help: "Durable store commit latency per inbound batch.",

@@ -94,10 +94,25 @@ type GroupUpdate struct {
 	Removed []string
 }
 
-// Pointers are one member's receipt pointers in one conversation.
+// Pointers are one member's pointers in one conversation.
 type Pointers struct {
 	Delivered uint64
 	Read      uint64
+	// Seen is the position the member's own writes imply (its latest
+	// message, or just below the message that added it to a group): it
+	// has seen everything up to there. Kept apart from Read so that a
+	// receipt for earlier messages still advances Read (and reaches the
+	// sender) after the member wrote.
+	Seen uint64
+}
+
+// PointerSeen is the PointerUpdate.Kind of Pointers.Seen. It is not a wire
+// receipt kind: clients never send it.
+const PointerSeen wire.ReceiptKind = 3
+
+// ValidPointerKind reports whether k is a kind a PointerUpdate may have.
+func ValidPointerKind(k wire.ReceiptKind) bool {
+	return k == wire.ReceiptDelivered || k == wire.ReceiptRead || k == PointerSeen
 }
 
 // PointerUpdate asks to move one member's pointer up to Seq. Pointers only

@@ -21,7 +21,8 @@ package store
 // A prefix scan of 0x03 str(user) lists a user's conversations ascending; a
 // range scan of 0x04 conv lists a conversation's messages in seq order. A
 // dedupe entry holds only the seq: the message is read through its messages
-// key. Pointer kinds are wire.ReceiptDelivered (1) and wire.ReceiptRead (2).
+// key. Pointer kinds are wire.ReceiptDelivered (1), wire.ReceiptRead (2) and
+// PointerSeen (3).
 //
 // Values are compact binary: uvarints, and strings as uvarint length +
 // bytes. Values with several fields start with a format byte:
@@ -547,7 +548,7 @@ func (p *Pebble) Commit(ctx context.Context, b *Batch) (err error) {
 		}
 	}
 	for i := range b.Pointers {
-		if k := b.Pointers[i].Kind; k != wire.ReceiptDelivered && k != wire.ReceiptRead {
+		if k := b.Pointers[i].Kind; !ValidPointerKind(k) {
 			return fmt.Errorf("%w: pointer update %d has unknown kind %d", ErrInvalid, i, k)
 		}
 	}
@@ -776,6 +777,10 @@ func (p *Pebble) Pointers(ctx context.Context, conv uint64, user string) (Pointe
 		return Pointers{}, fmt.Errorf("store: pointers: %w", err)
 	}
 	ps.Read, _, err = p.getUvarint(appendPointerKey(kb[:0], conv, user, wire.ReceiptRead))
+	if err != nil {
+		return Pointers{}, fmt.Errorf("store: pointers: %w", err)
+	}
+	ps.Seen, _, err = p.getUvarint(appendPointerKey(kb[:0], conv, user, PointerSeen))
 	if err != nil {
 		return Pointers{}, fmt.Errorf("store: pointers: %w", err)
 	}

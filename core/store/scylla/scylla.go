@@ -325,7 +325,7 @@ func (st *Store) Commit(ctx context.Context, b *store.Batch) error {
 		}
 	}
 	for i := range b.Pointers {
-		if k := b.Pointers[i].Kind; k != wire.ReceiptDelivered && k != wire.ReceiptRead {
+		if k := b.Pointers[i].Kind; !store.ValidPointerKind(k) {
 			return fmt.Errorf("%w: pointer update %d has unknown kind %d", store.ErrInvalid, i, k)
 		}
 	}
@@ -573,8 +573,11 @@ func (st *Store) commitPointers(ctx context.Context, ups []store.PointerUpdate) 
 				return err
 			}
 			v = p.Delivered
-			if u.Kind == wire.ReceiptRead {
+			switch u.Kind {
+			case wire.ReceiptRead:
 				v = p.Read
+			case store.PointerSeen:
+				v = p.Seen
 			}
 		}
 		if u.Seq > v {
@@ -586,8 +589,11 @@ func (st *Store) commitPointers(ctx context.Context, ups []store.PointerUpdate) 
 	if err := st.batched(ctx, len(writes), func(bt *gocqlx.Batch, i int) {
 		u := &ups[writes[i]]
 		col := "delivered_seq"
-		if u.Kind == wire.ReceiptRead {
+		switch u.Kind {
+		case wire.ReceiptRead:
 			col = "read_seq"
+		case store.PointerSeen:
+			col = "seen_seq"
 		}
 		bt.Query(`UPDATE pointers USING TIMESTAMP ? SET `+col+` = ? WHERE conv_id = ? AND user_id = ?`,
 			int64(u.Seq), int64(u.Seq), int64(u.ConvID), u.User)
@@ -772,8 +778,8 @@ func (st *Store) Pointers(ctx context.Context, conv uint64, user string) (store.
 }
 
 func (st *Store) pointers(ctx context.Context, conv uint64, user string) (store.Pointers, error) {
-	var d, r *int64
-	err := st.q(ctx, `SELECT delivered_seq, read_seq FROM pointers WHERE conv_id = ? AND user_id = ?`, int64(conv), user).Query.Scan(&d, &r)
+	var d, r, sn *int64
+	err := st.q(ctx, `SELECT delivered_seq, read_seq, seen_seq FROM pointers WHERE conv_id = ? AND user_id = ?`, int64(conv), user).Query.Scan(&d, &r, &sn)
 	if errors.Is(err, gocql.ErrNotFound) {
 		return store.Pointers{}, nil
 	}
@@ -786,6 +792,9 @@ func (st *Store) pointers(ctx context.Context, conv uint64, user string) (store.
 	}
 	if r != nil {
 		p.Read = uint64(*r)
+	}
+	if sn != nil {
+		p.Seen = uint64(*sn)
 	}
 	return p, nil
 }

@@ -170,8 +170,15 @@ func TestMigrationGroups(t *testing.T) {
 	for _, n := range names {
 		files = append(files, n.Name())
 	}
-	if !slices.Equal(files, []string{"0001_init.cql", "0002_groups.cql", "0003_settings.cql"}) {
-		t.Errorf("embedded migrations %v, want 0001_init.cql, 0002_groups.cql, 0003_settings.cql", files)
+	if !slices.Equal(files, []string{"0001_init.cql", "0002_groups.cql", "0003_settings.cql", "0004_seen.cql"}) {
+		t.Errorf("embedded migrations %v, want 0001_init.cql to 0004_seen.cql", files)
+	}
+	b, err = migrations.ReadFile("migrations/0004_seen.cql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := migrationStatements(b); !slices.Equal(got, []string{"ALTER TABLE pointers ADD seen_seq bigint;"}) {
+		t.Errorf("0004 statements gocqlx runs: %q", got)
 	}
 	b, err = migrations.ReadFile("migrations/0003_settings.cql")
 	if err != nil {

@@ -848,6 +848,10 @@ func testCommitRejectsInvalid(t *testing.T, e *env) {
 	if err := e.s.Commit(e.ctx, bad); !errors.Is(err, store.ErrInvalid) {
 		t.Errorf("Commit(pointer kind 0) = %v, want ErrInvalid", err)
 	}
+	bad.Pointers[0].Kind = store.PointerSeen + 1
+	if err := e.s.Commit(e.ctx, bad); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("Commit(pointer kind 4) = %v, want ErrInvalid", err)
+	}
 	if got := e.lastSeq(t, c); got != 0 {
 		t.Errorf("LastSeq after rejected batches = %d, want 0", got)
 	}
@@ -1113,16 +1117,20 @@ func testPointers(t *testing.T, e *env) {
 	step(ptrUpdate(c, alice, R, 4), true, store.Pointers{Delivered: 5, Read: 4})
 	step(ptrUpdate(c, alice, R, 2), false, store.Pointers{Delivered: 5, Read: 4})
 	step(ptrUpdate(c, alice, D, 6), true, store.Pointers{Delivered: 6, Read: 4})
+	// Seen is a pointer of its own, forward-only like the others.
+	step(ptrUpdate(c, alice, store.PointerSeen, 9), true, store.Pointers{Delivered: 6, Read: 4, Seen: 9})
+	step(ptrUpdate(c, alice, store.PointerSeen, 8), false, store.Pointers{Delivered: 6, Read: 4, Seen: 9})
+	step(ptrUpdate(c, alice, R, 5), true, store.Pointers{Delivered: 6, Read: 5, Seen: 9})
 	// Per user and per conversation.
 	step(ptrUpdate(c, bob, R, 1), true, store.Pointers{Read: 1})
 	step(ptrUpdate(c2, alice, D, 2), true, store.Pointers{Delivered: 2})
-	if p := e.pointers(t, c, alice); p != (store.Pointers{Delivered: 6, Read: 4}) {
+	if p := e.pointers(t, c, alice); p != (store.Pointers{Delivered: 6, Read: 5, Seen: 9}) {
 		t.Errorf("Pointers(c, alice) = %+v after other users' updates", p)
 	}
 	if p := e.pointers(t, c, e.user("alic")); p != (store.Pointers{}) {
 		t.Errorf("Pointers(c, alic) = %+v, want zero", p)
 	}
-	step(ptrUpdate(c, alice, R, ^uint64(0)), true, store.Pointers{Delivered: 6, Read: ^uint64(0)})
+	step(ptrUpdate(c, alice, R, ^uint64(0)), true, store.Pointers{Delivered: 6, Read: ^uint64(0), Seen: 9})
 }
 
 func testPointersInOneBatch(t *testing.T, e *env) {
