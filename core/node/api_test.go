@@ -33,6 +33,22 @@ func get(t *testing.T, url, token string) (int, []byte) {
 	return resp.StatusCode, b
 }
 
+// do sends an API request with a body and returns the status and body.
+func do(t *testing.T, method, url, token, body string) (int, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
 func wantError(t *testing.T, status int, body []byte, wantStatus int, code wire.Code) {
 	t.Helper()
 	var e api.ErrorJSON
@@ -144,17 +160,7 @@ func TestHTTPOpenDirectErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	post := func(path, token, body string) (int, []byte) {
-		req, _ := http.NewRequest(http.MethodPost, n.APIURL()+path, strings.NewReader(body))
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, b
+		return do(t, http.MethodPost, n.APIURL()+path, token, body)
 	}
 	for _, c := range []struct{ name, path, token, body string }{
 		{"self", "/api/v1/conversations/direct", tok, `{"peer":"alice"}`},
@@ -578,15 +584,7 @@ func TestHTTPPresencePrivacy(t *testing.T) {
 	}
 	set := func(body string) (int, []byte) {
 		t.Helper()
-		req, _ := http.NewRequest(http.MethodPut, n.APIURL()+"/api/v1/settings", strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+tokA)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, b
+		return do(t, http.MethodPut, n.APIURL()+"/api/v1/settings", tokA, body)
 	}
 	exact := func(p api.PresenceJSON) bool { return !p.Hidden && p.Online && p.LastSeenMS > 0 && p.Approx == "" }
 

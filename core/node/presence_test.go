@@ -3,7 +3,6 @@ package node_test
 import (
 	"context"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
@@ -55,13 +54,9 @@ func TestPresenceFrames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, _ := http.NewRequest(http.MethodPut, n.APIURL()+"/api/v1/settings", strings.NewReader(`{"presence_visibility":"nobody"}`))
-	req.Header.Set("Authorization", "Bearer "+tokA)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("PUT settings: %v %v", resp, err)
+	if status, body := do(t, http.MethodPut, n.APIURL()+"/api/v1/settings", tokA, `{"presence_visibility":"nobody"}`); status != http.StatusOK {
+		t.Fatalf("PUT settings: %d %s", status, body)
 	}
-	resp.Body.Close()
 	focus(bob, conv)
 	if p := presence(bob); p.Online || p.LastSeenMS != 0 || p.Approx != wire.ApproxRecently {
 		t.Fatalf("nobody: %+v", p)
