@@ -15,26 +15,25 @@ import (
 	"github.com/chatd-dev/chatd/wire"
 )
 
+// get sends an API GET and checks that the answer is JSON, as every
+// answer of the API is.
 func get(t *testing.T, url, token string) (int, []byte) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, url, nil)
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+	status, ct, b := request(t, http.MethodGet, url, token, "")
+	if ct != "application/json" {
 		t.Fatalf("%s: content type %q", url, ct)
 	}
-	return resp.StatusCode, b
+	return status, b
 }
 
 // do sends an API request with a body and returns the status and body.
 func do(t *testing.T, method, url, token, body string) (int, []byte) {
+	t.Helper()
+	status, _, b := request(t, method, url, token, body)
+	return status, b
+}
+
+func request(t *testing.T, method, url, token, body string) (status int, contentType string, b []byte) {
 	t.Helper()
 	req, _ := http.NewRequest(method, url, strings.NewReader(body))
 	if token != "" {
@@ -45,8 +44,8 @@ func do(t *testing.T, method, url, token, body string) (int, []byte) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, b
+	b, _ = io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header.Get("Content-Type"), b
 }
 
 func wantError(t *testing.T, status int, body []byte, wantStatus int, code wire.Code) {
