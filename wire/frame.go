@@ -226,7 +226,10 @@ type Typing struct {
 
 // Focus (C->S, TypeFocus) says which conversation this connection has on
 // screen (0: none). Only a focused connection gets the conversation's
-// TYPING frames. No answer. Layout: conv_id uvarint.
+// TYPING frames and, for a direct conversation, PRESENCE about the peer
+// (the answer to a FOCUS on one). A FOCUS on a conversation the user is not
+// in gets an ERROR; at most one per 250 ms (gateway.FocusMinGap) is taken.
+// Layout: conv_id uvarint.
 type Focus struct {
 	ConvID uint64
 }
