@@ -6,6 +6,14 @@
 // stopped and a crash re-delivers at most CommitInterval of records
 // (handlers are idempotent).
 //
+// Write-behind: a handler may make part of a record's effects durable
+// later than its return (a Deferrer, e.g. the core's group receipt
+// pointers). Offsets built with NewDeferredOffsets then commit each
+// partition only below the earliest record whose effects are still held,
+// and Run flushes the deferrer as its effects fall due and before it
+// stops or gives partitions up, so a crash re-delivers every record whose
+// effects were not durable yet, and nothing is lost.
+//
 // Why not commit every batch: every commit is a broker write, and kfake
 // (the embedded broker) appends each to its groups log and periodically
 // rewrites that log inside its single request loop, stalling every
@@ -39,6 +47,7 @@ type Config struct {
 	Logger         *slog.Logger  // default slog.Default()
 	// Offsets tracks handled offsets; share it with the client's
 	// OnPartitionsRevoked callback (CommitOnRevoke). nil: Run uses its own.
+	// Offsets from NewDeferredOffsets also make Run flush their Deferrer.
 	Offsets *Offsets
 	// OnBatch, when set, is called after each committed batch with its
 	// size (metrics).
@@ -73,20 +82,41 @@ func Run(ctx context.Context, cl *kgo.Client, c Config, h Handler) error {
 		log = slog.Default()
 	}
 	dirty := false // offsets marked but not committed
+	held := false  // the deferrer holds effects not yet durable
 	stop := func() error {
-		if dirty {
-			fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if offs.deferrer != nil {
+			if _, err := offs.deferrer.Flush(fctx, true); err != nil {
+				log.Warn("flushing held effects before stopping failed; their records will be re-delivered", "err", err)
+			}
+		}
+		if dirty || held {
 			_ = offs.Commit(fctx, cl)
-			cancel()
 		}
 		cl.AllowRebalance()
 		return ctx.Err()
 	}
+	// flush makes the deferrer's due effects durable. A failure keeps them
+	// held (and their records uncommitted); the next round retries.
+	flush := func() {
+		if offs.deferrer == nil {
+			return
+		}
+		h, err := offs.deferrer.Flush(ctx, false)
+		if err != nil && ctx.Err() == nil {
+			log.Warn("flushing held effects failed; retrying", "err", err)
+		}
+		if held && !h {
+			dirty = true // the floor is gone: commit past it
+		}
+		held = h
+	}
 	var recs []*kgo.Record
 	for {
 		pollCtx, cancelPoll := ctx, context.CancelFunc(func() {})
-		if dirty {
-			// Wake up to commit even if no more records come.
+		if dirty || held {
+			// Wake up to commit (or flush) even if no more records come.
 			pollCtx, cancelPoll = context.WithTimeout(ctx, c.CommitInterval)
 		}
 		fetches := cl.PollRecords(pollCtx, c.MaxPollRecords)
@@ -101,7 +131,12 @@ func Run(ctx context.Context, cl *kgo.Client, c Config, h Handler) error {
 		})
 		recs = recs[:0]
 		fetches.EachRecord(func(r *kgo.Record) { recs = append(recs, r) })
-		if dirty && len(recs) == 0 && time.Since(lastCommit) >= c.CommitInterval {
+		if held && len(recs) == 0 {
+			flush()
+		}
+		// While effects are held, a commit may move up to a floor that
+		// moved; Commit skips partitions whose floor did not.
+		if (dirty || held) && len(recs) == 0 && time.Since(lastCommit) >= c.CommitInterval {
 			if err := commit(ctx, cl, offs, c.RetryMin, c.RetryMax, log); err != nil {
 				return stop()
 			}
@@ -127,6 +162,7 @@ func Run(ctx context.Context, cl *kgo.Client, c Config, h Handler) error {
 			}
 			offs.mark(recs)
 			dirty = true
+			flush()
 			if time.Since(lastCommit) >= c.CommitInterval {
 				if err := commit(ctx, cl, offs, c.RetryMin, c.RetryMax, log); err != nil {
 					return stop()
@@ -145,34 +181,77 @@ func Run(ctx context.Context, cl *kgo.Client, c Config, h Handler) error {
 // committed. Safe for concurrent use (Run and a revoke callback).
 type Offsets struct {
 	mu   sync.Mutex
-	last map[topicPartition]*kgo.Record
+	last map[TopicPartition]*kgo.Record
+	// committed is the next offset last committed per partition, so a
+	// commit held at a floor is not repeated while the floor stays.
+	committed map[TopicPartition]int64
+	deferrer  Deferrer
+	floors    map[TopicPartition]kgo.EpochOffset
 }
 
-type topicPartition struct {
-	topic     string
-	partition int32
+// TopicPartition names one partition.
+type TopicPartition struct {
+	Topic     string
+	Partition int32
+}
+
+// A Deferrer is a handler's write-behind: effects of handled records that
+// it makes durable after its Handler returned.
+type Deferrer interface {
+	// Floors sets floors[tp], for each partition with held effects, to the
+	// earliest record (offset and leader epoch) whose effects are not
+	// durable yet. Partitions with none are left absent.
+	Floors(floors map[TopicPartition]kgo.EpochOffset)
+	// Flush makes durable the held effects that are due (all: every one)
+	// and reports whether any remain held. On error, whatever it did not
+	// make durable stays held.
+	Flush(ctx context.Context, all bool) (held bool, err error)
 }
 
 // NewOffsets returns an empty tracker.
-func NewOffsets() *Offsets { return &Offsets{last: map[topicPartition]*kgo.Record{}} }
+func NewOffsets() *Offsets {
+	return &Offsets{last: map[TopicPartition]*kgo.Record{}, committed: map[TopicPartition]int64{}}
+}
+
+// NewDeferredOffsets returns an empty tracker that commits no partition
+// past the floors d reports; Run flushes d (see the package doc).
+func NewDeferredOffsets(d Deferrer) *Offsets {
+	o := NewOffsets()
+	o.deferrer, o.floors = d, map[TopicPartition]kgo.EpochOffset{}
+	return o
+}
 
 func (o *Offsets) mark(recs []*kgo.Record) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for _, r := range recs {
-		k := topicPartition{r.Topic, r.Partition}
+		k := TopicPartition{r.Topic, r.Partition}
 		if cur := o.last[k]; cur == nil || r.Offset > cur.Offset {
 			o.last[k] = r
 		}
 	}
 }
 
-// Commit commits the handled offsets (the highest per partition) and
-// forgets them once the broker accepted them.
+// Commit commits the handled offsets (the highest per partition, or just
+// below the deferrer's floor where it holds effects) and forgets them once
+// the broker accepted them.
 func (o *Offsets) Commit(ctx context.Context, cl *kgo.Client) error {
 	o.mu.Lock()
+	if o.deferrer != nil {
+		clear(o.floors)
+		o.deferrer.Floors(o.floors)
+	}
 	recs := make([]*kgo.Record, 0, len(o.last))
-	for _, r := range o.last {
+	for k, r := range o.last {
+		if f, ok := o.floors[k]; ok && f.Offset <= r.Offset {
+			// Commit up to the floor (exclusive): the record at the floor
+			// and everything after it are re-delivered after a crash.
+			if f.Offset <= o.committed[k] {
+				continue // nothing new below the floor
+			}
+			recs = append(recs, &kgo.Record{Topic: k.Topic, Partition: k.Partition, Offset: f.Offset - 1, LeaderEpoch: f.Epoch})
+			continue
+		}
 		recs = append(recs, r)
 	}
 	o.mu.Unlock()
@@ -184,7 +263,8 @@ func (o *Offsets) Commit(ctx context.Context, cl *kgo.Client) error {
 	}
 	o.mu.Lock()
 	for _, r := range recs {
-		k := topicPartition{r.Topic, r.Partition}
+		k := TopicPartition{r.Topic, r.Partition}
+		o.committed[k] = r.Offset + 1
 		if o.last[k] == r {
 			delete(o.last, k)
 		}
@@ -216,11 +296,14 @@ func commit(ctx context.Context, cl *kgo.Client, offs *Offsets, lo, hi time.Dura
 	}
 }
 
-// CommitOnRevoke commits the handled offsets of a client whose partitions
-// are being revoked: call it from kgo.OnPartitionsRevoked with the Offsets
-// given to Run. It runs while Run is not handling a batch, since Run
-// blocks rebalances while it does. A failed commit only means re-delivery
-// to the next owner.
+// CommitOnRevoke flushes every held effect and commits the handled offsets
+// of a client whose partitions are being revoked: call it from
+// kgo.OnPartitionsRevoked with the Offsets given to Run. It runs while Run
+// is not handling a batch, since Run blocks rebalances while it does. A
+// failed flush or commit only means re-delivery to the next owner.
 func CommitOnRevoke(ctx context.Context, cl *kgo.Client, offs *Offsets) {
+	if offs.deferrer != nil {
+		_, _ = offs.deferrer.Flush(ctx, true)
+	}
 	_ = offs.Commit(ctx, cl)
 }

@@ -46,7 +46,13 @@ func produce(t *testing.T, prod *kgo.Client, n, from int) {
 // stops it, and returns what it saw.
 func consumeAll(t *testing.T, bc bus.Config, group string, want int, h Handler) map[string]int {
 	t.Helper()
-	offs := NewOffsets()
+	return consumeWith(t, bc, group, want, time.Hour, NewOffsets(), h)
+}
+
+// consumeWith is consumeAll with the given commit interval and offsets
+// tracker.
+func consumeWith(t *testing.T, bc bus.Config, group string, want int, every time.Duration, offs *Offsets, h Handler) map[string]int {
+	t.Helper()
 	cl, err := kgo.NewClient(append(bc.ConsumerOpts(group, bus.TopicInbound),
 		kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, _ map[string][]int32) { CommitOnRevoke(ctx, cl, offs) }))...)
 	if err != nil {
@@ -58,7 +64,7 @@ func consumeAll(t *testing.T, bc bus.Config, group string, want int, h Handler) 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, cl, Config{CommitInterval: time.Hour, Offsets: offs}, func(ctx context.Context, recs []*kgo.Record) error {
+		done <- Run(ctx, cl, Config{CommitInterval: every, Offsets: offs}, func(ctx context.Context, recs []*kgo.Record) error {
 			if h != nil {
 				if err := h(ctx, recs); err != nil {
 					return err
@@ -143,5 +149,103 @@ func TestHandlerErrorRetriesSameBatch(t *testing.T) {
 	defer mu.Unlock()
 	if attempts["0"] < 2 {
 		t.Fatalf("the failed batch was not retried: %v", attempts)
+	}
+}
+
+// holder is a Deferrer that holds the effects of the records whose value
+// is in hold until a Flush that may succeed; failing Flushes keep them.
+type holder struct {
+	mu     sync.Mutex
+	hold   map[string]bool
+	floors map[TopicPartition]kgo.EpochOffset
+	fail   bool
+}
+
+func (h *holder) handle(_ context.Context, recs []*kgo.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, r := range recs {
+		k := TopicPartition{r.Topic, r.Partition}
+		if _, ok := h.floors[k]; !ok && h.hold[string(r.Value)] {
+			h.floors[k] = kgo.EpochOffset{Epoch: r.LeaderEpoch, Offset: r.Offset}
+		}
+	}
+	return nil
+}
+
+func (h *holder) Floors(f map[TopicPartition]kgo.EpochOffset) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for k, v := range h.floors {
+		f[k] = v
+	}
+}
+
+func (h *holder) Flush(context.Context, bool) (bool, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.fail {
+		return len(h.floors) > 0, errors.New("store down")
+	}
+	clear(h.floors)
+	return false, nil
+}
+
+// TestDeferredEffectsHoldTheCommit: a record whose effects the handler
+// still holds (a failing write-behind, then a stop: as good as a crash)
+// is not committed, nor is anything after it in its partition, so the
+// group's next consumer handles them again; the rest of the partition
+// before it, and the other partition, are committed.
+func TestDeferredEffectsHoldTheCommit(t *testing.T) {
+	bc, prod := setup(t)
+	produce(t, prod, 40, 0)
+	h := &holder{hold: map[string]bool{"20": true}, floors: map[TopicPartition]kgo.EpochOffset{}, fail: true}
+	var mu sync.Mutex
+	order := map[TopicPartition][]string{}
+	first := consumeWith(t, bc, "g", 40, 10*time.Millisecond, NewDeferredOffsets(h), func(ctx context.Context, recs []*kgo.Record) error {
+		mu.Lock()
+		for _, r := range recs {
+			k := TopicPartition{r.Topic, r.Partition}
+			order[k] = append(order[k], string(r.Value))
+		}
+		mu.Unlock()
+		return h.handle(ctx, recs)
+	})
+	if len(first) != 40 {
+		t.Fatalf("first consumer saw %d records", len(first))
+	}
+	// What must come back: "20" and every later record of its partition.
+	var want []string
+	for _, vs := range order {
+		for i, v := range vs {
+			if v == "20" {
+				want = vs[i:]
+			}
+		}
+	}
+	h2 := &holder{floors: map[TopicPartition]kgo.EpochOffset{}}
+	second := consumeWith(t, bc, "g", len(want), time.Hour, NewDeferredOffsets(h2), h2.handle)
+	if len(second) != len(want) {
+		t.Fatalf("re-delivered %v, want %v", second, want)
+	}
+	for _, v := range want {
+		if second[v] != 1 {
+			t.Fatalf("held record %s not re-delivered: got %v", v, second)
+		}
+	}
+}
+
+// TestFlushedEffectsReleaseTheCommit: once the write-behind flushes, the
+// commit moves past the records it held: nothing comes back.
+func TestFlushedEffectsReleaseTheCommit(t *testing.T) {
+	bc, prod := setup(t)
+	produce(t, prod, 40, 0)
+	h := &holder{hold: map[string]bool{"20": true}, floors: map[TopicPartition]kgo.EpochOffset{}}
+	if first := consumeWith(t, bc, "g", 40, 10*time.Millisecond, NewDeferredOffsets(h), h.handle); len(first) != 40 {
+		t.Fatalf("first consumer saw %d records", len(first))
+	}
+	produce(t, prod, 1, 40)
+	if second := consumeAll(t, bc, "g", 1, nil); len(second) != 1 || second["40"] != 1 {
+		t.Fatalf("second consumer saw %v, want only the new record", second)
 	}
 }
