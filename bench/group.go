@@ -52,6 +52,7 @@ type GroupConfig struct {
 // ServerCounters are server-side totals read before and after a run.
 type ServerCounters struct {
 	ReceiptStoreWrites float64            // chatd_receipt_pointer_writes_total
+	ReceiptsHeld       float64            // chatd_receipt_pointers_held (write-behind)
 	RedisCommands      float64            // Redis commands handled (0 without Redis)
 	RedisByName        map[string]float64 // the same by command name
 }
@@ -350,18 +351,19 @@ func RunGroup(ctx context.Context, cfg GroupConfig) (*GroupResult, error) {
 	res.Lost = sent*recipients - res.Deliveries
 	if cfg.Receipts {
 		// Let the last interval's receipts be sent and handled: two
-		// intervals, then until the store's count stops moving.
+		// intervals, then until the server holds no receipt pointer back
+		// (write-behind) and the store's count stops moving (at most 30 s).
 		time.Sleep(2 * cfg.ReadEvery)
 		stopReceipts()
 		receiptWG.Wait()
 		if cfg.Counters != nil {
 			prev := -1.0
-			for i := 0; i < 50; i++ {
+			for i := 0; i < 150; i++ {
 				c, err := cfg.Counters(ctx)
 				if err != nil {
 					return nil, err
 				}
-				if c.ReceiptStoreWrites == prev {
+				if c.ReceiptsHeld == 0 && c.ReceiptStoreWrites == prev {
 					break
 				}
 				prev = c.ReceiptStoreWrites

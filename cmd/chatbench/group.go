@@ -64,6 +64,9 @@ func group(ctx context.Context, scenario string, args []string, receipts bool) e
 				if v, err := p.Metric("chatd_receipt_pointer_writes_total"); err == nil {
 					c.ReceiptStoreWrites += v
 				}
+				if v, err := p.Metric("chatd_receipt_pointers_held"); err == nil {
+					c.ReceiptsHeld += v
+				}
 			}
 			if cl.RedisAddr != "" {
 				total, byName, err := bench.RedisCommands(cl.RedisAddr)

@@ -332,7 +332,7 @@ func (a *api) inbox(w http.ResponseWriter, r *http.Request, user string) {
 			return
 		}
 	}
-	all, err := messages.Inbox(r.Context(), a.deps.Store, user)
+	all, err := messages.Inbox(r.Context(), a.deps.Store, a.deps.Receipts, user)
 	if err != nil {
 		a.internal(w, err)
 		return

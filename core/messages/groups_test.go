@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/chatd-dev/chatd/core/consume"
 	"github.com/chatd-dev/chatd/core/events"
 	"github.com/chatd-dev/chatd/core/store"
 	"github.com/chatd-dev/chatd/wire"
@@ -24,7 +25,7 @@ type groupHarness struct {
 
 func newGroupHarness(t *testing.T, st store.Store, cfg Config) *groupHarness {
 	h := newHarness(t, st)
-	if cfg.MaxGroupSize != 0 {
+	if cfg.MaxGroupSize != 0 || cfg.ReceiptWriteBehind != 0 || cfg.Now != nil {
 		h.p.Close()
 		var err error
 		h.p, err = New(cfg, Deps{Store: h.st, Router: h.router, IDs: h.p.deps.IDs, Events: h.evs})
@@ -40,7 +41,7 @@ func newGroupHarness(t *testing.T, st store.Store, cfg Config) *groupHarness {
 func (g *groupHarness) rec(user string, f wire.Frame) *kgo.Record {
 	r := record(user, f.Append(nil, 0))
 	g.offset++
-	r.Partition, r.Offset, r.Timestamp = 3, g.offset, time.UnixMilli(1_767_225_600_000+g.offset)
+	r.Topic, r.Partition, r.Offset, r.Timestamp = "chat.inbound", 3, g.offset, time.UnixMilli(1_767_225_600_000+g.offset)
 	return r
 }
 
@@ -314,11 +315,13 @@ func TestGroupRequestsRedelivered(t *testing.T) {
 
 // TestReceiptsCoalescedAndBigGroups: updates of one pointer in one batch
 // are one store write and one event; groups over DeliveredMaxGroup members
-// keep no "delivered" (read does not imply it there either).
+// keep no "delivered" (read does not imply it there either). Group
+// pointers are written behind: announced at once, stored a window later.
 func TestReceiptsCoalescedAndBigGroups(t *testing.T) {
 	st := openStore(t, t.TempDir())
 	ctx := context.Background()
-	g := newGroupHarness(t, st, Config{})
+	clock := time.UnixMilli(1_767_225_600_000)
+	g := newGroupHarness(t, st, Config{Now: func() time.Time { return clock }})
 	small := one[*wire.Conv](t, g.handle(g.rec("alice", &wire.CreateGroup{Name: []byte("small"), Members: users("bob")})))
 	var many [][]byte
 	for i := range DeliveredMaxGroup {
@@ -338,8 +341,9 @@ func TestReceiptsCoalescedAndBigGroups(t *testing.T) {
 	rcpt := func(user string, conv uint64, kind wire.ReceiptKind, seq uint64) *kgo.Record {
 		return g.rec(user, &wire.Receipt{ConvID: conv, Kind: kind, UpToSeq: seq})
 	}
+	first := rcpt("bob", small.ConvID, wire.ReceiptRead, 2)
 	if fs := g.handle(
-		rcpt("bob", small.ConvID, wire.ReceiptRead, 2),
+		first,
 		rcpt("bob", small.ConvID, wire.ReceiptRead, 4),
 		rcpt("bob", small.ConvID, wire.ReceiptRead, 3),
 		rcpt("m001", big.ConvID, wire.ReceiptDelivered, 4),
@@ -347,16 +351,46 @@ func TestReceiptsCoalescedAndBigGroups(t *testing.T) {
 	); len(fs) != 0 {
 		t.Fatalf("receipts answered %v", fs)
 	}
-	// Small group: read 4 and the delivered it implies, coalesced from
-	// three updates each. Big group: read 3 only.
-	if p, _ := st.Pointers(ctx, small.ConvID, "bob"); p != (store.Pointers{Delivered: 4, Read: 4}) {
-		t.Errorf("bob's pointers %+v", p)
+	ptrs := func() (bob, m001 store.Pointers) {
+		bob, _ = st.Pointers(ctx, small.ConvID, "bob")
+		m001, _ = st.Pointers(ctx, big.ConvID, "m001")
+		return bob, m001
 	}
-	if p, _ := st.Pointers(ctx, big.ConvID, "m001"); p != (store.Pointers{Read: 3}) {
-		t.Errorf("m001's pointers %+v, want read 3 and no delivered", p)
-	}
+	// Announced at once...
 	if n := len(g.evs.recs) - before; n != 3 {
 		t.Errorf("%d receipt events, want 3 (one per pointer)", n)
+	}
+	// ...held, not written, and holding the commit at the first receipt.
+	if b, m := ptrs(); b.Read != 0 || b.Delivered != 0 || m.Read != 0 {
+		t.Errorf("held pointers already written: bob %+v, m001 %+v", b, m)
+	}
+	floors := map[consume.TopicPartition]kgo.EpochOffset{}
+	g.p.Floors(floors)
+	if f := floors[consume.TopicPartition{Topic: "chat.inbound", Partition: 3}]; len(floors) != 1 || f.Offset != first.Offset {
+		t.Errorf("floors %v, want the first receipt's offset %d", floors, first.Offset)
+	}
+	if held, err := g.p.Flush(ctx, false); err != nil || !held {
+		t.Fatalf("flush before the window: held %v, %v", held, err)
+	}
+	if b, _ := ptrs(); b.Read != 0 {
+		t.Errorf("flushed before the window: bob %+v", b)
+	}
+	clock = clock.Add(DefaultReceiptWriteBehind)
+	if held, err := g.p.Flush(ctx, false); err != nil || held {
+		t.Fatalf("flush after the window: held %v, %v", held, err)
+	}
+	// Small group: read 4 and the delivered it implies, coalesced from
+	// three updates each. Big group: read 3 only.
+	b, m := ptrs()
+	if b != (store.Pointers{Delivered: 4, Read: 4}) {
+		t.Errorf("bob's pointers %+v", b)
+	}
+	if m != (store.Pointers{Read: 3}) {
+		t.Errorf("m001's pointers %+v, want read 3 and no delivered", m)
+	}
+	clear(floors)
+	if g.p.Floors(floors); len(floors) != 0 {
+		t.Errorf("floors %v after the flush", floors)
 	}
 	// Every one is marked as a group's, so the fanout sends it to the
 	// reader's own devices only.
@@ -374,5 +408,104 @@ func TestReceiptsCoalescedAndBigGroups(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(g.p.cfg.Metrics.ReceiptsSkipped); n != 1 {
 		t.Errorf("%v delivered receipts skipped, want 1", n)
+	}
+}
+
+// TestGroupReceiptsWrittenBehind: within a window, a member's successive
+// reads are one store write at the highest seq, each advance announced; a
+// repeated or lower receipt is neither announced nor held; a new owner
+// that never saw the held updates (a crash before the flush) re-delivers
+// them from the uncommitted records and announces them again; a failed
+// announcement holds nothing, so the retried batch announces again.
+func TestGroupReceiptsWrittenBehind(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	ctx := context.Background()
+	clock := time.UnixMilli(1_767_225_600_000)
+	now := func() time.Time { return clock }
+	g := newGroupHarness(t, st, Config{Now: now})
+	grp := one[*wire.Conv](t, g.handle(g.rec("alice", &wire.CreateGroup{Name: []byte("g"), Members: users("bob", "carol")})))
+	for i := range 5 {
+		one[*wire.Ack](t, g.handle(g.rec("alice", sendFrame(grp.ConvID, fmt.Sprint("m", i)))))
+	}
+	read := func(user string, seq uint64) *kgo.Record {
+		return g.rec(user, &wire.Receipt{ConvID: grp.ConvID, Kind: wire.ReceiptRead, UpToSeq: seq})
+	}
+	announced := func() (n int) {
+		for _, r := range g.evs.recs {
+			if k, _, _ := events.Split(r.Value); k == events.KindReceipt {
+				n++
+			}
+		}
+		return n
+	}
+	base := announced()
+	var recs []*kgo.Record
+	for _, seq := range []uint64{2, 3, 3, 1, 6} {
+		r := read("bob", seq)
+		recs = append(recs, r)
+		g.handle(r)
+	}
+	// 2 and 3 advance read (and delivered, implied): 2 events each; 3
+	// again and 1 do nothing; 6 is the latest.
+	if n := announced() - base; n != 6 {
+		t.Fatalf("%d receipt events, want 6", n)
+	}
+	if p, _ := st.Pointers(ctx, grp.ConvID, "bob"); p.Read != 0 {
+		t.Fatalf("written before the window: %+v", p)
+	}
+
+	// A crash now: a new processor on the same store gets the records
+	// again from the floor (the first receipt) and announces them again.
+	again := newGroupHarness(t, st, Config{Now: now})
+	again.handle(recs...)
+	if n := len(again.evs.recs); n != 2 {
+		t.Fatalf("new owner announced %d receipts, want 2 (read and delivered at 6)", n)
+	}
+	clock = clock.Add(DefaultReceiptWriteBehind)
+	for _, p := range []*Processor{g.p, again.p} {
+		if held, err := p.Flush(ctx, false); err != nil || held {
+			t.Fatalf("flush: held %v, %v", held, err)
+		}
+	}
+	if p, _ := st.Pointers(ctx, grp.ConvID, "bob"); p.Read != 6 || p.Delivered != 6 {
+		t.Fatalf("bob's pointers %+v after the flush, want read and delivered 6", p)
+	}
+	// Each processor wrote read and delivered once.
+	if n := testutil.ToFloat64(g.p.cfg.Metrics.ReceiptWrites); n != 2 {
+		t.Errorf("%v pointer writes, want 2", n)
+	}
+
+	// The announcement fails: nothing is held; the retry announces.
+	fctx, cancel := context.WithCancel(ctx)
+	g.evs.fail, g.evs.onFail = true, cancel
+	r := read("carol", 4)
+	if err := g.p.Handle(fctx, []*kgo.Record{r}); err == nil {
+		t.Fatal("Handle succeeded with the events producer down")
+	}
+	g.evs.fail = false
+	floors := map[consume.TopicPartition]kgo.EpochOffset{}
+	if g.p.Floors(floors); len(floors) != 0 {
+		t.Fatalf("a receipt whose event failed is held: floors %v", floors)
+	}
+	before := announced()
+	g.handle(r)
+	if n := announced() - before; n != 2 {
+		t.Fatalf("retry announced %d receipts, want 2", n)
+	}
+	if g.p.Floors(floors); floors[consume.TopicPartition{Topic: "chat.inbound", Partition: 3}].Offset != r.Offset {
+		t.Fatalf("floors %v, want carol's receipt at %d", floors, r.Offset)
+	}
+}
+
+// TestGroupReceiptsWriteThrough: with the write-behind off, group pointers
+// are written in the batch's commit.
+func TestGroupReceiptsWriteThrough(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	g := newGroupHarness(t, st, Config{ReceiptWriteBehind: -1})
+	grp := one[*wire.Conv](t, g.handle(g.rec("alice", &wire.CreateGroup{Name: []byte("g"), Members: users("bob")})))
+	one[*wire.Ack](t, g.handle(g.rec("alice", sendFrame(grp.ConvID, "m"))))
+	g.handle(g.rec("bob", &wire.Receipt{ConvID: grp.ConvID, Kind: wire.ReceiptRead, UpToSeq: 2}))
+	if p, _ := st.Pointers(context.Background(), grp.ConvID, "bob"); p.Read != 2 {
+		t.Fatalf("bob's pointers %+v, want read 2 at once", p)
 	}
 }

@@ -173,6 +173,7 @@ func (p *Processor) pointer(conv uint64, user string, kind wire.ReceiptKind, seq
 		return
 	}
 	p.ptrIdx[k] = len(p.batch.Pointers)
+	m.rec = p.rec
 	p.batch.Pointers = append(p.batch.Pointers, store.PointerUpdate{ConvID: conv, User: user, Kind: kind, Seq: seq})
 	p.ptrMeta = append(p.ptrMeta, m)
 }
@@ -430,6 +431,9 @@ type ptrMeta struct {
 	device   string
 	group    bool
 	explicit bool
+	// rec is the earliest record of the batch that asked for the update
+	// (the write-behind's commit floor).
+	rec *kgo.Record
 }
 
 // typing relays a member's TYPING to the conversation's other members

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/chatd-dev/chatd/core/routing"
 	"github.com/chatd-dev/chatd/core/store"
+	"github.com/chatd-dev/chatd/wire"
 )
 
 // InboxEntry is one conversation of a user's inbox.
@@ -35,7 +37,14 @@ type InboxEntry struct {
 // rows per conversation (the conversation, its latest message, the user's
 // pointers) and nothing per message, so its cost grows with the number of
 // conversations, not with their traffic.
-func Inbox(ctx context.Context, st store.Store, user string) ([]InboxEntry, error) {
+//
+// Groups' read pointers reach the store up to a write-behind window late
+// (behind.go); rc (may be nil) has every advance at once, so for groups
+// the read position is the higher of the two, read for all groups in one
+// call. If rc fails, the store's pointers stand: the counters are a
+// best-effort cache, and an unread count a few seconds high is better
+// than no inbox.
+func Inbox(ctx context.Context, st store.Store, rc routing.ReceiptCounter, user string) ([]InboxEntry, error) {
 	ids, err := st.UserConversations(ctx, user)
 	if err != nil {
 		return nil, fmt.Errorf("inbox: %w", err)
@@ -63,6 +72,29 @@ func Inbox(ctx context.Context, st store.Store, user string) ([]InboxEntry, erro
 			e.Unread = e.LastSeq - e.ReadSeq
 		}
 		out = append(out, e)
+	}
+	if rc != nil {
+		var groups []uint64
+		for i := range out {
+			if out[i].Conv.Kind == wire.ConvGroup {
+				groups = append(groups, out[i].Conv.ID)
+			}
+		}
+		if ptrs, err := rc.ReceiptPointers(ctx, user, routing.ReceiptRead, groups, nil); err == nil && len(groups) > 0 {
+			j := 0
+			for i := range out {
+				e := &out[i]
+				if e.Conv.Kind != wire.ConvGroup {
+					continue
+				}
+				e.ReadSeq = max(e.ReadSeq, min(ptrs[j], e.LastSeq))
+				j++
+				e.Unread = 0
+				if e.LastSeq > e.ReadSeq {
+					e.Unread = e.LastSeq - e.ReadSeq
+				}
+			}
+		}
 	}
 	slices.SortFunc(out, func(a, b InboxEntry) int {
 		if c := cmp.Compare(b.ActivityMS, a.ActivityMS); c != 0 {

@@ -2,9 +2,11 @@ package messages
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 
+	"github.com/chatd-dev/chatd/core/routing"
 	"github.com/chatd-dev/chatd/core/store"
 	"github.com/chatd-dev/chatd/wire"
 )
@@ -33,7 +35,7 @@ func fillInbox(tb testing.TB, st store.Store, n int) {
 func TestInboxOrderAndUnread(t *testing.T) {
 	st := openStore(t, t.TempDir())
 	fillInbox(t, st, 20)
-	in, err := Inbox(context.Background(), st, "alice")
+	in, err := Inbox(context.Background(), st, nil, "alice")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,9 +52,52 @@ func TestInboxOrderAndUnread(t *testing.T) {
 			t.Fatalf("entry %d sorts before its predecessor", k)
 		}
 	}
-	if empty, err := Inbox(context.Background(), st, "nobody"); err != nil || len(empty) != 0 {
+	if empty, err := Inbox(context.Background(), st, nil, "nobody"); err != nil || len(empty) != 0 {
 		t.Fatalf("stranger's inbox %v %v", empty, err)
 	}
+}
+
+// TestInboxGroupReadFromCounters: a group read held back from the store
+// (write-behind) already counts in the inbox through the receipt counters;
+// direct conversations and a failing counter keep the store's pointers.
+func TestInboxGroupReadFromCounters(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	ctx := context.Background()
+	g := newGroupHarness(t, st, Config{})
+	grp := one[*wire.Conv](t, g.handle(g.rec("alice", &wire.CreateGroup{Name: []byte("g"), Members: users("bob")})))
+	for i := range 3 {
+		one[*wire.Ack](t, g.handle(g.rec("alice", sendFrame(grp.ConvID, fmt.Sprint("m", i)))))
+	}
+	g.handle(g.rec("bob", &wire.Receipt{ConvID: grp.ConvID, Kind: wire.ReceiptRead, UpToSeq: 3}))
+	unread := func(rc routing.ReceiptCounter) uint64 {
+		t.Helper()
+		in, err := Inbox(ctx, st, rc, "bob")
+		if err != nil || len(in) != 1 {
+			t.Fatalf("inbox %v, %v", in, err)
+		}
+		return in[0].Unread
+	}
+	// Held: the store still has bob just before the group's creation
+	// message (seq 1), so all four messages count.
+	if n := unread(nil); n != 4 {
+		t.Fatalf("unread from the store alone %d, want 4", n)
+	}
+	counters := routing.NewMemory()
+	if err := counters.AdvanceReceipts(ctx, []routing.ReceiptAdvance{{Conv: grp.ConvID, User: "bob", Kind: routing.ReceiptRead, Seq: 3}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := unread(counters); n != 1 {
+		t.Fatalf("unread with the counters %d, want 1 (seq 4 after bob's read 3)", n)
+	}
+	if n := unread(failingCounter{counters}); n != 4 {
+		t.Fatalf("unread with failing counters %d, want the store's 4", n)
+	}
+}
+
+type failingCounter struct{ routing.ReceiptCounter }
+
+func (failingCounter) ReceiptPointers(context.Context, string, routing.ReceiptKind, []uint64, []uint64) ([]uint64, error) {
+	return nil, errors.New("redis down")
 }
 
 // BenchmarkInbox1000: the inbox of a user with 1,000 conversations, read
@@ -67,7 +112,7 @@ func BenchmarkInbox1000(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		if in, err := Inbox(ctx, st, "alice"); err != nil || len(in) != 1000 {
+		if in, err := Inbox(ctx, st, nil, "alice"); err != nil || len(in) != 1000 {
 			b.Fatal(len(in), err)
 		}
 	}

@@ -66,8 +66,14 @@ type Config struct {
 	ReadWorkers int
 	// MaxGroupSize caps a group's members (default DefaultMaxGroupSize).
 	MaxGroupSize int
-	Logger       *slog.Logger
-	Metrics      *Metrics
+	// ReceiptWriteBehind is how long a group's delivered/read pointer
+	// updates are held before one store write per pointer (behind.go;
+	// default DefaultReceiptWriteBehind, negative: written in the batch's
+	// commit like every other update). With it on, give consume.Run
+	// offsets from consume.NewDeferredOffsets(processor).
+	ReceiptWriteBehind time.Duration
+	Logger             *slog.Logger
+	Metrics            *Metrics
 	// Now is the clock (default time.Now); tests inject one.
 	Now func() time.Time
 }
@@ -111,8 +117,14 @@ type Processor struct {
 	typingEvs []*kgo.Record
 	// ptrIdx finds a pointer's update in batch.Pointers (coalescing).
 	ptrIdx map[ptrKey]int
-	frame  []byte
-	out    []byte
+	// held is the write-behind of group receipt pointers (nil: off);
+	// deferred are this batch's updates bound for it.
+	held     *heldPointers
+	deferred []deferredUpdate
+	// rec is the record being handled.
+	rec   *kgo.Record
+	frame []byte
+	out   []byte
 }
 
 type convState struct {
@@ -156,11 +168,19 @@ func New(cfg Config, deps Deps) (*Processor, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
+	if cfg.ReceiptWriteBehind == 0 {
+		cfg.ReceiptWriteBehind = DefaultReceiptWriteBehind
+	}
 	pool, err := ants.NewPool(cfg.ReadWorkers, ants.WithNonblocking(false))
 	if err != nil {
 		return nil, fmt.Errorf("messages: read pool: %w", err)
 	}
+	var held *heldPointers
+	if cfg.ReceiptWriteBehind > 0 {
+		held = newHeldPointers(cfg.ReceiptWriteBehind)
+	}
 	return &Processor{
+		held:    held,
 		cfg:     cfg,
 		deps:    deps,
 		log:     cfg.Logger,
@@ -184,6 +204,9 @@ func (p *Processor) Invalidate() {
 	p.mu.Lock()
 	clear(p.convs)
 	p.mu.Unlock()
+	if p.held != nil {
+		p.held.forget()
+	}
 }
 
 // Handle processes one polled batch of chat.inbound records (see package
@@ -201,6 +224,7 @@ func (p *Processor) Handle(ctx context.Context, recs []*kgo.Record) error {
 	nowMS := p.cfg.Now().UnixMilli()
 
 	for _, rec := range recs {
+		p.rec = rec
 		if err := p.env.Decode(rec.Value); err != nil {
 			p.log.Warn("dropping malformed inbound record", "partition", rec.Partition, "offset", rec.Offset, "err", err)
 			p.cfg.Metrics.Dropped.Inc()
@@ -262,6 +286,10 @@ func (p *Processor) Handle(ctx context.Context, recs []*kgo.Record) error {
 		}
 	}
 
+	if err := p.splitHeld(ctx); err != nil {
+		p.Invalidate()
+		return err
+	}
 	if len(p.batch.Messages) > 0 || len(p.batch.Pointers) > 0 || len(p.batch.Conversations) > 0 {
 		start := time.Now()
 		err := p.deps.Store.Commit(ctx, &p.batch)
@@ -308,8 +336,14 @@ func (p *Processor) Handle(ctx context.Context, recs []*kgo.Record) error {
 			continue
 		}
 		p.cfg.Metrics.ReceiptWrites.Inc()
-		r := events.Receipt{Conv: pu.ConvID, Kind: pu.Kind, Seq: pu.Seq, User: []byte(pu.User), Device: []byte(p.ptrMeta[i].device), Group: p.ptrMeta[i].group}
-		p.evs = append(p.evs, &kgo.Record{Topic: bus.TopicEvents, Key: wire.ConvKey(nil, pu.ConvID), Value: r.Append(nil)})
+		p.receiptEvent(pu, &p.ptrMeta[i])
+	}
+	// Held updates are announced now and written later (behind.go).
+	for i := range p.deferred {
+		d := &p.deferred[i]
+		if p.held.advances(&d.u) {
+			p.receiptEvent(&d.u, &d.m)
+		}
 	}
 	p.flushReplies(ctx)
 	acked := 0
@@ -327,6 +361,16 @@ func (p *Processor) Handle(ctx context.Context, recs []*kgo.Record) error {
 			return err
 		}
 	}
+	// Announced: hold them (a retry before this point decides and
+	// announces them again).
+	if len(p.deferred) > 0 {
+		now := p.cfg.Now()
+		for i := range p.deferred {
+			d := &p.deferred[i]
+			p.held.hold(&d.u, d.m.rec, now)
+		}
+		p.cfg.Metrics.ReceiptsHeld.Set(float64(p.held.size()))
+	}
 	if len(p.emitted) > maxEmittedMemory {
 		clear(p.emitted)
 	}
@@ -335,6 +379,43 @@ func (p *Processor) Handle(ctx context.Context, recs []*kgo.Record) error {
 			p.emitted[p.ackedMessage(&acks[i]).MessageID] = struct{}{}
 		}
 	}
+	return nil
+}
+
+// receiptEvent queues the receipt event of the pointer update u.
+func (p *Processor) receiptEvent(u *store.PointerUpdate, m *ptrMeta) {
+	r := events.Receipt{Conv: u.ConvID, Kind: u.Kind, Seq: u.Seq, User: []byte(u.User), Device: []byte(m.device), Group: m.group}
+	p.evs = append(p.evs, &kgo.Record{Topic: bus.TopicEvents, Key: wire.ConvKey(nil, u.ConvID), Value: r.Append(nil)})
+}
+
+// deferredUpdate is a batch's pointer update bound for the write-behind.
+type deferredUpdate struct {
+	u store.PointerUpdate
+	m ptrMeta
+}
+
+// splitHeld moves the batch's updates that are written behind out of the
+// batch's commit into p.deferred, after making sure their stored values
+// are known (a store read for a pointer not seen lately).
+func (p *Processor) splitHeld(ctx context.Context) error {
+	p.deferred = p.deferred[:0]
+	if p.held == nil {
+		return nil
+	}
+	j := 0
+	for i := range p.batch.Pointers {
+		u, m := p.batch.Pointers[i], p.ptrMeta[i]
+		if p.held.holds(&u, &m) {
+			if err := p.held.load(ctx, p.deps.Store, &u); err != nil {
+				return err
+			}
+			p.deferred = append(p.deferred, deferredUpdate{u, m})
+			continue
+		}
+		p.batch.Pointers[j], p.ptrMeta[j] = u, m
+		j++
+	}
+	p.batch.Pointers, p.ptrMeta = p.batch.Pointers[:j], p.ptrMeta[:j]
 	return nil
 }
 

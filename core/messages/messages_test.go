@@ -26,6 +26,9 @@ type recordingEvents struct {
 	mu   sync.Mutex
 	recs []*kgo.Record
 	fail bool
+	// onFail, if set, runs on each failed produce (a test cancels the
+	// handler's context there to make Handle give up).
+	onFail func()
 }
 
 func (r *recordingEvents) ProduceSync(_ context.Context, rs ...*kgo.Record) kgo.ProduceResults {
@@ -36,6 +39,9 @@ func (r *recordingEvents) ProduceSync(_ context.Context, rs ...*kgo.Record) kgo.
 		out[i].Record = rec
 		if r.fail {
 			out[i].Err = errors.New("broker down")
+			if r.onFail != nil {
+				r.onFail()
+			}
 			continue
 		}
 		r.recs = append(r.recs, rec)

@@ -25,7 +25,10 @@ type Metrics struct {
 	ReceiptWrites prometheus.Counter
 	// ImpliedReads counts Seen pointer rows the store wrote because their
 	// user sent a message or joined a group (impliedRead).
-	ImpliedReads  prometheus.Counter
+	ImpliedReads prometheus.Counter
+	// ReceiptsHeld is how many group receipt pointers are held, not yet
+	// written (see behind.go).
+	ReceiptsHeld  prometheus.Gauge
 	Errors        *prometheus.CounterVec
 	CommitSeconds prometheus.Histogram
 	// InboundDelay is the time from the gateway receiving a frame to the
@@ -48,6 +51,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		ReceiptsSkipped:   prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_receipts_skipped_total", Help: "Delivered receipts ignored in groups over 256 members."}),
 		ReceiptWrites:     prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_receipt_pointer_writes_total", Help: "Receipt pointer rows written to the store (updates that advanced a pointer)."}),
 		ImpliedReads:      prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_implied_read_pointer_writes_total", Help: "Seen pointer rows written because their user sent a message in the conversation or joined the group (writing implies having seen)."}),
+		ReceiptsHeld:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "chatd_receipt_pointers_held", Help: "Group receipt pointer updates held for write-behind, not yet written to the store (their records are not committed)."}),
 		Errors:            prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chatd_core_errors_total", Help: "ERROR frames sent by the core, by code."}, []string{"code"}),
 		CommitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "chatd_store_commit_seconds", Help: "Durable store commit latency per inbound batch.",
@@ -59,7 +63,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Acked, m.Deduped, m.Replayed, m.Dropped, m.RouteErrors, m.EventErrors, m.SeqConflicts, m.ReceiptsCoalesced, m.ReceiptsSkipped, m.ReceiptWrites, m.ImpliedReads, m.Errors, m.CommitSeconds, m.InboundDelay)
+		reg.MustRegister(m.Acked, m.Deduped, m.Replayed, m.Dropped, m.RouteErrors, m.EventErrors, m.SeqConflicts, m.ReceiptsCoalesced, m.ReceiptsSkipped, m.ReceiptWrites, m.ImpliedReads, m.ReceiptsHeld, m.Errors, m.CommitSeconds, m.InboundDelay)
 	}
 	return m
 }

@@ -527,6 +527,19 @@ func TestHTTPInbox(t *testing.T) {
 		t.Fatalf("a stranger's inbox %+v, want an empty list", in)
 	}
 
+	// Carol reads the group on her phone: the store gets her read pointer
+	// only after the write-behind window, but her inbox (any device) shows
+	// it read as soon as the fanout has counted the receipt.
+	carol.send(receiptFrame(g, wire.ReceiptRead, 3))
+	for i := 0; ; i++ {
+		if e := inbox("carol", "").Conversations[0]; e.Unread == 0 && e.ReadSeq == 3 {
+			break
+		} else if i == 500 {
+			t.Fatalf("carol's group entry after her read: %s", line(e))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
 	tokA, err := bench.DevToken(ctx, n.APIURL(), "alice", "web")
 	if err != nil {
 		t.Fatal(err)

@@ -430,7 +430,9 @@ func (n *Node) startCore(bc bus.Config, reg *prometheus.Registry, registry routi
 	}
 	msgAssigned, msgGone := count("chatd-messages", 1), count("chatd-messages", -1)
 	fanAssigned, fanGone := count("chatd-fanout", 1), count("chatd-fanout", -1)
-	msgOffs, fanOffs := consume.NewOffsets(), consume.NewOffsets()
+	// The processor writes group receipt pointers behind: its offsets hold
+	// each partition's commit below the records it has not written yet.
+	msgOffs, fanOffs := consume.NewDeferredOffsets(n.proc), consume.NewOffsets()
 	msgCons, err := n.newClient(append(bc.ConsumerOpts("chatd-messages", bus.TopicInbound),
 		kgo.OnPartitionsAssigned(func(ctx context.Context, cl *kgo.Client, m map[string][]int32) {
 			msgAssigned(ctx, cl, m)
@@ -442,6 +444,10 @@ func (n *Node) startCore(bc bus.Config, reg *prometheus.Registry, registry routi
 			n.proc.Invalidate()
 		}),
 		kgo.OnPartitionsLost(func(ctx context.Context, cl *kgo.Client, m map[string][]int32) {
+			// Nothing can be committed for lost partitions; writing what is
+			// held is still right (pointers only move forward) and spares
+			// the next owner nothing but work it redoes anyway.
+			_, _ = n.proc.Flush(ctx, true)
 			msgGone(ctx, cl, m)
 			n.proc.Invalidate()
 		})))

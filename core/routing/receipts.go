@@ -88,6 +88,12 @@ type ReceiptCounter interface {
 	// id (the first limit in that order) — the "who read" list — and
 	// returns dst. Seq 0 or limit <= 0 appends nothing.
 	ReceiptReaders(ctx context.Context, conv uint64, sender string, seq uint64, limit int, dst []string) ([]string, error)
+	// ReceiptPointers appends to dst user's kind pointer in each of convs
+	// (0 where it has none), in the order of convs, and returns dst. One
+	// round trip. The inbox reads it for groups: the core writes group
+	// pointers to the store behind (core/messages), and the counters have
+	// every advance at once.
+	ReceiptPointers(ctx context.Context, user string, kind ReceiptKind, convs []uint64, dst []uint64) ([]uint64, error)
 }
 
 // checkAdvances rejects a batch naming an unknown kind or an unrepresentable

@@ -3,6 +3,7 @@ package routing
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 )
@@ -127,6 +128,25 @@ func (m *Memory) ReceiptReaders(_ context.Context, conv uint64, sender string, s
 	if len(dst)-start > limit {
 		clear(dst[start+limit:])
 		dst = dst[:start+limit]
+	}
+	return dst, nil
+}
+
+// ReceiptPointers implements ReceiptCounter.
+func (m *Memory) ReceiptPointers(_ context.Context, user string, kind ReceiptKind, convs []uint64, dst []uint64) ([]uint64, error) {
+	if kind != ReceiptDelivered && kind != ReceiptRead {
+		return dst, fmt.Errorf("routing: receipt pointers: unknown receipt kind %d", kind)
+	}
+	rc := &m.receipts
+	rc.mu.RLock()
+	defer rc.mu.RUnlock()
+	for _, c := range convs {
+		p := rc.convs[c][user]
+		if kind == ReceiptRead {
+			dst = append(dst, p.read)
+		} else {
+			dst = append(dst, p.delivered)
+		}
 	}
 	return dst, nil
 }

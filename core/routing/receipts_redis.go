@@ -307,6 +307,34 @@ func (r *Redis) ReceiptCounts(ctx context.Context, conv uint64, sender string, s
 	return dst, nil
 }
 
+// ReceiptPointers implements ReceiptCounter: one ZSCORE per conversation,
+// pipelined in one round trip.
+func (r *Redis) ReceiptPointers(ctx context.Context, user string, kind ReceiptKind, convs []uint64, dst []uint64) ([]uint64, error) {
+	if kind != ReceiptDelivered && kind != ReceiptRead {
+		return dst, fmt.Errorf("routing: receipt pointers: unknown receipt kind %d", kind)
+	}
+	if len(convs) == 0 {
+		return dst, nil
+	}
+	arena := make([]byte, 0, len(convs)*(len(r.prefix)+receiptKeyMax))
+	cmds := make(rueidis.Commands, 0, len(convs))
+	var key string
+	for _, c := range convs {
+		arena, key = r.receiptKey(arena, c, kind)
+		cmds = append(cmds, r.c.B().Zscore().Key(key).Member(user).Build())
+	}
+	r.count(len(cmds))
+	start := len(dst)
+	for i, res := range r.c.DoMulti(ctx, cmds...) {
+		p, err := receiptPointer(res)
+		if err != nil {
+			return dst[:start], fmt.Errorf("routing: receipt pointers of %q in conv %d: %w", user, convs[i], err)
+		}
+		dst = append(dst, p)
+	}
+	return dst, nil
+}
+
 // receiptPointer reads a ZSCORE reply: the member's pointer, 0 if absent.
 func receiptPointer(res rueidis.RedisResult) (uint64, error) {
 	f, err := res.AsFloat64()

@@ -36,6 +36,7 @@ func RunReceipts(t *testing.T, newCounter func(t *testing.T) routing.ReceiptCoun
 		{"InvalidAdvance", testReceiptInvalid},
 		{"MaxSeq", testReceiptMaxSeq},
 		{"Concurrent", testReceiptConcurrent},
+		{"Pointers", testReceiptPointers},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newCounter(t)) })
 	}
@@ -460,4 +461,30 @@ func testReceiptConcurrent(t *testing.T, c routing.ReceiptCounter) {
 	}
 	m.check(t, c, 1, 100)
 	m.check(t, c, 2, 100)
+}
+
+// testReceiptPointers: a member's pointers come back per conversation in
+// the order asked, 0 where none; read implies delivered; appended to dst.
+func testReceiptPointers(t *testing.T, c routing.ReceiptCounter) {
+	advance(t, c, deliv(1, "bob", 5), rd(1, "bob", 3), rd(2, "bob", 7), rd(1, "carol", 9))
+	got, err := c.ReceiptPointers(ctx(t), "bob", routing.ReceiptRead, []uint64{2, 3, 1}, []uint64{42})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != "[42 7 0 3]" {
+		t.Fatalf("read pointers %v, want [42 7 0 3]", got)
+	}
+	got, err = c.ReceiptPointers(ctx(t), "bob", routing.ReceiptDelivered, []uint64{1, 2}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != "[5 7]" {
+		t.Fatalf("delivered pointers %v, want [5 7]", got)
+	}
+	if got, err := c.ReceiptPointers(ctx(t), "bob", routing.ReceiptRead, nil, nil); err != nil || len(got) != 0 {
+		t.Fatalf("no conversations: %v, %v", got, err)
+	}
+	if _, err := c.ReceiptPointers(ctx(t), "bob", routing.ReceiptKind(7), []uint64{1}, nil); err == nil {
+		t.Fatal("unknown kind accepted")
+	}
 }
