@@ -315,6 +315,7 @@ func (c *conn) onClosed(netpoll.Connection) error {
 	}
 	g.typingGone(c)
 	g.watches.remove(c.id)
+	g.pulls.remove(c.id)
 	g.open.Add(-1)
 	g.m.open.Dec()
 	return nil

@@ -231,6 +231,7 @@ type Gateway struct {
 	evl         netpoll.EventLoop
 	unsubscribe func()
 	watches     watches // presence.go
+	pulls       pulls   // pull.go
 
 	lifeMu  sync.Mutex      // serializes Start with the beginning of Close
 	ctx     context.Context // cancelled when Close finishes
@@ -399,7 +400,7 @@ func (g *Gateway) Start() error {
 		ln.Close()
 		return fail(fmt.Errorf("gateway: router subscribe: %w", err))
 	}
-	unsubAll, err := g.deps.Router.Subscribe(routing.AllGateways, g.onPresence)
+	unsubAll, err := g.deps.Router.Subscribe(routing.AllGateways, g.onAll)
 	if err != nil {
 		unsub()
 		ln.Close()

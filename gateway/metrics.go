@@ -34,6 +34,7 @@ type metrics struct {
 	unfocused         prometheus.Counter
 	presenceAnnounced prometheus.Counter
 	presenceSent      prometheus.Counter
+	channelSent       prometheus.Counter
 
 	in, out [wire.LastType + 2]prometheus.Counter // by type; the last is "unknown"
 }
@@ -71,6 +72,7 @@ func newMetrics() *metrics {
 		unfocused:         counter("typing_unfocused_total", "Routed TYPING and PRESENCE deliveries skipped because the connection's FOCUS is another conversation."),
 		presenceAnnounced: counter("presence_announced_total", "Presence changes of this gateway's users published to every gateway."),
 		presenceSent:      counter("presence_changes_sent_total", "PRESENCE frames sent to connections watching a user whose presence changed."),
+		channelSent:       counter("channel_frames_sent_total", "Channel MSG and TYPING frames written to connections focused on the channel (the pull model)."),
 	}
 	for t := range m.in {
 		name := "unknown"
@@ -87,7 +89,7 @@ func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.open, m.accepted, m.authenticated, m.hsFailed, m.framesInVec,
 		m.framesOutVec, m.errorsVec, m.bytesIn, m.bytesOut, m.drops, m.closes, m.produced,
 		m.produceErrors, m.rateLimited, m.protocolErrors, m.registryCalls, m.registryErrors,
-		m.badBatches, m.routedUnknown, m.typingDropped, m.unfocused, m.presenceAnnounced, m.presenceSent}
+		m.badBatches, m.routedUnknown, m.typingDropped, m.unfocused, m.presenceAnnounced, m.presenceSent, m.channelSent}
 }
 
 func (m *metrics) register(r *prometheus.Registry) error {

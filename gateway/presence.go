@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -29,74 +28,16 @@ import (
 // presence lookup). FOCUS 0 (nothing on screen) is never limited.
 const FocusMinGap = 250 * time.Millisecond
 
-// watch is one connection watching one user's presence.
-type watch struct {
-	user string
-	conv uint64
-}
-
-// watches indexes the connections watching a user's presence, both ways.
-type watches struct {
-	mu     sync.Mutex
-	byConn map[uint64]watch
-	byUser map[string]map[uint64]struct{}
-}
-
-func (w *watches) add(connID uint64, wt watch) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.removeLocked(connID)
-	if w.byConn == nil {
-		w.byConn, w.byUser = map[uint64]watch{}, map[string]map[uint64]struct{}{}
-	}
-	w.byConn[connID] = wt
-	set := w.byUser[wt.user]
-	if set == nil {
-		set = map[uint64]struct{}{}
-		w.byUser[wt.user] = set
-	}
-	set[connID] = struct{}{}
-}
-
-func (w *watches) remove(connID uint64) {
-	w.mu.Lock()
-	w.removeLocked(connID)
-	w.mu.Unlock()
-}
-
-func (w *watches) removeLocked(connID uint64) {
-	wt, ok := w.byConn[connID]
-	if !ok {
-		return
-	}
-	delete(w.byConn, connID)
-	if set := w.byUser[wt.user]; set != nil {
-		delete(set, connID)
-		if len(set) == 0 {
-			delete(w.byUser, wt.user)
-		}
-	}
-}
-
-// of appends the watches of user to dst.
-func (w *watches) of(user string, dst []watchOf) []watchOf {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for id := range w.byUser[user] {
-		dst = append(dst, watchOf{conn: id, conv: w.byConn[id].conv})
-	}
-	return dst
-}
-
-type watchOf struct {
-	conn, conv uint64
-}
+// watches indexes the connections watching a user's presence: user ->
+// connections, and each connection's conversation it watches from.
+type watches = connIndex[string, uint64]
 
 // focusFrame handles a client's FOCUS.
 func (g *Gateway) focusFrame(c *conn, r ref, conv uint64, frame []byte) {
 	if conv == 0 {
 		c.focus.Store(0)
 		g.watches.remove(c.id)
+		g.pulls.remove(c.id)
 		return
 	}
 	now := g.nowMS()
@@ -109,8 +50,9 @@ func (g *Gateway) focusFrame(c *conn, r ref, conv uint64, frame []byte) {
 	c.focusMS.Store(max(now, 1))
 	c.focus.Store(conv)
 	// The answer to this FOCUS decides anew (the peer's setting may have
-	// changed since the last one).
+	// changed since the last one; a channel's CONV confirms membership).
 	g.watches.remove(c.id)
+	g.pulls.remove(c.id)
 	g.produce(c, r, false, frame)
 }
 
@@ -127,7 +69,7 @@ func (g *Gateway) watchFrom(frame []byte, conv uint64, to []*conn) {
 			g.watches.remove(c.id)
 			continue
 		}
-		g.watches.add(c.id, watch{user: string(p.User), conv: conv})
+		g.watches.add(c.id, string(p.User), conv)
 	}
 }
 
@@ -150,15 +92,28 @@ func (g *Gateway) announce(users []string, online bool, lastSeen map[string]int6
 	g.m.presenceAnnounced.Add(float64(len(users)))
 }
 
-// onPresence handles a presence change from any gateway: each local
-// connection watching the user and still focused on the conversation it
-// watches it from gets a PRESENCE.
-func (g *Gateway) onPresence(batch []byte) {
+// onAll handles what any gateway or core publishes to every gateway
+// (routing.AllGateways): presence changes and channel events.
+func (g *Gateway) onAll(batch []byte) {
 	_, frame, err := wire.DecodeBatch(batch, nil)
-	if err != nil || len(frame) < wire.HeaderLen || wire.Type(frame[0]) != wire.TypePresence {
+	if err != nil || len(frame) < wire.HeaderLen {
 		g.m.badBatches.Inc()
 		return
 	}
+	switch wire.Type(frame[0]) {
+	case wire.TypePresence:
+		g.onPresence(frame)
+	case wire.TypeMsg, wire.TypeTyping:
+		g.onChannel(frame)
+	default:
+		g.m.badBatches.Inc()
+	}
+}
+
+// onPresence handles a presence change from any gateway: each local
+// connection watching the user and still focused on the conversation it
+// watches it from gets a PRESENCE.
+func (g *Gateway) onPresence(frame []byte) {
 	var p wire.Presence
 	if err := p.Decode(frame[wire.HeaderLen:]); err != nil {
 		g.m.badBatches.Inc()
@@ -168,10 +123,10 @@ func (g *Gateway) onPresence(batch []byte) {
 		g.connsMu.RLock()
 		c := g.conns[w.conn]
 		g.connsMu.RUnlock()
-		if c == nil || c.focus.Load() != w.conv {
+		if c == nil || c.focus.Load() != w.val {
 			continue
 		}
-		p.ConvID = w.conv
+		p.ConvID = w.val
 		f := p.Append(nil, 0)
 		out := appendServerHeader(make([]byte, 0, serverHeaderLen(len(f))+len(f)), ws.OpBinary, len(f))
 		c.send(append(out, f...), wire.TypePresence)

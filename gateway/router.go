@@ -66,6 +66,14 @@ func (g *Gateway) onBatch(batch []byte) {
 	if presence && typing && len(s.conns) > 0 {
 		g.watchFrom(frame, focus, s.conns)
 	}
+	// A channel's CONV proves membership; a group change may end it
+	// (pull.go). MSGs are looked at only while some connection here is on
+	// a channel.
+	if len(s.conns) > 0 && len(frame) > wire.HeaderLen {
+		if t := wire.Type(frame[0]); t == wire.TypeConv || (t == wire.TypeMsg && g.pulls.size() > 0) {
+			g.pullFrom(frame, s.conns)
+		}
+	}
 	if len(s.conns) > 0 {
 		out := make([]byte, 0, serverHeaderLen(len(frame))+len(frame))
 		out = appendServerHeader(out, ws.OpBinary, len(frame))

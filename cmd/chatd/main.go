@@ -73,6 +73,7 @@ func serve(args []string) error {
 		repl      = fs.Int("replication", 0, "replication factor of the chat topics when chatd creates them on --brokers (0: the brokers' default)")
 		parts     = fs.Int("partitions", 8, "partitions of chat.inbound and chat.events when chatd creates them")
 		maxGroup  = fs.Int("max-group-size", messages.DefaultMaxGroupSize, "most members a group may have")
+		pullAbove = fs.Int("pull-above", messages.DefaultPullAbove, "groups with more members than this are channels: messages are pushed only to connections focused on them")
 		behind    = fs.Duration("receipt-write-behind", messages.DefaultReceiptWriteBehind, "how long group receipt pointers are held before one store write each (negative: write every update at once)")
 		leaseTTL  = fs.Duration("lease-ttl", 90*time.Second, "gateway's registry lease: renewed every third of it; a dead gateway's routes stop being used within it")
 		prodBuf   = fs.Int("produce-buffer", 10000, "records a gateway holds for Kafka while the brokers are slow or unreachable; beyond it SEND gets ERROR unavailable (retryable)")
@@ -109,7 +110,7 @@ func serve(args []string) error {
 		Partitions:    *parts,
 		NodeID:        uint16(*nodeID),
 		Logger:        log,
-		Messages:      messages.Config{MaxGroupSize: *maxGroup, ReceiptWriteBehind: *behind},
+		Messages:      messages.Config{MaxGroupSize: *maxGroup, PullAbove: *pullAbove, ReceiptWriteBehind: *behind},
 	}
 	if *scyllaH != "" {
 		cfg.Scylla = scylla.Options{Hosts: strings.Split(*scyllaH, ","), Keyspace: *scyllaKS, Replication: *scyllaRF,

@@ -30,6 +30,14 @@ import (
 type Config struct {
 	Logger  *slog.Logger
 	Metrics prometheus.Registerer
+	// PullAbove is the member count above which a group is a channel
+	// (default messages.DefaultPullAbove; the core's must be the same):
+	// its MSG and TYPING events are published once to every gateway
+	// (routing.AllGateways), with no member or registry lookup, and each
+	// gateway writes them to its connections focused on the channel
+	// (gateway/pull.go). Its group-change messages are pushed to every
+	// member like any group's.
+	PullAbove int
 }
 
 // Deps are the fanout's collaborators.
@@ -51,14 +59,16 @@ type Deps struct {
 
 // Fanout handles chat.events batches. Handle is called from one goroutine.
 type Fanout struct {
-	deps Deps
-	log  *slog.Logger
+	deps      Deps
+	log       *slog.Logger
+	pullAbove int
 
 	mu      sync.Mutex
 	members map[uint64][]string // conversation -> members (sorted)
 
 	delivered prometheus.Counter
 	published prometheus.Counter
+	pulled    prometheus.Counter
 	failures  *prometheus.CounterVec
 
 	// scratch, single caller
@@ -76,6 +86,7 @@ type Fanout struct {
 	routes     []routing.Route
 	evRoutes   []routing.Route
 	pubs       []routing.Publication
+	pulls      []routing.Publication // this batch's channel events
 	advances   []routing.ReceiptAdvance
 	conns      []uint64
 	zconns     []uint64
@@ -86,18 +97,23 @@ func New(cfg Config, deps Deps) *Fanout {
 	f := &Fanout{
 		deps:       deps,
 		log:        cfg.Logger,
+		pullAbove:  cfg.PullAbove,
 		members:    make(map[uint64][]string),
 		seen:       make(map[string]bool),
 		firstRoute: make(map[string]int32),
 		delivered:  prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_fanout_deliveries_total", Help: "Frames handed to gateways for one device each."}),
 		published:  prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_fanout_publishes_total", Help: "Router publishes (one per target gateway and frame variant)."}),
+		pulled:     prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_fanout_channel_publishes_total", Help: "Channel MSG and TYPING events published once to every gateway (the pull model) instead of to each member's routes."}),
 		failures:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chatd_fanout_failures_total", Help: "Events not (fully) delivered live, by reason."}, []string{"reason"}),
 	}
 	if f.log == nil {
 		f.log = slog.Default()
 	}
+	if f.pullAbove <= 0 {
+		f.pullAbove = messages.DefaultPullAbove
+	}
 	if cfg.Metrics != nil {
-		cfg.Metrics.MustRegister(f.delivered, f.published, f.failures)
+		cfg.Metrics.MustRegister(f.delivered, f.published, f.pulled, f.failures)
 	}
 	return f
 }
@@ -119,6 +135,7 @@ type event struct {
 func (f *Fanout) Handle(ctx context.Context, recs []*kgo.Record) error {
 	evs := f.evs[:0]
 	advances := f.advances[:0]
+	pulls := f.pulls[:0]
 	for _, rec := range recs {
 		kind, body, err := events.Split(rec.Value)
 		if err != nil {
@@ -196,10 +213,26 @@ func (f *Fanout) Handle(ctx context.Context, recs []*kgo.Record) error {
 			f.log.Warn("fanout: members", "conv", ev.conv, "err", err)
 			continue
 		}
+		if len(members) > f.pullAbove && kind != events.KindReceipt {
+			// A channel: once to every gateway, for its focused
+			// connections; the gateway skips the sender's device (MSG) or
+			// the typist's devices (TYPING) itself.
+			pulls = append(pulls, routing.Publication{Gateway: routing.AllGateways, Batch: wire.AppendBatch(nil, nil, ev.frame)})
+			f.pulled.Inc()
+			continue
+		}
 		ev.members = members
 		evs = append(evs, ev)
 	}
 	f.evs = evs
+	f.pulls = pulls
+	if len(pulls) > 0 {
+		if err := routing.PublishMany(ctx, f.deps.Router, pulls); err != nil {
+			f.failures.WithLabelValues("route").Inc()
+			f.log.Warn("fanout: publish channel events", "err", err)
+		}
+		clear(pulls)
+	}
 	f.advances = advances
 	if len(advances) > 0 && f.deps.Receipts != nil {
 		if err := f.deps.Receipts.AdvanceReceipts(ctx, advances); err != nil {

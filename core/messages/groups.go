@@ -46,6 +46,12 @@ const reservedCMIDPrefix = "~"
 // DefaultMaxGroupSize is Config.MaxGroupSize's default.
 const DefaultMaxGroupSize = 1024
 
+// DefaultPullAbove is Config.PullAbove's default: groups up to the default
+// size cap are pushed to every member; only a deployment that raises the
+// cap gets channels (groups with more members than this), which use the
+// pull model (docs/design.md, "Channels: the pull model").
+const DefaultPullAbove = DefaultMaxGroupSize
+
 // groupOpID is the client_msg_id of the system message a group request
 // writes: the request's position on chat.inbound.
 func groupOpID(rec *kgo.Record) string {

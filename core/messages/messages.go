@@ -66,6 +66,11 @@ type Config struct {
 	ReadWorkers int
 	// MaxGroupSize caps a group's members (default DefaultMaxGroupSize).
 	MaxGroupSize int
+	// PullAbove is the member count above which a group is a channel: its
+	// messages are pushed only to connections focused on it (core/fanout,
+	// the gateway), and a FOCUS on it is answered with its CONV. Default
+	// DefaultPullAbove; the fanout must use the same value.
+	PullAbove int
 	// ReceiptWriteBehind is how long a group's delivered/read pointer
 	// updates are held before one store write per pointer (behind.go;
 	// default DefaultReceiptWriteBehind, negative: written in the batch's
@@ -167,6 +172,9 @@ func New(cfg Config, deps Deps) (*Processor, error) {
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
+	}
+	if cfg.PullAbove <= 0 {
+		cfg.PullAbove = DefaultPullAbove
 	}
 	if cfg.ReceiptWriteBehind == 0 {
 		cfg.ReceiptWriteBehind = DefaultReceiptWriteBehind

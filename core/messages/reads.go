@@ -54,14 +54,28 @@ func (p *Processor) focus(ctx context.Context, s *readScratch, conv uint64) {
 		return
 	}
 	user := string(s.env.User)
-	if err != nil || p.deps.Presence == nil {
+	if err != nil {
 		return
 	}
 	if !isMember(&c, user) {
 		p.sendError(ctx, s, wire.CodeNotMember, wire.TypeFocus, 0, conv, "not a member")
 		return
 	}
-	if c.Kind != wire.ConvDirect || len(c.Members) != 2 {
+	if c.Kind == wire.ConvGroup && len(c.Members) > p.cfg.PullAbove {
+		// A channel: the CONV (with the latest seq, so the client can
+		// fetch what it has not seen) tells the gateway that this
+		// connection may get the channel's messages while it stays
+		// focused on it (gateway/pull.go).
+		last, err := p.deps.Store.LastSeq(ctx, conv)
+		if err != nil {
+			p.log.Warn("focus: last seq", "conv", conv, "err", err)
+			return
+		}
+		s.buf = EncodeConv(s.buf[:0], 0, &c, last)
+		p.sendTo(ctx, s, s.buf)
+		return
+	}
+	if c.Kind != wire.ConvDirect || len(c.Members) != 2 || p.deps.Presence == nil {
 		return
 	}
 	peer := c.Members[0]

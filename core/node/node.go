@@ -412,7 +412,7 @@ func (n *Node) startCore(bc bus.Config, reg *prometheus.Registry, registry routi
 	if err != nil {
 		return err
 	}
-	fan := fanout.New(fanout.Config{Logger: cfg.Logger.With("component", "fanout"), Metrics: reg},
+	fan := fanout.New(fanout.Config{Logger: cfg.Logger.With("component", "fanout"), Metrics: reg, PullAbove: cfg.Messages.PullAbove},
 		fanout.Deps{Store: n.store, Registry: registry, Router: router, Receipts: n.receipts, Members: n.members})
 	lag := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "chatd_kafka_lag", Help: "Records between a consumer's position and the partition's high watermark, at its last poll."}, []string{"group", "topic", "partition"})
 	reg.MustRegister(lag)

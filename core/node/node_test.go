@@ -32,9 +32,15 @@ const waitFor = 20 * time.Second // generous upper bound, never asserted as a ti
 
 func startNode(t *testing.T, dir string) *node.Node {
 	t.Helper()
+	return startNodeWith(t, dir, nil)
+}
+
+// startNodeWith is startNode with the config changed by edit first.
+func startNodeWith(t *testing.T, dir string, edit func(*node.Config)) *node.Node {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	n, err := node.Start(ctx, node.Config{
+	cfg := node.Config{
 		DataDir:     dir,
 		GatewayAddr: "127.0.0.1:0",
 		APIAddr:     "127.0.0.1:0",
@@ -45,7 +51,11 @@ func startNode(t *testing.T, dir string) *node.Node {
 		// the per-connection flood limit meant for people.
 		Gateway: gateway.Config{InboundRate: 1_000_000, InboundBurst: 1_000_000},
 		Logger:  slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	})
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	n, err := node.Start(ctx, cfg)
 	if err != nil {
 		t.Fatalf("start node: %v", err)
 	}
