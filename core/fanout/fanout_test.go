@@ -359,3 +359,38 @@ func TestFanoutTyping(t *testing.T) {
 		t.Fatalf("typing went to %v, want bob's and carol's [3 4]", conns)
 	}
 }
+
+// TestFanoutChannel: in a group above PullAbove, MSG and TYPING go out
+// once, to every gateway, with no connection list (each gateway picks its
+// focused connections); nothing goes to the members' own gateways.
+func TestFanoutChannel(t *testing.T) {
+	g := newGroupOnG1(t, 45, []routing.Route{
+		{User: "alice", Device: "phone", Gateway: "g1", Conn: 1},
+		{User: "bob", Device: "phone", Gateway: "g1", Conn: 2},
+		{User: "carol", Device: "phone", Gateway: "g1", Conn: 3},
+	})
+	g.f = New(Config{PullAbove: 2}, g.f.deps)
+	all := &sink{batches: map[string][][]byte{}}
+	all.subscribe(t, g.mem, routing.AllGateways)
+	msg := (&wire.Msg{ConvID: 45, MessageID: 9, Seq: 2, Sender: []byte("alice"), SenderDevice: []byte("phone"), Kind: wire.KindText, Body: []byte("hi")}).Append(nil, 0)
+	typing := (&wire.Typing{ConvID: 45, State: wire.TypingStarted, User: []byte("bob")}).Append(nil, 0)
+	if err := g.f.Handle(context.Background(), []*kgo.Record{
+		{Value: events.AppendMsg(nil, msg)},
+		{Value: events.AppendTyping(nil, typing, []byte("phone"))},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(g.s.batches["g1"]); n != 0 {
+		t.Fatalf("%d batches to the members' gateway", n)
+	}
+	got := all.batches[routing.AllGateways]
+	if len(got) != 2 {
+		t.Fatalf("%d batches to every gateway, want 2", len(got))
+	}
+	for i, want := range [][]byte{msg, typing} {
+		conns, fr, err := wire.DecodeBatch(got[i], nil)
+		if err != nil || len(conns) != 0 || !slices.Equal(fr, want) {
+			t.Fatalf("batch %d: conns %v frame %x err %v", i, conns, fr, err)
+		}
+	}
+}
