@@ -20,7 +20,14 @@ import (
 // list (cached), one registry lookup for all members, one batch per
 // gateway with the frame encoded once, one PublishMany. The in-memory
 // registry and router stand in for Redis, so this is the fanout's own CPU.
-func BenchmarkFanoutGroup1024(b *testing.B) {
+func BenchmarkFanoutGroup1024(b *testing.B) { benchGroup(b, 0) }
+
+// BenchmarkFanoutChannel1024 is the same message with the group a channel
+// (PullAbove 1,000): no registry lookup, one publish to every gateway; the
+// gateways' writes to focused connections are not in it.
+func BenchmarkFanoutChannel1024(b *testing.B) { benchGroup(b, 1000) }
+
+func benchGroup(b *testing.B, pullAbove int) {
 	ctx := context.Background()
 	st, err := store.OpenPebble(b.TempDir(), store.PebbleOptions{})
 	if err != nil {
@@ -45,13 +52,15 @@ func BenchmarkFanoutGroup1024(b *testing.B) {
 	if err := mem.Register(ctx, routes, time.Hour); err != nil {
 		b.Fatal(err)
 	}
-	f := New(Config{}, Deps{Store: st, Registry: mem, Router: mem})
+	all, _ := mem.Subscribe(routing.AllGateways, func([]byte) {})
+	defer all()
+	f := New(Config{PullAbove: pullAbove}, Deps{Store: st, Registry: mem, Router: mem})
 	m := wire.Msg{ConvID: 43, MessageID: 1, Seq: 1, Sender: []byte("u0000"), SenderDevice: []byte("phone"), Kind: wire.KindText, Body: []byte("see you at the trailhead at nine")}
 	recs := []*kgo.Record{{Value: events.AppendMsg(nil, m.Append(nil, 0))}}
 	if err := f.Handle(ctx, recs); err != nil { // warm the member cache
 		b.Fatal(err)
 	}
-	before := delivered(f)
+	before, pulledBefore := delivered(f), testutil.ToFloat64(f.pulled)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
@@ -60,6 +69,12 @@ func BenchmarkFanoutGroup1024(b *testing.B) {
 		}
 	}
 	b.StopTimer()
+	if pullAbove > 0 {
+		if got := testutil.ToFloat64(f.pulled) - pulledBefore; got != float64(b.N) || delivered(f) != before {
+			b.Fatalf("published %v channel events, want %d, and no deliveries", got, b.N)
+		}
+		return
+	}
 	if got := delivered(f) - before; got != float64(1023*b.N) {
 		b.Fatalf("delivered %v, want %d", got, 1023*b.N)
 	}
