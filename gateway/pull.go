@@ -26,6 +26,11 @@ import (
 // connection's user. Between the FOCUS and its CONV the connection gets
 // nothing of the channel; its client sees the gap in seqs and fetches it.
 
+// decoders are pullFrom's and onChannel's: onBatch calls pullFrom for
+// every routed MSG while a connection here is on a channel, and a
+// Decoder on the stack would escape to the heap.
+var decoders = sync.Pool{New: func() any { return new(wire.Decoder) }}
+
 // pulls indexes the connections proven to be focused members of a channel:
 // channel -> connections.
 type pulls = connIndex[uint64, struct{}]
@@ -35,7 +40,8 @@ type pulls = connIndex[uint64, struct{}]
 // a group change that takes a connection's user out of the conversation
 // removes it.
 func (g *Gateway) pullFrom(frame []byte, to []*conn) {
-	var d wire.Decoder
+	d := decoders.Get().(*wire.Decoder)
+	defer decoders.Put(d)
 	t, _, err := d.Decode(frame)
 	if err != nil {
 		return
@@ -73,7 +79,8 @@ func (g *Gateway) pullFrom(frame []byte, to []*conn) {
 // still focused on it, except the device that sent the MSG (it has its
 // ACK) or every device of the typist.
 func (g *Gateway) onChannel(frame []byte) {
-	var d wire.Decoder
+	d := decoders.Get().(*wire.Decoder)
+	defer decoders.Put(d)
 	t, _, err := d.Decode(frame)
 	if err != nil {
 		g.m.badBatches.Inc()

@@ -54,8 +54,13 @@ type heldPointers struct {
 	// the conversation cache (Invalidate) and when it grows past
 	// maxKnownPointers.
 	known map[ptrKey]uint64
+	// order holds the held keys in the order they were first held, so
+	// oldest first: the due ones are a prefix, and Flush, called after
+	// every polled batch, costs nothing while none is due. order[head:]
+	// is live.
+	order []ptrKey
+	head  int
 	batch store.Batch
-	keys  []ptrKey
 }
 
 type heldPtr struct {
@@ -138,6 +143,7 @@ func (h *heldPointers) hold(u *store.PointerUpdate, rec *kgo.Record, now time.Ti
 	if u.Seq <= h.known[k] {
 		return
 	}
+	h.order = append(h.order, k)
 	h.pending[k] = &heldPtr{
 		seq: u.Seq, since: now,
 		tp: consume.TopicPartition{Topic: rec.Topic, Partition: rec.Partition},
@@ -175,7 +181,9 @@ func (p *Processor) Floors(floors map[consume.TopicPartition]kgo.EpochOffset) {
 }
 
 // Flush implements consume.Deferrer: one store commit writes every held
-// pointer that has waited a window (all: every held pointer).
+// pointer that has waited a window (all: every held pointer). It reads
+// only the due prefix of h.order, so the call consume.Run makes after
+// every batch is cheap while nothing is due.
 func (p *Processor) Flush(ctx context.Context, all bool) (bool, error) {
 	h := p.held
 	if h == nil {
@@ -185,14 +193,17 @@ func (p *Processor) Flush(ctx context.Context, all bool) (bool, error) {
 	defer h.mu.Unlock()
 	now := p.cfg.Now()
 	h.batch.Reset()
-	h.keys = h.keys[:0]
-	for k, e := range h.pending {
-		if all || now.Sub(e.since) >= h.window {
-			h.keys = append(h.keys, k)
-			h.batch.Pointers = append(h.batch.Pointers, store.PointerUpdate{ConvID: k.conv, User: k.user, Kind: k.kind, Seq: e.seq})
+	live := h.order[h.head:]
+	n := 0
+	for _, k := range live {
+		e := h.pending[k]
+		if !all && now.Sub(e.since) < h.window {
+			break
 		}
+		h.batch.Pointers = append(h.batch.Pointers, store.PointerUpdate{ConvID: k.conv, User: k.user, Kind: k.kind, Seq: e.seq})
+		n++
 	}
-	if len(h.keys) == 0 {
+	if n == 0 {
 		return len(h.pending) > 0, nil
 	}
 	start := time.Now()
@@ -204,13 +215,20 @@ func (p *Processor) Flush(ctx context.Context, all bool) (bool, error) {
 	if len(h.known) >= maxKnownPointers {
 		clear(h.known)
 	}
-	for i, k := range h.keys {
+	for i, k := range live[:n] {
 		u := &h.batch.Pointers[i]
 		if u.Advanced {
 			p.cfg.Metrics.ReceiptWrites.Inc()
 		}
 		h.known[k] = max(h.known[k], u.Seq)
 		delete(h.pending, k)
+	}
+	clear(live[:n]) // drop the user strings
+	h.head += n
+	if h.head == len(h.order) {
+		h.order, h.head = h.order[:0], 0
+	} else if h.head > len(h.order)/2 {
+		h.order, h.head = append(h.order[:0], h.order[h.head:]...), 0
 	}
 	p.cfg.Metrics.ReceiptsHeld.Set(float64(len(h.pending)))
 	return len(h.pending) > 0, nil

@@ -509,3 +509,52 @@ func TestGroupReceiptsWriteThrough(t *testing.T) {
 		t.Fatalf("bob's pointers %+v, want read 2 at once", p)
 	}
 }
+
+// TestFlushNothingDueAllocatesNothing: consume.Run calls Flush after every
+// batch; while no held pointer is due it must cost no allocation (and it
+// reads only the oldest held key, not all of them).
+func TestFlushNothingDueAllocatesNothing(t *testing.T) {
+	p, now := heldProcessor(t, 10_000)
+	ctx := context.Background()
+	if a := testing.AllocsPerRun(100, func() {
+		if held, err := p.Flush(ctx, false); err != nil || !held {
+			t.Fatalf("held %v, %v", held, err)
+		}
+	}); a != 0 {
+		t.Fatalf("Flush with nothing due: %v allocations", a)
+	}
+	*now = now.Add(DefaultReceiptWriteBehind)
+	if held, err := p.Flush(ctx, false); err != nil || held {
+		t.Fatalf("after the window: held %v, %v", held, err)
+	}
+}
+
+// BenchmarkFlushNothingDue: the per-batch Flush with 10,000 pointers held
+// and none due.
+func BenchmarkFlushNothingDue(b *testing.B) {
+	p, _ := heldProcessor(b, 10_000)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := p.Flush(ctx, false); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// heldProcessor returns a processor holding n group read pointers, and its
+// clock.
+func heldProcessor(tb testing.TB, n int) (*Processor, *time.Time) {
+	clock := time.UnixMilli(1_767_225_600_000)
+	p, err := New(Config{Now: func() time.Time { return clock }}, Deps{Store: openStore(tb, tb.TempDir())})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(p.Close)
+	rec := &kgo.Record{Topic: "chat.inbound", Partition: 1}
+	for i := range n {
+		rec.Offset = int64(i)
+		p.held.hold(&store.PointerUpdate{ConvID: 7, User: fmt.Sprintf("u%05d", i), Kind: wire.ReceiptRead, Seq: 3}, rec, clock)
+	}
+	return p, &clock
+}

@@ -111,7 +111,7 @@ func newHarness(t *testing.T, st store.Store) *harness {
 	return h
 }
 
-func openStore(t *testing.T, dir string) store.Store {
+func openStore(t testing.TB, dir string) store.Store {
 	st, err := store.OpenPebble(dir, store.PebbleOptions{})
 	if err != nil {
 		t.Fatal(err)
