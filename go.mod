@@ -59,3 +59,5 @@ require (
 )
 
 replace github.com/gocql/gocql => github.com/scylladb/gocql v1.15.3
+
+replace github.com/cloudwego/netpoll => ./third_party/netpoll

@@ -172,3 +172,32 @@ func TestCloseSendsGoawayShuttingDown(t *testing.T) {
 		c.Close()
 	}
 }
+
+// TestBlockedFlushResumes fills a client's socket until the gateway's write
+// blocks in netpoll (more than the kernel's send and receive buffers can
+// hold, under the queue bound), then reads: every frame arrives, in order.
+// It covers netpoll's wait for a writable socket, whose wake-up channel the
+// patched netpoll (third_party/netpoll) makes only when a flush first waits.
+func TestBlockedFlushResumes(t *testing.T) {
+	t.Parallel()
+	e := startGateway(t, func(c *Config, _ *Deps) { c.MaxQueueBytes = 16 << 20 })
+	slow := dialWith(t, e.url, ws.Dialer{Timeout: 5 * time.Second, NetDial: smallRcvBuf})
+	slow.hello("slow", "phone", 0)
+	id := e.connID(t, "slow", "phone")
+
+	const n = 120 // 120 x 60 KiB: 7 MiB, over tcp_wmem's 4 MiB ceiling
+	body := bytes.Repeat([]byte("b"), 60<<10)
+	for i := 1; i <= n; i++ {
+		e.publish(t, []uint64{id}, msgFrame(uint64(i), body))
+	}
+	for i := 1; i <= n; i++ {
+		slow.expect(wire.TypeMsg)
+		if got := slow.dec.Msg.Seq; got != uint64(i) {
+			t.Fatalf("frame %d has seq %d", i, got)
+		}
+	}
+	slow.ping(7)
+	if v := e.metric("chatd_gateway_closes_total", "reason", "slow_consumer"); v != 0 {
+		t.Fatalf("closed as slow: %v", v)
+	}
+}
