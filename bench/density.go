@@ -36,7 +36,13 @@ type DensityConfig struct {
 	Hold time.Duration
 	// Heartbeat overrides the server's heartbeat interval for the clients.
 	Heartbeat time.Duration
-	// SetupTimeout bounds setup (default 60s + 1s per 2,000 connections).
+	// ServerHeartbeat is the heartbeat interval the gateways announce
+	// (chatd --heartbeat; 0: chatd's default, 30s). Clients follow it
+	// unless Heartbeat overrides it.
+	ServerHeartbeat time.Duration
+	// SetupTimeout bounds setup (default 60s + 1s per 1,000 connections:
+	// half the default dial rate, since a box that holds many connections
+	// already sets new ones up more slowly).
 	SetupTimeout time.Duration
 	// GatewayEnv is added to the gateway processes' environment.
 	GatewayEnv []string
@@ -62,18 +68,36 @@ type DensityResult struct {
 	GatewayRSSMarginal      float64          `json:"gateway_rss_marginal_bytes_per_conn"`
 	GatewayHeapMarginal     float64          `json:"gateway_heap_marginal_bytes_per_conn"`
 	GatewayRSSTotalBytes    int64            `json:"gateway_rss_total_bytes"`
-	KernelBytesPerSocket    float64          `json:"kernel_bytes_per_socket"`
-	GatewayGoroutines       int64            `json:"gateway_goroutines"`
-	ClientRSSBytesPerConn   float64          `json:"client_rss_bytes_per_conn"`
-	SetupSeconds            float64          `json:"setup_seconds"`
-	SetupRate               float64          `json:"setup_conns_per_second"`
-	HoldSeconds             float64          `json:"hold_seconds"`
-	PingsSent               int64            `json:"pings_sent"`
-	PongsReceived           int64            `json:"pongs_received"`
-	PongsMissed             int64            `json:"pongs_missed"`
-	ConnectP99Ms            float64          `json:"connect_p99_ms"`
-	RoundTripP99Ms          float64          `json:"round_trip_p99_ms"`
-	Limits                  string           `json:"limits_report"`
+	// Anon is RssAnon: the gateways' private memory (heap, stacks,
+	// runtime) without the file pages of the binary, which every chatd
+	// process on the machine shares.
+	GatewayAnonBytesPerConn float64 `json:"gateway_anon_bytes_per_conn"`
+	GatewayAnonMarginal     float64 `json:"gateway_anon_marginal_bytes_per_conn"`
+	KernelBytesPerSocket    float64 `json:"kernel_bytes_per_socket"`
+	GatewayGoroutines       int64   `json:"gateway_goroutines"`
+	ClientRSSBytesPerConn   float64 `json:"client_rss_bytes_per_conn"`
+	SetupSeconds            float64 `json:"setup_seconds"`
+	SetupRate               float64 `json:"setup_conns_per_second"`
+	HoldSeconds             float64 `json:"hold_seconds"`
+	PingsSent               int64   `json:"pings_sent"`
+	PongsReceived           int64   `json:"pongs_received"`
+	PongsMissed             int64   `json:"pongs_missed"`
+	// HoldCPU is the CPU each part used while the connections idled (in
+	// percent of one CPU; "machine" counts everything, kernel included).
+	HoldCPU map[string]float64 `json:"hold_cpu_percent"`
+	// HoldHeartbeatsPerSec is PINGs answered per second during the hold,
+	// and HoldCPUPerHeartbeatUS the machine's busy CPU during the hold per
+	// heartbeat: both ends, the kernel's loopback TCP and everything else
+	// that ran (see "other" in HoldCPU).
+	// SetupCPU is the same for the setup (connect, HELLO, round trip), and
+	// SetupCPUPerConnUS the machine's busy CPU per connection set up.
+	SetupCPU          map[string]float64 `json:"setup_cpu_percent"`
+	SetupCPUPerConnUS float64            `json:"setup_cpu_us_per_conn"`
+	HoldHeartbeatsPerSec  float64 `json:"hold_heartbeats_per_second"`
+	HoldCPUPerHeartbeatUS float64 `json:"hold_cpu_us_per_heartbeat"`
+	ConnectP99Ms          float64 `json:"connect_p99_ms"`
+	RoundTripP99Ms        float64 `json:"round_trip_p99_ms"`
+	Limits                string  `json:"limits_report"`
 }
 
 // Sample is one point of a run's time series.
@@ -128,7 +152,7 @@ func RunDensity(ctx context.Context, cfg DensityConfig) (*DensityResult, []Sampl
 		cfg.Hold = 10 * time.Second
 	}
 	if cfg.SetupTimeout <= 0 {
-		cfg.SetupTimeout = 60*time.Second + time.Duration(cfg.Conns/2000)*time.Second
+		cfg.SetupTimeout = 60*time.Second + time.Duration(cfg.Conns/1000)*time.Second
 	}
 	if cfg.Log == nil {
 		cfg.Log = os.Stderr
@@ -149,8 +173,12 @@ func RunDensity(ctx context.Context, cfg DensityConfig) (*DensityResult, []Sampl
 
 	kernelBefore := KernelMemory()
 	// The core runs apart so the gateway figures are the gateway's alone.
+	var extra []string
+	if cfg.ServerHeartbeat > 0 {
+		extra = []string{"--heartbeat", cfg.ServerHeartbeat.String()}
+	}
 	cl, err := StartCluster(ctx, ClusterConfig{ChatdBin: cfg.ChatdBin, GatewayProcs: cfg.GatewayProcs, Split: true,
-		GatewayEnv: cfg.GatewayEnv, Log: cfg.Log})
+		GatewayEnv: cfg.GatewayEnv, ExtraArgs: extra, Log: cfg.Log})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -159,6 +187,7 @@ func RunDensity(ctx context.Context, cfg DensityConfig) (*DensityResult, []Sampl
 		p.GC()
 	}
 	rssBefore, heapBefore, _ := gatewayMemory(cl)
+	anonBefore := gatewayAnon(cl)
 
 	// Workers: one source address each, pairs within a worker.
 	start := time.Now()
@@ -171,10 +200,17 @@ func RunDensity(ctx context.Context, cfg DensityConfig) (*DensityResult, []Sampl
 	}
 	defer StopWorkers(workers)
 
+	cpu := TopologyCPU(cl, workers)
+	cpuSetup := cpu.Snapshot()
 	var samples []Sample
 	sample := func() swarm.Stats {
 		agg := Aggregate(workers)
-		rss, _, _ := gatewayMemory(cl)
+		// RSS only, from /proc: a metrics scrape of every gateway every
+		// second would be CPU in the gateway figures that is the bench's.
+		var rss int64
+		for _, p := range cl.Gateways {
+			rss += p.RSS()
+		}
 		samples = append(samples, Sample{T: time.Since(start).Seconds(), Established: agg.Established, GatewayRSS: rss})
 		return agg
 	}
@@ -198,6 +234,12 @@ func RunDensity(ctx context.Context, cfg DensityConfig) (*DensityResult, []Sampl
 	res.SetupSeconds = time.Since(start).Seconds()
 	res.SetupRate = float64(agg.Established) / res.SetupSeconds
 
+	setupUse := cpu.Since(cpuSetup)
+	res.SetupCPU = setupUse.Percent
+	if agg.Established > 0 {
+		res.SetupCPUPerConnUS = float64(setupUse.MachineBusy.Microseconds()) / float64(agg.Established)
+	}
+	cpuStart, pongsStart := cpu.Snapshot(), agg.PongsReceived
 	holdEnd := time.Now().Add(cfg.Hold)
 	for time.Now().Before(holdEnd) {
 		select {
@@ -209,6 +251,12 @@ func RunDensity(ctx context.Context, cfg DensityConfig) (*DensityResult, []Sampl
 		progress(fmt.Sprintf("%5.0fs holding: established %d pings %d pongs %d", time.Since(start).Seconds(), agg.Established, agg.PingsSent, agg.PongsReceived))
 	}
 	res.HoldSeconds = cfg.Hold.Seconds()
+	use := cpu.Since(cpuStart)
+	res.HoldCPU = use.Percent
+	if beats := agg.PongsReceived - pongsStart; beats > 0 {
+		res.HoldHeartbeatsPerSec = float64(beats) / use.Seconds
+		res.HoldCPUPerHeartbeatUS = float64(use.MachineBusy.Microseconds()) / float64(beats)
+	}
 
 	// Memory, read while every connection is open and idle, after a GC in
 	// every gateway so the heap figure is live memory, not garbage.
@@ -225,6 +273,9 @@ func RunDensity(ctx context.Context, cfg DensityConfig) (*DensityResult, []Sampl
 	res.GatewayHeapBytesPerConn = float64(heap) / float64(est)
 	res.GatewayRSSMarginal = float64(rss-rssBefore) / float64(est)
 	res.GatewayHeapMarginal = float64(heap-heapBefore) / float64(est)
+	anon := gatewayAnon(cl)
+	res.GatewayAnonBytesPerConn = float64(anon) / float64(est)
+	res.GatewayAnonMarginal = float64(anon-anonBefore) / float64(est)
 	// Both ends of every connection are sockets on this machine.
 	res.KernelBytesPerSocket = float64(kernelAfter-kernelBefore) / float64(2*est)
 	res.GatewayGoroutines = goroutines
@@ -255,6 +306,14 @@ func gatewayMemory(cl *Cluster) (rss, heap, goroutines int64) {
 		}
 	}
 	return rss, heap, goroutines
+}
+
+// gatewayAnon sums RssAnon over the gateway processes.
+func gatewayAnon(cl *Cluster) (anon int64) {
+	for _, p := range cl.Gateways {
+		anon += ProcAnon(p.PID())
+	}
+	return anon
 }
 
 // KernelMemory is the kernel memory that grows with sockets: slab (socket,

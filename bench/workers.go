@@ -45,6 +45,9 @@ type Worker struct {
 	err   string
 }
 
+// PID is the worker's process id.
+func (w *Worker) PID() int { return w.cmd.Process.Pid }
+
 // SpawnWorkers mints tokens with the cluster's key and starts the workers.
 // On error the workers already started are stopped.
 func SpawnWorkers(cl *Cluster, c WorkersConfig) (ws []*Worker, err error) {

@@ -238,23 +238,27 @@ func density(ctx context.Context, args []string) error {
 		dialRate  = fs.Int("dial-rate", 2000, "new connections per second, all clients together (this 2-core box completes about 2,000 handshakes a second; faster ramps queue past the 5 s handshake deadline)")
 		hold      = fs.Duration("hold", 10*time.Second, "idle time with heartbeats before memory is read")
 		heartbeat = fs.Duration("heartbeat", 0, "client heartbeat interval (0: the server's)")
+		setupTO   = fs.Duration("setup-timeout", 0, "give up on connections not set up (connected and round-tripped) by then (0: 60s + 1s per 1,000 connections)")
+		serverHB  = fs.Duration("server-heartbeat", 0, "heartbeat interval the gateways announce (chatd --heartbeat; 0: chatd's default, 30s)")
 		gogc      = fs.Int("gateway-gogc", 0, "GOGC for the gateway processes (0: Go's default, 100)")
 		chatd     = fs.String("chatd", "", "chatd binary (default: next to chatbench, then PATH)")
 		outDir    = fs.String("out", "bench/out", "directory for the reports (JSON, Markdown, SVG)")
 		asJSON    = fs.Bool("json", false, "print the result as one JSON object on the last line")
+		gwEnv     envFlag
 	)
+	fs.Var(&gwEnv, "gateway-env", "KEY=VALUE added to the gateway processes' environment (repeatable; e.g. GOMAXPROCS=1)")
 	_ = fs.Parse(args)
 	bin, self, err := binaries(*chatd)
 	if err != nil {
 		return err
 	}
-	var env []string
+	env := []string(gwEnv)
 	if *gogc > 0 {
-		env = []string{fmt.Sprintf("GOGC=%d", *gogc)}
+		env = append(env, fmt.Sprintf("GOGC=%d", *gogc))
 	}
 	res, samples, err := bench.RunDensity(ctx, bench.DensityConfig{GatewayEnv: env,
 		ChatdBin: bin, SelfBin: self, Conns: *conns, GatewayProcs: *gwProcs, ClientProcs: *cliProcs,
-		DialRate: *dialRate, Hold: *hold, Heartbeat: *heartbeat,
+		DialRate: *dialRate, Hold: *hold, Heartbeat: *heartbeat, ServerHeartbeat: *serverHB, SetupTimeout: *setupTO,
 		Progress: func(s string) { fmt.Fprintln(os.Stderr, s) },
 	})
 	if err != nil {
@@ -264,8 +268,14 @@ func density(ctx context.Context, args []string) error {
 		res.ConnsEstablished, res.ConnsTarget, res.ConnsRoundTripped, res.Failures, res.GatewayProcesses, res.ClientProcesses)
 	fmt.Printf("  gateway: %.0f B RSS/conn (%.0f marginal), %.0f B Go heap/conn (%.0f marginal), %d goroutines\n",
 		res.GatewayRSSBytesPerConn, res.GatewayRSSMarginal, res.GatewayHeapBytesPerConn, res.GatewayHeapMarginal, res.GatewayGoroutines)
+	fmt.Printf("  gateway private memory (RssAnon, without the shared binary): %.0f B/conn (%.0f marginal)\n",
+		res.GatewayAnonBytesPerConn, res.GatewayAnonMarginal)
 	fmt.Printf("  kernel: %.0f B/socket   clients: %.0f B RSS/conn   setup: %.1fs (%.0f conns/s)\n",
 		res.KernelBytesPerSocket, res.ClientRSSBytesPerConn, res.SetupSeconds, res.SetupRate)
+	fmt.Printf("  setup: %.0f µs machine CPU per connection; CPU %% of one core: %s\n",
+		res.SetupCPUPerConnUS, formatCPU(res.SetupCPU))
+	fmt.Printf("  hold: %.0f heartbeats/s, %.0f µs machine CPU per heartbeat; CPU %% of one core: %s\n",
+		res.HoldHeartbeatsPerSec, res.HoldCPUPerHeartbeatUS, formatCPU(res.HoldCPU))
 	writeDensityReport(*outDir, args, res, samples)
 	if *asJSON {
 		b, _ := json.Marshal(res)
@@ -323,6 +333,17 @@ func binaries(chatd string) (bin, self string, err error) {
 	}
 	self, err = os.Executable()
 	return bin, self, err
+}
+
+// formatCPU prints a CPU breakdown in a fixed order.
+func formatCPU(p map[string]float64) string {
+	var b strings.Builder
+	for _, k := range []string{"machine", "gateways", "core", "redis", "clients", "other"} {
+		if v, ok := p[k]; ok {
+			fmt.Fprintf(&b, "%s %.1f  ", k, v)
+		}
+	}
+	return strings.TrimSpace(b.String())
 }
 
 // envFlag collects repeated KEY=VALUE flags.

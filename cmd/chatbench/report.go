@@ -38,6 +38,8 @@ func writeDensityReport(dir string, args []string, res *bench.DensityResult, sam
 		Notes: []string{
 			"Per-connection figures divide totals (every process's fixed cost included) by the established connections; *_marginal_* fields divide the growth since before the clients connected. Heap is read after a GC in every gateway.",
 			"kernel_bytes_per_socket: growth of Slab plus TCP socket-buffer pages (/proc/net/sockstat) divided by two sockets per connection (client and server are both on this machine).",
+			"gateway_anon_*: RssAnon, the gateways' private memory (Go heap, stacks, runtime); RSS also counts the pages of the chatd binary each process maps, which are one copy in the page cache shared by every chatd process.",
+			"hold_cpu_percent: CPU used during the hold in percent of one CPU, per group of processes; machine is /proc/stat's busy time (kernel included), other is the machine minus the groups. hold_cpu_us_per_heartbeat divides the machine's busy CPU by the PINGs answered during the hold.",
 		},
 	})
 }

@@ -76,6 +76,8 @@ func serve(args []string) error {
 		pullAbove = fs.Int("pull-above", messages.DefaultPullAbove, "groups with more members than this are channels: messages are pushed only to connections focused on them")
 		behind    = fs.Duration("receipt-write-behind", messages.DefaultReceiptWriteBehind, "how long group receipt pointers are held before one store write each (negative: write every update at once)")
 		leaseTTL  = fs.Duration("lease-ttl", 90*time.Second, "gateway's registry lease: renewed every third of it; a dead gateway's routes stop being used within it")
+		heartbeat = fs.Duration("heartbeat", 30*time.Second, "heartbeat interval the gateway announces in WELCOME: clients PING at least this often (each PING costs a read and a write on both ends; see docs/benchmarks.md)")
+		idleTO    = fs.Duration("idle-timeout", 0, "close an authenticated connection silent this long (0: 2.5 x --heartbeat)")
 		prodBuf   = fs.Int("produce-buffer", 10000, "records a gateway holds for Kafka while the brokers are slow or unreachable; beyond it SEND gets ERROR unavailable (retryable)")
 		nodeID    = fs.Uint("node-id", 1, "Snowflake node id (0-1023), unique among running chatd processes")
 		logLevel  = fs.String("log-level", "info", "debug, info, warn or error")
@@ -143,6 +145,11 @@ func serve(args []string) error {
 	cfg.Gateway.ReusePort = *reusePort
 	cfg.Gateway.ID = *gwID
 	cfg.Gateway.LeaseTTL = *leaseTTL
+	cfg.Gateway.HeartbeatInterval = *heartbeat
+	cfg.Gateway.IdleTimeout = *idleTO
+	if cfg.Gateway.IdleTimeout == 0 {
+		cfg.Gateway.IdleTimeout = *heartbeat * 5 / 2
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	n, err := node.Start(ctx, cfg)

@@ -1,0 +1,163 @@
+package bench
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// clockTick is the unit of /proc/<pid>/stat and /proc/stat times. Linux
+// fixes USER_HZ at 100 for user space on every architecture Go supports.
+const clockTick = 10 * time.Millisecond
+
+// ProcCPU returns the user plus system CPU time a process has used, or 0
+// if it is gone.
+func ProcCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the parenthesised command name: state is field 3, so
+	// utime (14) and stime (15) are the 12th and 13th after the ')'.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+st) * clockTick
+}
+
+// MachineCPU returns the machine's busy and total CPU time since boot over
+// every CPU (/proc/stat): busy is everything but idle and iowait.
+func MachineCPU() (busy, total time.Duration) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 5 || f[0] != "cpu" {
+		return 0, 0
+	}
+	// user nice system idle iowait irq softirq steal (guest is in user).
+	for k, v := range f[1:min(len(f), 9)] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		total += time.Duration(n) * clockTick
+		if k != 3 && k != 4 {
+			busy += time.Duration(n) * clockTick
+		}
+	}
+	return busy, total
+}
+
+// ProcAnon reads RssAnon of a process: its private anonymous memory (Go
+// heap, stacks, runtime), without the file pages of its binary, which
+// every process of the same binary shares with the others.
+func ProcAnon(pid int) int64 { return procStatusKB(pid, "RssAnon:") }
+
+func procStatusKB(pid int, key string) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, key); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// CPUGroups measures the CPU that named groups of processes use over an
+// interval, beside the whole machine's. Start with Snapshot, end with
+// Since.
+type CPUGroups map[string][]int
+
+// CPUSnapshot is the cumulative CPU of every group and of the machine.
+type CPUSnapshot struct {
+	at          time.Time
+	groups      map[string]time.Duration
+	busy, total time.Duration
+}
+
+// Snapshot reads the groups' and the machine's CPU now.
+func (g CPUGroups) Snapshot() CPUSnapshot {
+	s := CPUSnapshot{at: time.Now(), groups: make(map[string]time.Duration, len(g))}
+	for name, pids := range g {
+		for _, pid := range pids {
+			s.groups[name] += ProcCPU(pid)
+		}
+	}
+	s.busy, s.total = MachineCPU()
+	return s
+}
+
+// CPUUse is what an interval cost: per group and for the machine, in
+// percent of one CPU (200 is both CPUs of a 2-CPU machine, busy), and the
+// machine's busy CPU time.
+type CPUUse struct {
+	Percent     map[string]float64 `json:"percent_of_one_cpu"`
+	MachineBusy time.Duration      `json:"-"`
+	Seconds     float64            `json:"seconds"`
+}
+
+// Since is the CPU used between s and now by each group ("machine" is every
+// process and the kernel; "other" is the machine minus the groups).
+func (g CPUGroups) Since(s CPUSnapshot) CPUUse {
+	now := g.Snapshot()
+	wall := now.at.Sub(s.at)
+	u := CPUUse{Percent: make(map[string]float64, len(g)+2), Seconds: wall.Seconds()}
+	if wall <= 0 {
+		return u
+	}
+	var ours time.Duration
+	for name := range g {
+		d := now.groups[name] - s.groups[name]
+		ours += d
+		u.Percent[name] = 100 * float64(d) / float64(wall)
+	}
+	u.MachineBusy = now.busy - s.busy
+	u.Percent["machine"] = 100 * float64(u.MachineBusy) / float64(wall)
+	u.Percent["other"] = 100 * float64(u.MachineBusy-ours) / float64(wall)
+	return u
+}
+
+// TopologyCPU groups a run's processes: "gateways", "core" (every chatd
+// process that holds no connections: cores, broker, store), "redis" and
+// "clients" (the load workers).
+func TopologyCPU(cl *Cluster, workers []*Worker) CPUGroups {
+	g := CPUGroups{}
+	for _, p := range cl.Gateways {
+		g["gateways"] = append(g["gateways"], p.PID())
+	}
+	for _, p := range cl.Procs() {
+		if !isGateway(cl, p) {
+			g["core"] = append(g["core"], p.PID())
+		}
+	}
+	if pid := cl.RedisPID(); pid != 0 {
+		g["redis"] = []int{pid}
+	}
+	for _, w := range workers {
+		g["clients"] = append(g["clients"], w.PID())
+	}
+	return g
+}
+
+func isGateway(cl *Cluster, p *Proc) bool {
+	for _, gw := range cl.Gateways {
+		if gw == p {
+			return true
+		}
+	}
+	return false
+}
