@@ -91,13 +91,13 @@ type DensityResult struct {
 	// that ran (see "other" in HoldCPU).
 	// SetupCPU is the same for the setup (connect, HELLO, round trip), and
 	// SetupCPUPerConnUS the machine's busy CPU per connection set up.
-	SetupCPU          map[string]float64 `json:"setup_cpu_percent"`
-	SetupCPUPerConnUS float64            `json:"setup_cpu_us_per_conn"`
-	HoldHeartbeatsPerSec  float64 `json:"hold_heartbeats_per_second"`
-	HoldCPUPerHeartbeatUS float64 `json:"hold_cpu_us_per_heartbeat"`
-	ConnectP99Ms          float64 `json:"connect_p99_ms"`
-	RoundTripP99Ms        float64 `json:"round_trip_p99_ms"`
-	Limits                string  `json:"limits_report"`
+	SetupCPU              map[string]float64 `json:"setup_cpu_percent"`
+	SetupCPUPerConnUS     float64            `json:"setup_cpu_us_per_conn"`
+	HoldHeartbeatsPerSec  float64            `json:"hold_heartbeats_per_second"`
+	HoldCPUPerHeartbeatUS float64            `json:"hold_cpu_us_per_heartbeat"`
+	ConnectP99Ms          float64            `json:"connect_p99_ms"`
+	RoundTripP99Ms        float64            `json:"round_trip_p99_ms"`
+	Limits                string             `json:"limits_report"`
 }
 
 // Sample is one point of a run's time series.
