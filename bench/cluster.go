@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -241,11 +242,30 @@ func (c *Cluster) startGateways(ctx context.Context, common []string, gwAddr, br
 	return nil
 }
 
+func hasEnv(env []string, key string) bool {
+	for _, kv := range env {
+		if strings.HasPrefix(kv, key+"=") {
+			return true
+		}
+	}
+	return false
+}
+
 // start runs one chatd and waits for its readiness line.
 func (c *Cluster) start(ctx context.Context, name, roles string, args []string) (*Proc, error) {
 	p := &Proc{Name: name, Roles: roles, args: args}
 	if roles == "gateway" {
 		p.env = c.cfg.GatewayEnv
+		// As many gateway processes as CPUs or more: one P each, like
+		// one-thread event-loop workers. With more Ps, every hand-off
+		// between goroutines (poller -> OnRequest -> writer) may wake
+		// another thread, and on this VM a wake-up of an idle thread
+		// costs tens of µs: measured, 90 -> 64 µs of gateway CPU per
+		// heartbeat and 930 -> 780 µs of machine CPU per connection set
+		// up (docs/benchmarks.md). The environment wins.
+		if c.cfg.GatewayProcs >= runtime.NumCPU() && !hasEnv(p.env, "GOMAXPROCS") {
+			p.args = append(p.args, "--gomaxprocs", "1")
+		}
 	}
 	if err := c.launch(ctx, p); err != nil {
 		return nil, err

@@ -36,6 +36,9 @@ type DensityConfig struct {
 	Hold time.Duration
 	// Heartbeat overrides the server's heartbeat interval for the clients.
 	Heartbeat time.Duration
+	// ClientTick is the load workers' swarm.Config.Tick (default 20ms; a
+	// negative value wakes them per event).
+	ClientTick time.Duration
 	// ServerHeartbeat is the heartbeat interval the gateways announce
 	// (chatd --heartbeat; 0: chatd's default, 30s). Clients follow it
 	// unless Heartbeat overrides it.
@@ -148,6 +151,12 @@ func RunDensity(ctx context.Context, cfg DensityConfig) (*DensityResult, []Sampl
 	if cfg.DialRate <= 0 {
 		cfg.DialRate = 2_000
 	}
+	switch {
+	case cfg.ClientTick == 0:
+		cfg.ClientTick = 20 * time.Millisecond
+	case cfg.ClientTick < 0:
+		cfg.ClientTick = 0
+	}
 	if cfg.Hold <= 0 {
 		cfg.Hold = 10 * time.Second
 	}
@@ -162,7 +171,7 @@ func RunDensity(ctx context.Context, cfg DensityConfig) (*DensityResult, []Sampl
 		progress = func(string) {}
 	}
 	rep, err := limits.Check(limits.Need{Conns: cfg.Conns, GatewayProcs: cfg.GatewayProcs, ClientProcs: cfg.ClientProcs,
-		SourceIPs: cfg.ClientProcs, ClientsOnThisHost: true})
+		SourceIPs: cfg.ClientProcs * SourceIPsPerWorker(cfg.Conns, cfg.ClientProcs), ClientsOnThisHost: true})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -193,7 +202,7 @@ func RunDensity(ctx context.Context, cfg DensityConfig) (*DensityResult, []Sampl
 	start := time.Now()
 	workers, err := SpawnWorkers(cl, WorkersConfig{
 		SelfBin: cfg.SelfBin, Conns: cfg.Conns, Procs: cfg.ClientProcs, DialRate: cfg.DialRate,
-		Heartbeat: cfg.Heartbeat, RoundTrip: true, Log: cfg.Log,
+		Heartbeat: cfg.Heartbeat, Tick: cfg.ClientTick, RoundTrip: true, Log: cfg.Log,
 	})
 	if err != nil {
 		return nil, nil, err
@@ -285,9 +294,9 @@ func RunDensity(ctx context.Context, cfg DensityConfig) (*DensityResult, []Sampl
 	return res, samples, nil
 }
 
-// sourceIP returns the loopback source address of worker w: 127.0.0.2,
-// 127.0.0.3, ... continuing into 127.0.1.x. Each has its own ephemeral
-// port range toward the one gateway port.
+// sourceIP returns the n-th loopback source address of the load workers:
+// 127.0.0.2, 127.0.0.3, ... continuing into 127.0.1.x. Each has its own
+// ephemeral port range toward the one gateway port.
 func sourceIP(w int) string {
 	n := w + 2
 	return fmt.Sprintf("127.0.%d.%d", n/254, n%254+1)

@@ -3,40 +3,48 @@ package bench
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// clockTick is the unit of /proc/<pid>/stat and /proc/stat times. Linux
-// fixes USER_HZ at 100 for user space on every architecture Go supports.
+// clockTick is the unit of /proc/stat times. Linux fixes USER_HZ at 100
+// for user space on every architecture Go supports.
 const clockTick = 10 * time.Millisecond
 
-// ProcCPU returns the user plus system CPU time a process has used, or 0
-// if it is gone.
+// ProcCPU returns the CPU time a process's threads have run, or 0 if it is
+// gone. It sums the scheduler's own run time of every thread
+// (/proc/<pid>/task/*/schedstat, nanoseconds), not utime+stime: on a
+// kernel with tick-based accounting (this one: 250 Hz) those are samples
+// of whoever was on the CPU at each tick, which over-charges processes that
+// wake up on timers and run briefly, as idle gateways and load workers do.
+// Softirq work done on a thread's behalf (loopback TCP) is in its run time.
 func ProcCPU(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	if err != nil {
 		return 0
 	}
-	// Fields after the parenthesised command name: state is field 3, so
-	// utime (14) and stime (15) are the 12th and 13th after the ')'.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
+	var total time.Duration
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
+		if err != nil {
+			continue // the thread exited meanwhile
+		}
+		f := strings.Fields(string(b))
+		if len(f) == 0 {
+			continue
+		}
+		ns, _ := strconv.ParseInt(f[0], 10, 64)
+		total += time.Duration(ns)
 	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(u+st) * clockTick
+	return total
 }
 
 // MachineCPU returns the machine's busy and total CPU time since boot over
-// every CPU (/proc/stat): busy is everything but idle and iowait.
+// every CPU. Busy is total minus idle and iowait: on a tickless kernel the
+// idle figures are measured, not sampled, unlike the other /proc/stat
+// fields.
 func MachineCPU() (busy, total time.Duration) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
@@ -48,14 +56,15 @@ func MachineCPU() (busy, total time.Duration) {
 		return 0, 0
 	}
 	// user nice system idle iowait irq softirq steal (guest is in user).
+	var idle time.Duration
 	for k, v := range f[1:min(len(f), 9)] {
 		n, _ := strconv.ParseInt(v, 10, 64)
 		total += time.Duration(n) * clockTick
-		if k != 3 && k != 4 {
-			busy += time.Duration(n) * clockTick
+		if k == 3 || k == 4 {
+			idle += time.Duration(n) * clockTick
 		}
 	}
-	return busy, total
+	return total - idle, total
 }
 
 // ProcAnon reads RssAnon of a process: its private anonymous memory (Go
@@ -84,9 +93,9 @@ type CPUGroups map[string][]int
 
 // CPUSnapshot is the cumulative CPU of every group and of the machine.
 type CPUSnapshot struct {
-	at          time.Time
-	groups      map[string]time.Duration
-	busy, total time.Duration
+	at     time.Time
+	groups map[string]time.Duration
+	idle   time.Duration // the machine's idle and iowait since boot
 }
 
 // Snapshot reads the groups' and the machine's CPU now.
@@ -97,7 +106,8 @@ func (g CPUGroups) Snapshot() CPUSnapshot {
 			s.groups[name] += ProcCPU(pid)
 		}
 	}
-	s.busy, s.total = MachineCPU()
+	busy, total := MachineCPU()
+	s.idle = total - busy
 	return s
 }
 
@@ -125,7 +135,9 @@ func (g CPUGroups) Since(s CPUSnapshot) CPUUse {
 		ours += d
 		u.Percent[name] = 100 * float64(d) / float64(wall)
 	}
-	u.MachineBusy = now.busy - s.busy
+	// The sampled busy fields lag; wall time x CPUs minus measured idle
+	// does not.
+	u.MachineBusy = time.Duration(runtime.NumCPU())*wall - (now.idle - s.idle)
 	u.Percent["machine"] = 100 * float64(u.MachineBusy) / float64(wall)
 	u.Percent["other"] = 100 * float64(u.MachineBusy-ours) / float64(wall)
 	return u

@@ -30,6 +30,9 @@ type WorkersConfig struct {
 	// Reconnect makes connections come back after the server drops them,
 	// and RESUME (storm).
 	Reconnect bool
+	// Tick is the workers' swarm.Config.Tick: each event loop wakes at
+	// most once per Tick (0: per event).
+	Tick time.Duration
 	// Prefix starts every user id (default: a random run id).
 	Prefix string
 	Log    io.Writer
@@ -43,6 +46,24 @@ type Worker struct {
 	stats swarm.WorkerStats
 	done  chan struct{}
 	err   string
+}
+
+// SourceIPsPerWorker is how many loopback source addresses each of procs
+// workers binds for conns connections: enough that none carries more than
+// swarm.PortsPerSourceIP.
+func SourceIPsPerWorker(conns, procs int) int {
+	perProc := (conns + procs - 1) / max(procs, 1)
+	return max(1, (perProc+swarm.PortsPerSourceIP-1)/swarm.PortsPerSourceIP)
+}
+
+// sourceIPs returns n loopback addresses from the first-th on (see
+// sourceIP).
+func sourceIPs(first, n int) []string {
+	a := make([]string, n)
+	for k := range a {
+		a[k] = sourceIP(first + k)
+	}
+	return a
 }
 
 // PID is the worker's process id.
@@ -70,6 +91,7 @@ func SpawnWorkers(cl *Cluster, c WorkersConfig) (ws []*Worker, err error) {
 		}
 	}()
 	target := strings.TrimSuffix(strings.TrimPrefix(cl.GatewayURL, "ws://"), "/chat/v1/ws")
+	perWorker := SourceIPsPerWorker(c.Conns, c.Procs)
 	for w := 0; w < c.Procs; w++ {
 		lo, hi := w*c.Conns/c.Procs, (w+1)*c.Conns/c.Procs
 		if c.RoundTrip {
@@ -80,10 +102,11 @@ func SpawnWorkers(cl *Cluster, c WorkersConfig) (ws []*Worker, err error) {
 		}
 		wc := swarm.Config{
 			Target:        target,
-			SourceIP:      sourceIP(w),
+			SourceIPs:     sourceIPs(w*perWorker, perWorker),
 			DialRate:      max(1, c.DialRate/c.Procs),
 			PipelineHello: true,
 			Heartbeat:     c.Heartbeat,
+			Tick:          c.Tick,
 			RoundTrip:     c.RoundTrip,
 			Reconnect:     c.Reconnect,
 			// Reconnecting clients back off like the Go SDK: 250 ms

@@ -155,7 +155,16 @@ func (l *loop) run(ctx context.Context) {
 		default:
 		}
 		l.dial()
-		n, err := unix.EpollWait(l.epfd, l.events, l.timeout())
+		timeout := l.timeout()
+		if tick := int64(l.r.cfg.Tick); tick > 0 && timeout != 0 {
+			// Sleep out the tick, then take whatever came due meanwhile
+			// (events, timers, dials) without blocking again.
+			if rest := tick - (l.clock() - l.now); rest > 0 {
+				time.Sleep(time.Duration(rest))
+			}
+			timeout = 0
+		}
+		n, err := unix.EpollWait(l.epfd, l.events, timeout)
 		l.now = l.clock()
 		if err != nil && err != unix.EINTR {
 			l.r.st.failure("epoll_wait:" + errnoName(err))
@@ -281,11 +290,11 @@ func (l *loop) connect(i int32) {
 	}
 	c.fd = int32(fd)
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	if r.source != nil {
+	if n := len(r.sources); n > 0 {
 		// Choose the port at connect, by 4-tuple, instead of at bind,
 		// where a port is taken for every destination.
 		_ = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
-		if err := unix.Bind(fd, r.source); err != nil {
+		if err := unix.Bind(fd, r.sources[int(i)%n]); err != nil {
 			l.fail(i, c, "bind:"+errnoName(err), false, 0)
 			return
 		}

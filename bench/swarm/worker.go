@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/metrics"
+	"runtime/pprof"
 	"strconv"
 	"syscall"
 	"time"
@@ -87,6 +88,15 @@ func WorkerMain(args []string) int {
 	}
 	if os.Getenv("GOMAXPROCS") == "" {
 		runtime.GOMAXPROCS(max(1, cfg.Loops))
+	}
+	// SWARM_CPUPROFILE=PREFIX writes a CPU profile of the whole run to
+	// PREFIX.<pid>: where a load worker spends its CPU (docs/benchmarks.md).
+	if prefix := os.Getenv("SWARM_CPUPROFILE"); prefix != "" {
+		if f, err := os.Create(fmt.Sprintf("%s.%d", prefix, os.Getpid())); err == nil {
+			if pprof.StartCPUProfile(f) == nil {
+				defer func() { pprof.StopCPUProfile(); f.Close() }()
+			}
+		}
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

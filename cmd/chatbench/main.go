@@ -239,6 +239,7 @@ func density(ctx context.Context, args []string) error {
 		hold      = fs.Duration("hold", 10*time.Second, "idle time with heartbeats before memory is read")
 		heartbeat = fs.Duration("heartbeat", 0, "client heartbeat interval (0: the server's)")
 		setupTO   = fs.Duration("setup-timeout", 0, "give up on connections not set up (connected and round-tripped) by then (0: 60s + 1s per 1,000 connections)")
+		tick      = fs.Duration("client-tick", 0, "load workers wake at most once per tick (0: 20ms; negative: per event, which costs the box a wake-up per PING and per PONG)")
 		serverHB  = fs.Duration("server-heartbeat", 0, "heartbeat interval the gateways announce (chatd --heartbeat; 0: chatd's default, 30s)")
 		gogc      = fs.Int("gateway-gogc", 0, "GOGC for the gateway processes (0: Go's default, 100)")
 		chatd     = fs.String("chatd", "", "chatd binary (default: next to chatbench, then PATH)")
@@ -258,7 +259,7 @@ func density(ctx context.Context, args []string) error {
 	}
 	res, samples, err := bench.RunDensity(ctx, bench.DensityConfig{GatewayEnv: env,
 		ChatdBin: bin, SelfBin: self, Conns: *conns, GatewayProcs: *gwProcs, ClientProcs: *cliProcs,
-		DialRate: *dialRate, Hold: *hold, Heartbeat: *heartbeat, ServerHeartbeat: *serverHB, SetupTimeout: *setupTO,
+		DialRate: *dialRate, Hold: *hold, Heartbeat: *heartbeat, ServerHeartbeat: *serverHB, SetupTimeout: *setupTO, ClientTick: *tick,
 		Progress: func(s string) { fmt.Fprintln(os.Stderr, s) },
 	})
 	if err != nil {
