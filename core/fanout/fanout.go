@@ -65,6 +65,10 @@ type Fanout struct {
 
 	mu      sync.Mutex
 	members map[uint64][]string // conversation -> members (sorted)
+	// batchMembers holds the members of the conversations of the batch
+	// being handled, read together before it (prefetchMembers);
+	// groupChanged replaces an entry its change made stale.
+	batchMembers map[uint64][]string
 
 	delivered prometheus.Counter
 	published prometheus.Counter
@@ -90,21 +94,25 @@ type Fanout struct {
 	advances   []routing.ReceiptAdvance
 	conns      []uint64
 	zconns     []uint64
+	convs      []uint64 // prefetchMembers' conversations, and its results
+	outMembers [][]string
+	found      []bool
 }
 
 // New returns a fanout.
 func New(cfg Config, deps Deps) *Fanout {
 	f := &Fanout{
-		deps:       deps,
-		log:        cfg.Logger,
-		pullAbove:  cfg.PullAbove,
-		members:    make(map[uint64][]string),
-		seen:       make(map[string]bool),
-		firstRoute: make(map[string]int32),
-		delivered:  prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_fanout_deliveries_total", Help: "Frames handed to gateways for one device each."}),
-		published:  prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_fanout_publishes_total", Help: "Router publishes (one per target gateway and frame variant)."}),
-		pulled:     prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_fanout_channel_publishes_total", Help: "Channel MSG and TYPING events published once to every gateway (the pull model) instead of to each member's routes."}),
-		failures:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chatd_fanout_failures_total", Help: "Events not (fully) delivered live, by reason."}, []string{"reason"}),
+		deps:         deps,
+		log:          cfg.Logger,
+		pullAbove:    cfg.PullAbove,
+		members:      make(map[uint64][]string),
+		batchMembers: make(map[uint64][]string),
+		seen:         make(map[string]bool),
+		firstRoute:   make(map[string]int32),
+		delivered:    prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_fanout_deliveries_total", Help: "Frames handed to gateways for one device each."}),
+		published:    prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_fanout_publishes_total", Help: "Router publishes (one per target gateway and frame variant)."}),
+		pulled:       prometheus.NewCounter(prometheus.CounterOpts{Name: "chatd_fanout_channel_publishes_total", Help: "Channel MSG and TYPING events published once to every gateway (the pull model) instead of to each member's routes."}),
+		failures:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chatd_fanout_failures_total", Help: "Events not (fully) delivered live, by reason."}, []string{"reason"}),
 	}
 	if f.log == nil {
 		f.log = slog.Default()
@@ -136,6 +144,7 @@ func (f *Fanout) Handle(ctx context.Context, recs []*kgo.Record) error {
 	evs := f.evs[:0]
 	advances := f.advances[:0]
 	pulls := f.pulls[:0]
+	f.prefetchMembers(ctx, recs)
 	for _, rec := range recs {
 		kind, body, err := events.Split(rec.Value)
 		if err != nil {
@@ -342,6 +351,9 @@ func (f *Fanout) groupChanged(ctx context.Context, m *wire.Msg) ([]string, error
 	f.mu.Lock()
 	f.members[m.ConvID] = c.Members
 	f.mu.Unlock()
+	if _, ok := f.batchMembers[m.ConvID]; ok {
+		f.batchMembers[m.ConvID] = c.Members // for the batch's later events
+	}
 	if f.deps.Members != nil {
 		if err := f.deps.Members.SetMembers(ctx, m.ConvID, c.Members); err != nil {
 			// An entry in an unknown state: drop it so readers go to the
@@ -379,6 +391,9 @@ func (f *Fanout) groupChanged(ctx context.Context, m *wire.Msg) ([]string, error
 // refreshed by groupChanged when a group's membership changes; direct
 // conversations never change members.
 func (f *Fanout) membersOf(ctx context.Context, conv uint64) ([]string, error) {
+	if m, ok := f.batchMembers[conv]; ok {
+		return m, nil
+	}
 	if f.deps.Members != nil {
 		m, ok, err := f.deps.Members.Members(ctx, conv)
 		if err == nil && ok {
@@ -413,4 +428,88 @@ func (f *Fanout) membersOf(ctx context.Context, conv uint64) ([]string, error) {
 	f.members[conv] = c.Members
 	f.mu.Unlock()
 	return c.Members, nil
+}
+
+// prefetchMembers reads, before a batch is handled, the members of every
+// conversation its events need, when the cache can read many at once: one
+// round trip for the lookups and one for filling what missed from the
+// store, instead of two round trips per new conversation, one after the
+// other (measured: the fanout fell 370,000 events behind while a million
+// clients each opened a conversation). What it cannot settle is left to
+// membersOf.
+func (f *Fanout) prefetchMembers(ctx context.Context, recs []*kgo.Record) {
+	clear(f.batchMembers)
+	mc, ok := f.deps.Members.(routing.MultiMemberCache)
+	if !ok {
+		return
+	}
+	convs := f.convs[:0]
+	for _, rec := range recs {
+		if conv, ok := f.eventConv(rec.Value); ok {
+			if _, dup := f.batchMembers[conv]; !dup {
+				f.batchMembers[conv] = nil
+				convs = append(convs, conv)
+			}
+		}
+	}
+	f.convs = convs
+	clear(f.batchMembers)
+	if len(convs) == 0 {
+		return
+	}
+	out := slices.Grow(f.outMembers[:0], len(convs))[:len(convs)]
+	found := slices.Grow(f.found[:0], len(convs))[:len(convs)]
+	f.outMembers, f.found = out, found
+	defer clear(out) // drop the lists until the next batch
+	if err := mc.MembersMulti(ctx, convs, out, found); err != nil {
+		f.failures.WithLabelValues("member_cache").Inc()
+		return
+	}
+	var fillConvs []uint64
+	var fills [][]string
+	for i, conv := range convs {
+		if found[i] {
+			f.batchMembers[conv] = out[i]
+			continue
+		}
+		c, err := f.deps.Store.Conversation(ctx, conv)
+		if err != nil {
+			continue // membersOf tries again and counts the failure
+		}
+		f.batchMembers[conv] = c.Members
+		fillConvs, fills = append(fillConvs, conv), append(fills, c.Members)
+	}
+	if len(fillConvs) == 0 {
+		return
+	}
+	if err := mc.FillMembersMulti(ctx, fillConvs, fills); err != nil {
+		f.failures.WithLabelValues("member_cache").Inc()
+	}
+}
+
+// eventConv returns the conversation whose members an event record needs:
+// a MSG's, a TYPING's, a direct conversation's RECEIPT's (a group's goes to
+// the reader's devices only).
+func (f *Fanout) eventConv(value []byte) (uint64, bool) {
+	kind, body, err := events.Split(value)
+	if err != nil {
+		return 0, false
+	}
+	switch kind {
+	case events.KindMsg:
+		if t, _, err := f.dec.Decode(body); err == nil && t == wire.TypeMsg {
+			return f.dec.Msg.ConvID, true
+		}
+	case events.KindReceipt:
+		if err := f.rcpt.Decode(body); err == nil && !f.rcpt.Group {
+			return f.rcpt.Conv, true
+		}
+	case events.KindTyping:
+		if frame, _, err := events.DecodeTyping(body); err == nil {
+			if t, _, err := f.dec.Decode(frame); err == nil && t == wire.TypeTyping {
+				return f.dec.Typing.ConvID, true
+			}
+		}
+	}
+	return 0, false
 }

@@ -394,3 +394,93 @@ func TestFanoutChannel(t *testing.T) {
 		}
 	}
 }
+
+// countingMembers counts how the fanout reads and fills the member cache.
+type countingMembers struct {
+	*routing.Memory
+	single, multi, fills, multiFills, multiConvs int
+}
+
+func (c *countingMembers) Members(ctx context.Context, conv uint64) ([]string, bool, error) {
+	c.single++
+	return c.Memory.Members(ctx, conv)
+}
+
+func (c *countingMembers) FillMembers(ctx context.Context, conv uint64, ms []string) error {
+	c.fills++
+	return c.Memory.FillMembers(ctx, conv, ms)
+}
+
+func (c *countingMembers) MembersMulti(ctx context.Context, convs []uint64, out [][]string, found []bool) error {
+	c.multi++
+	c.multiConvs += len(convs)
+	return c.Memory.MembersMulti(ctx, convs, out, found)
+}
+
+func (c *countingMembers) FillMembersMulti(ctx context.Context, convs []uint64, ms [][]string) error {
+	c.multiFills++
+	return c.Memory.FillMembersMulti(ctx, convs, ms)
+}
+
+// TestFanoutPrefetchesMembers: a batch of events in conversations the cache
+// has never seen costs one multi-read and one multi-fill of the member
+// cache, not a read and a fill per conversation, and delivers every event.
+func TestFanoutPrefetchesMembers(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.OpenPebble(t.TempDir(), store.PebbleOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	mem := routing.NewMemory()
+	_ = mem.Lease(ctx, "g1", time.Minute)
+	const n = 50
+	var recs []*kgo.Record
+	for i := range n {
+		conv := uint64(100 + i)
+		peer := fmt.Sprintf("peer%d", i)
+		if _, err := st.EnsureConversation(ctx, store.Conversation{ID: conv, Kind: wire.ConvDirect, Members: []string{"alice", peer}}); err != nil {
+			t.Fatal(err)
+		}
+		_ = mem.Register(ctx, []routing.Route{{User: peer, Device: "phone", Gateway: "g1", Conn: conv}}, time.Minute)
+		m := wire.Msg{ConvID: conv, MessageID: conv, Seq: 1, Sender: []byte("alice"), SenderDevice: []byte("phone"), Kind: wire.KindText, Body: []byte("hi")}
+		recs = append(recs, &kgo.Record{Value: events.AppendMsg(nil, m.Append(nil, 0))})
+	}
+	// The peers' receipts ride in the same batch: their conversations are
+	// already in it.
+	for i := range n {
+		r := events.Receipt{Conv: uint64(100 + i), Kind: wire.ReceiptDelivered, Seq: 1, User: []byte(fmt.Sprintf("peer%d", i)), Device: []byte("phone")}
+		recs = append(recs, &kgo.Record{Value: r.Append(nil)})
+	}
+	s := &sink{batches: map[string][][]byte{}}
+	s.subscribe(t, mem, "g1")
+	cm := &countingMembers{Memory: mem}
+	f := New(Config{}, Deps{Store: st, Registry: mem, Router: mem, Members: cm})
+	if err := f.Handle(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	if cm.multi != 1 || cm.multiConvs != n || cm.multiFills != 1 || cm.single != 0 || cm.fills != 0 {
+		t.Fatalf("cache calls: %+v, want one multi-read of %d conversations and one multi-fill", *cm, n)
+	}
+	var got []uint64
+	for _, b := range s.batches["g1"] {
+		conns, fr, err := wire.DecodeBatch(b, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if wire.Type(fr[0]) == wire.TypeMsg {
+			got = append(got, conns...)
+		}
+	}
+	slices.Sort(got)
+	if len(got) != n || got[0] != 100 || got[n-1] != 100+n-1 {
+		t.Fatalf("MSG delivered to %v", got)
+	}
+	// The next batch finds them all cached: one multi-read, no fill.
+	if err := f.Handle(ctx, recs[:n]); err != nil {
+		t.Fatal(err)
+	}
+	if cm.multi != 2 || cm.multiFills != 1 {
+		t.Fatalf("cache calls after a warm batch: %+v", *cm)
+	}
+}

@@ -58,6 +58,21 @@ type MemberCache interface {
 	DeleteMembers(ctx context.Context, conv uint64) error
 }
 
+// MultiMemberCache is a MemberCache ability: reading and filling many
+// conversations at once, in one round trip for a networked cache. A fanout
+// batch of events for conversations it has not seen (every new
+// conversation's first message) then costs two round trips, not two per
+// conversation.
+type MultiMemberCache interface {
+	// MembersMulti does Members for every convs[i], setting out[i] and
+	// found[i] (len(out) and len(found) are at least len(convs)). An error
+	// means nothing was read; the caller reads the store instead.
+	MembersMulti(ctx context.Context, convs []uint64, out [][]string, found []bool) error
+	// FillMembersMulti does FillMembers(convs[i], members[i]) for every i.
+	// An invalid list fails the whole call before anything is written.
+	FillMembersMulti(ctx context.Context, convs []uint64, members [][]string) error
+}
+
 // Bounds of a cached member list, so that one entry's encoding stays a
 // reasonable single Redis value (at most 1 + 100,000 * (2 + 255) bytes,
 // about 26 MB; a typical group's is a few KB).
@@ -221,6 +236,33 @@ func (m *Memory) FillMembers(_ context.Context, conv uint64, members []string) e
 // SetMembers implements MemberCache.
 func (m *Memory) SetMembers(_ context.Context, conv uint64, members []string) error {
 	return m.members.put(conv, members, true)
+}
+
+var _ MultiMemberCache = (*Memory)(nil)
+
+// MembersMulti implements MultiMemberCache.
+func (m *Memory) MembersMulti(_ context.Context, convs []uint64, out [][]string, found []bool) error {
+	m.members.mu.RLock()
+	defer m.members.mu.RUnlock()
+	for i, conv := range convs {
+		out[i], found[i] = m.members.convs[conv]
+	}
+	return nil
+}
+
+// FillMembersMulti implements MultiMemberCache.
+func (m *Memory) FillMembersMulti(_ context.Context, convs []uint64, members [][]string) error {
+	for i := range convs {
+		if _, _, err := normalizeMembers(members[i]); err != nil {
+			return err
+		}
+	}
+	for i, conv := range convs {
+		if err := m.members.put(conv, members[i], false); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // DeleteMembers implements MemberCache.

@@ -208,6 +208,102 @@ func (r *Redis) Members(ctx context.Context, conv uint64) ([]string, bool, error
 	return members, true, nil
 }
 
+var _ MultiMemberCache = (*Redis)(nil)
+
+// MembersMulti implements MultiMemberCache: one DoMultiCache of GETs, so
+// the keys not cached locally cost one round trip together.
+func (r *Redis) MembersMulti(ctx context.Context, convs []uint64, out [][]string, found []bool) error {
+	if len(convs) == 0 {
+		return nil
+	}
+	m := r.members
+	memos := make([]membersMemo, len(convs))
+	memoized := make([]bool, len(convs))
+	cmds := make([]rueidis.CacheableTTL, len(convs))
+	m.memoMu.RLock()
+	for i, conv := range convs {
+		memos[i], memoized[i] = m.memo[conv]
+	}
+	m.memoMu.RUnlock()
+	for i, conv := range convs {
+		key := memos[i].key
+		if !memoized[i] {
+			_, key = r.appendMembersKey(make([]byte, 0, len(r.prefix)+2+20), conv)
+			memos[i].key = key
+		}
+		cmds[i] = rueidis.CT(m.c.B().Get().Key(key).Cache(), r.cfg.MembersTTL)
+	}
+	results := m.c.DoMultiCache(ctx, cmds...)
+	for _, res := range results {
+		if err := res.Error(); err != nil && !rueidis.IsRedisNil(err) {
+			return fmt.Errorf("routing: members of %d conversations: %w", len(convs), err)
+		}
+	}
+	for i, res := range results {
+		out[i], found[i] = nil, false
+		raw, err := res.ToString()
+		if err != nil { // nil: not cached
+			m.count(res, &m.misses)
+			continue
+		}
+		if memoized[i] && len(raw) == len(memos[i].raw) && unsafe.StringData(raw) == unsafe.StringData(memos[i].raw) {
+			out[i], found[i] = memos[i].members, true
+			m.count(res, nil)
+			continue
+		}
+		members, ok := decodeMembers(raw)
+		if !ok {
+			m.count(res, &m.malformed)
+			continue
+		}
+		m.remember(convs[i], membersMemo{key: memos[i].key, raw: raw, members: members})
+		out[i], found[i] = members, true
+		m.count(res, nil)
+	}
+	return nil
+}
+
+// FillMembersMulti implements MultiMemberCache: every SET NX PX with its
+// PTTL fence (see write) in one DoMulti.
+func (r *Redis) FillMembersMulti(ctx context.Context, convs []uint64, members [][]string) error {
+	if len(convs) == 0 {
+		return nil
+	}
+	m := r.members
+	ttlMs := max(r.cfg.MembersTTL.Milliseconds(), 1)
+	keys, vals := make([]string, len(convs)), make([]string, len(convs))
+	for i, conv := range convs {
+		sorted, _, err := normalizeMembers(members[i])
+		if err != nil {
+			return err
+		}
+		arena := make([]byte, 0, len(r.prefix)+2+20+membersValueLen(sorted))
+		arena, keys[i] = r.appendMembersKey(arena, conv)
+		n := len(arena)
+		arena = appendMembers(arena, sorted)
+		vals[i] = arenaString(arena, n)
+	}
+	// rueidis recycles a command once it is sent: a retry builds anew.
+	err := retryBroken(func() error { // SET NX of the same values is idempotent
+		cmds := make([]rueidis.Completed, 0, 2*len(convs))
+		for i := range keys {
+			cmds = append(cmds, m.c.B().Set().Key(keys[i]).Value(vals[i]).Nx().PxMilliseconds(ttlMs).Build(),
+				m.c.B().Pttl().Key(keys[i]).Build())
+		}
+		for _, res := range m.c.DoMulti(ctx, cmds...) {
+			if err := res.Error(); err != nil && !rueidis.IsRedisNil(err) {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("routing: fill members of %d conversations: %w", len(convs), err)
+	}
+	m.writes.Add(uint64(len(convs)))
+	return nil
+}
+
 func (m *redisMembers) count(res rueidis.RedisResult, outcome *atomic.Uint64) {
 	m.reads.Add(1)
 	if res.IsCacheHit() {

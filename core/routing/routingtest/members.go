@@ -30,6 +30,7 @@ func RunMembers(t *testing.T, newCache func(t *testing.T) routing.MemberCache) {
 		{"ManyConversations", testMembersMany},
 		{"InvalidRejected", testMembersInvalid},
 		{"ReadYourWrites", testMembersReadYourWrites},
+		{"Multi", testMembersMulti},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newCache(t)) })
 	}
@@ -324,5 +325,57 @@ func testMembersReadYourWrites(t *testing.T, c routing.MemberCache) {
 			mcFill(t, c, conv, v)
 			mcWant(t, c, conv, v)
 		}
+	}
+}
+
+// testMembersMulti checks MultiMemberCache, which every implementation
+// offers: reads and fills of many conversations agree with the one-at-a-time
+// calls, a fill keeps existing entries, and an invalid list writes nothing.
+func testMembersMulti(t *testing.T, c routing.MemberCache) {
+	mc, ok := c.(routing.MultiMemberCache)
+	if !ok {
+		t.Fatalf("%T is not a routing.MultiMemberCache", c)
+	}
+	mcSet(t, c, 2, "bob", "alice")
+	convs := []uint64{1, 2, 3, 2}
+	out, found := make([][]string, len(convs)), make([]bool, len(convs))
+	if err := mc.MembersMulti(ctx(t), convs, out, found); err != nil {
+		t.Fatalf("MembersMulti: %v", err)
+	}
+	for i, want := range []bool{false, true, false, true} {
+		if found[i] != want {
+			t.Fatalf("found[%d] = %v, want %v", i, found[i], want)
+		}
+	}
+	if !slices.Equal(out[1], []string{"alice", "bob"}) || !slices.Equal(out[3], out[1]) || out[0] != nil {
+		t.Fatalf("out = %q", out)
+	}
+	// Fill 1 and 3, and 2 with another list, which must not replace it.
+	err := mc.FillMembersMulti(ctx(t), []uint64{1, 2, 3}, [][]string{{"carol", "alice"}, {"zed"}, {}})
+	if err != nil {
+		t.Fatalf("FillMembersMulti: %v", err)
+	}
+	mcWant(t, c, 1, "alice", "carol")
+	mcWant(t, c, 2, "alice", "bob")
+	if got, ok := mcMembers(t, c, 3); !ok || len(got) != 0 {
+		t.Fatalf("Members(3) = %q, %v, want an empty list", got, ok)
+	}
+	if err := mc.MembersMulti(ctx(t), []uint64{3, 1}, out, found); err != nil || !found[0] || !found[1] || !slices.Equal(out[1], []string{"alice", "carol"}) {
+		t.Fatalf("MembersMulti after fill: %q %v %v", out[:2], found[:2], err)
+	}
+	// One invalid list rejects the call before anything is written.
+	long := strings.Repeat("x", routing.MaxMemberIDLen+1)
+	err = mc.FillMembersMulti(ctx(t), []uint64{4, 5}, [][]string{{"alice"}, {long}})
+	if !errors.Is(err, routing.ErrInvalidMembers) {
+		t.Fatalf("invalid fill: err = %v, want ErrInvalidMembers", err)
+	}
+	mcWantMiss(t, c, 4)
+	mcWantMiss(t, c, 5)
+	// Nothing to do is no error.
+	if err := mc.MembersMulti(ctx(t), nil, nil, nil); err != nil {
+		t.Fatalf("MembersMulti(nil): %v", err)
+	}
+	if err := mc.FillMembersMulti(ctx(t), nil, nil); err != nil {
+		t.Fatalf("FillMembersMulti(nil): %v", err)
 	}
 }
