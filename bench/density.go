@@ -153,7 +153,7 @@ func RunDensity(ctx context.Context, cfg DensityConfig) (*DensityResult, []Sampl
 	}
 	switch {
 	case cfg.ClientTick == 0:
-		cfg.ClientTick = 20 * time.Millisecond
+		cfg.ClientTick = DefaultClientTick
 	case cfg.ClientTick < 0:
 		cfg.ClientTick = 0
 	}

@@ -110,7 +110,7 @@ func RunStorm(ctx context.Context, cfg StormConfig) (*StormResult, []Sample, err
 
 	// The crowd.
 	crowd, err := SpawnWorkers(cl, WorkersConfig{SelfBin: cfg.SelfBin, Conns: cfg.Clients,
-		Procs: GatewayProcsFor(cfg.Clients), RoundTrip: true, Reconnect: true, Log: cfg.Log})
+		Procs: GatewayProcsFor(cfg.Clients), RoundTrip: true, Reconnect: true, Tick: DefaultClientTick, Log: cfg.Log})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -48,6 +48,11 @@ type Worker struct {
 	err   string
 }
 
+// DefaultClientTick is the load workers' swarm.Config.Tick in every
+// scenario: they share the machine with the server, and waking per event
+// would cost it more than their work (swarm.Config.Tick).
+const DefaultClientTick = 20 * time.Millisecond
+
 // SourceIPsPerWorker is how many loopback source addresses each of procs
 // workers binds for conns connections: enough that none carries more than
 // swarm.PortsPerSourceIP.

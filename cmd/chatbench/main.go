@@ -160,7 +160,7 @@ func latency(ctx context.Context, args []string) error {
 			if err != nil {
 				return err
 			}
-			idleWorkers, err = bench.SpawnWorkers(cl, bench.WorkersConfig{SelfBin: self, Conns: *idle, Procs: bench.GatewayProcsFor(*idle)})
+			idleWorkers, err = bench.SpawnWorkers(cl, bench.WorkersConfig{SelfBin: self, Conns: *idle, Procs: bench.GatewayProcsFor(*idle), Tick: bench.DefaultClientTick})
 			if err != nil {
 				return err
 			}
