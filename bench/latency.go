@@ -60,6 +60,11 @@ type LatencyResult struct {
 	// whose deliver P99 stayed under 100 ms with nothing lost.
 	MaxRateP99Under100ms float64 `json:"max_rate_p99_under_100ms,omitempty"`
 
+	// CPU is what each part of the topology used during the run, in
+	// percent of one CPU ("bench" is chatbench itself: the senders and
+	// receivers; "machine" counts everything, the kernel included).
+	CPU map[string]float64 `json:"cpu_percent,omitempty"`
+
 	// Timeline is deliver latency by scheduled send time, one point per
 	// TimelineStep of the measured period: it shows whether a tail comes
 	// from steady queueing or from periodic stalls.

@@ -230,8 +230,9 @@ type Gateway struct {
 	ln          netpoll.Listener
 	evl         netpoll.EventLoop
 	unsubscribe func()
-	watches     watches // presence.go
-	pulls       pulls   // pull.go
+	watches     watches      // presence.go
+	topics      *topicJoiner // topics.go; nil when the Router has no Topics
+	pulls       pulls        // pull.go
 
 	lifeMu  sync.Mutex      // serializes Start with the beginning of Close
 	ctx     context.Context // cancelled when Close finishes
@@ -292,8 +293,8 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		}
 		cfg.ID = "gw-" + hex.EncodeToString(b[:])
 	}
-	if cfg.ID == routing.AllGateways {
-		return nil, fmt.Errorf("gateway: ID %q is reserved (routing.AllGateways)", cfg.ID)
+	if cfg.ID == routing.AllGateways || routing.IsTopicChannel(cfg.ID) {
+		return nil, fmt.Errorf("gateway: ID %q is reserved (routing.AllGateways and topic channels)", cfg.ID)
 	}
 	if len(cfg.ID) > wire.MaxGatewayIDLen {
 		return nil, fmt.Errorf("gateway: ID longer than %d bytes", wire.MaxGatewayIDLen)
@@ -408,6 +409,19 @@ func (g *Gateway) Start() error {
 	}
 	g.ln, g.evl = ln, evl
 	g.unsubscribe = func() { unsubAll(); unsub() }
+	if tr, ok := g.deps.Router.(routing.Topics); ok {
+		ts, err := tr.SubscribeTopics(g.onTopic)
+		if err != nil {
+			g.unsubscribe()
+			ln.Close()
+			return fail(fmt.Errorf("gateway: router topics: %w", err))
+		}
+		g.topics = newTopicJoiner(ts)
+		g.watches.keyChanged = g.topics.mark // no connection exists yet
+		g.unsubscribe = func() { ts.Close(); unsubAll(); unsub() }
+		g.wg.Add(1)
+		go g.runTopics()
+	}
 
 	g.wg.Add(4)
 	go func() {

@@ -34,6 +34,7 @@ type metrics struct {
 	unfocused         prometheus.Counter
 	presenceAnnounced prometheus.Counter
 	presenceSent      prometheus.Counter
+	presenceTopics    prometheus.Gauge
 	channelSent       prometheus.Counter
 
 	in, out [wire.LastType + 2]prometheus.Counter // by type; the last is "unknown"
@@ -70,9 +71,11 @@ func newMetrics() *metrics {
 		routedUnknown:     counter("routed_unknown_conns_total", "Routed deliveries to connections this gateway no longer has."),
 		typingDropped:     counter("typing_stopped_ignored_total", "TYPING stopped frames for a conversation the connection was not typing in (no-ops, dropped)."),
 		unfocused:         counter("typing_unfocused_total", "Routed TYPING and PRESENCE deliveries skipped because the connection's FOCUS is another conversation."),
-		presenceAnnounced: counter("presence_announced_total", "Presence changes of this gateway's users published to every gateway."),
-		presenceSent:      counter("presence_changes_sent_total", "PRESENCE frames sent to connections watching a user whose presence changed."),
-		channelSent:       counter("channel_frames_sent_total", "Channel MSG and TYPING frames written to connections focused on the channel (the pull model)."),
+		presenceAnnounced: counter("presence_announced_total", "Presence changes of this gateway's users published (to the users' presence topics, or to every gateway when the router has no topics)."),
+		presenceTopics: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+			Name: "presence_topics", Help: "Presence topics this gateway holds: users some connection of it watches."}),
+		presenceSent: counter("presence_changes_sent_total", "PRESENCE frames sent to connections watching a user whose presence changed."),
+		channelSent:  counter("channel_frames_sent_total", "Channel MSG and TYPING frames written to connections focused on the channel (the pull model)."),
 	}
 	for t := range m.in {
 		name := "unknown"
@@ -89,7 +92,7 @@ func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.open, m.accepted, m.authenticated, m.hsFailed, m.framesInVec,
 		m.framesOutVec, m.errorsVec, m.bytesIn, m.bytesOut, m.drops, m.closes, m.produced,
 		m.produceErrors, m.rateLimited, m.protocolErrors, m.registryCalls, m.registryErrors,
-		m.badBatches, m.routedUnknown, m.typingDropped, m.unfocused, m.presenceAnnounced, m.presenceSent, m.channelSent}
+		m.badBatches, m.routedUnknown, m.typingDropped, m.unfocused, m.presenceAnnounced, m.presenceSent, m.presenceTopics, m.channelSent}
 }
 
 func (m *metrics) register(r *prometheus.Registry) error {

@@ -18,9 +18,10 @@ import (
 // connection watches the peer (watches), and sends it a new PRESENCE at
 // each change of the peer's online state while the connection stays
 // focused on that conversation. Changes come from every gateway over the
-// router's AllGateways channel: a gateway announces its users when their
-// first device registers and when their last device goes (checked with
-// Deps.Presence). Nothing goes to a connection that does not have the
+// user's presence topic, which a gateway holds while one of its connections
+// watches the user (topics.go; AllGateways when the Router has no topics):
+// a gateway announces its users when their first device registers and when
+// their last device goes (checked with Deps.Presence). Nothing goes to a connection that does not have the
 // conversation open, and nothing is sent to a user's contacts at large.
 
 // FocusMinGap is the shortest time between two FOCUS on a conversation a
@@ -73,8 +74,10 @@ func (g *Gateway) watchFrom(frame []byte, conv uint64, to []*conn) {
 	}
 }
 
-// announce publishes users' new presence to every gateway (AllGateways):
-// one batch per user, published together.
+// announce publishes users' new presence: one batch per user, published
+// together, to the user's presence topic (only the gateways where someone
+// watches the user hold it, see topics.go), or to every gateway
+// (AllGateways) when the Router has no topics.
 func (g *Gateway) announce(users []string, online bool, lastSeen map[string]int64) {
 	if len(users) == 0 {
 		return
@@ -82,7 +85,11 @@ func (g *Gateway) announce(users []string, online bool, lastSeen map[string]int6
 	pubs := make([]routing.Publication, 0, len(users))
 	for _, u := range users {
 		p := wire.Presence{User: []byte(u), Online: online, LastSeenMS: uint64(lastSeen[u])}
-		pubs = append(pubs, routing.Publication{Gateway: routing.AllGateways, Batch: wire.AppendBatch(nil, nil, p.Append(nil, 0))})
+		to := routing.AllGateways
+		if g.topics != nil {
+			to = routing.TopicChannel(presenceTopic(u))
+		}
+		pubs = append(pubs, routing.Publication{Gateway: to, Batch: wire.AppendBatch(nil, nil, p.Append(nil, 0))})
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

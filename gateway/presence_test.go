@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -55,6 +56,15 @@ func TestPresenceToFocusedWatchers(t *testing.T) {
 		t.Fatalf("phone's first PRESENCE %+v", p)
 	}
 	laptop.expect(wire.TypePresence)
+	// The phone watches alice: the gateway holds alice's presence topic
+	// (joined by runTopics, after the answer), and announcements go there,
+	// not to every gateway.
+	eventually(t, "alice's presence topic held", func() bool {
+		return e.metric("chatd_gateway_presence_topics", "", "") == 1
+	})
+	var broadcasts atomic.Int32
+	stopSpy, _ := e.mem.Subscribe(routing.AllGateways, func([]byte) { broadcasts.Add(1) })
+	defer stopSpy()
 
 	alice := login(t, e, "alice", "web")
 	phone.expect(wire.TypePresence)
@@ -69,12 +79,18 @@ func TestPresenceToFocusedWatchers(t *testing.T) {
 	}
 	laptop.ping(3) // the next frame: the coarse watcher got no change
 
-	// Unfocused: no more changes.
+	// Unfocused: no more changes, and the topic is left.
 	phone.send(&wire.Focus{})
 	phone.ping(4)
+	eventually(t, "alice's presence topic left", func() bool {
+		return e.metric("chatd_gateway_presence_topics", "", "") == 0
+	})
 	login(t, e, "alice", "web")
 	phone.ping(5)
 	if n := e.metric("chatd_gateway_presence_changes_sent_total", "", ""); n != 2 {
 		t.Fatalf("presence changes sent %v, want 2", n)
+	}
+	if n := broadcasts.Load(); n != 0 {
+		t.Fatalf("%d presence announcements went to every gateway", n)
 	}
 }

@@ -127,6 +127,9 @@ type connIndex[K comparable, V any] struct {
 	mu     sync.Mutex
 	byConn map[uint64]keyed[K, V]
 	byKey  map[K]map[uint64]struct{}
+	// keyChanged, if set, is called under mu when a key gets its first
+	// connection or loses its last; it must not block or call back.
+	keyChanged func(K)
 }
 
 type keyed[K comparable, V any] struct {
@@ -153,6 +156,9 @@ func (x *connIndex[K, V]) add(id uint64, k K, v V) {
 	if set == nil {
 		set = map[uint64]struct{}{}
 		x.byKey[k] = set
+		if x.keyChanged != nil {
+			x.keyChanged(k)
+		}
 	}
 	set[id] = struct{}{}
 }
@@ -173,6 +179,9 @@ func (x *connIndex[K, V]) removeLocked(id uint64) {
 		delete(set, id)
 		if len(set) == 0 {
 			delete(x.byKey, e.key)
+			if x.keyChanged != nil {
+				x.keyChanged(e.key)
+			}
 		}
 	}
 }
@@ -190,6 +199,13 @@ func (x *connIndex[K, V]) has(id uint64) bool {
 	defer x.mu.Unlock()
 	_, ok := x.byConn[id]
 	return ok
+}
+
+// hasKey reports whether some connection is indexed under k.
+func (x *connIndex[K, V]) hasKey(k K) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return len(x.byKey[k]) > 0
 }
 
 // of appends the connections of k, with their values, to dst.

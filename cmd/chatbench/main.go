@@ -129,6 +129,7 @@ func latency(ctx context.Context, args []string) error {
 	var gw, api string
 	procs := 1
 	var idleWorkers []*bench.Worker
+	var topo *bench.Cluster
 	if *sf.server != "" {
 		if *idle > 0 {
 			return fmt.Errorf("--idle needs chatbench to start chatd (it mints the idle clients' tokens with its key); drop --server")
@@ -154,6 +155,7 @@ func latency(ctx context.Context, args []string) error {
 			return err
 		}
 		defer cl.Stop()
+		topo = cl
 		gw, api = cl.GatewayURL, cl.APIURL
 		if *idle > 0 {
 			self, err := os.Executable()
@@ -170,7 +172,13 @@ func latency(ctx context.Context, args []string) error {
 			}
 		}
 	}
+	var cpu bench.CPUGroups
+	if topo != nil {
+		cpu = bench.TopologyCPU(topo, idleWorkers)
+		cpu["bench"] = []int{os.Getpid()}
+	}
 	run := func(r float64) (*bench.LatencyResult, error) {
+		start := cpu.Snapshot()
 		res, err := bench.RunLatency(ctx, bench.LatencyConfig{
 			GatewayURL: gw, APIURL: api, Pairs: *pairs, Rate: r,
 			Duration: *duration, Warmup: *warmup, BodySize: *body,
@@ -179,6 +187,9 @@ func latency(ctx context.Context, args []string) error {
 			return nil, err
 		}
 		res.GatewayProcesses = procs
+		if cpu != nil {
+			res.CPU = cpu.Since(start).Percent
+		}
 		if idleWorkers != nil {
 			res.IdleConns = bench.Aggregate(idleWorkers).Established
 		}
@@ -227,6 +238,9 @@ func printLatency(res *bench.LatencyResult, d time.Duration) {
 	fmt.Printf("  send->ack      p50 %7.2f ms  p99 %7.2f ms  max %7.2f ms\n", res.AckP50ms, res.AckP99ms, res.AckMaxms)
 	fmt.Printf("  send->deliver  p50 %7.2f ms  p90 %7.2f ms  p99 %7.2f ms  p99.9 %7.2f ms  max %7.2f ms\n",
 		res.DeliverP50ms, res.DeliverP90ms, res.DeliverP99ms, res.DeliverP999, res.DeliverMaxms)
+	if res.CPU != nil {
+		fmt.Printf("  CPU %% of one core: %s\n", formatCPU(res.CPU))
+	}
 }
 
 func density(ctx context.Context, args []string) error {
@@ -339,7 +353,7 @@ func binaries(chatd string) (bin, self string, err error) {
 // formatCPU prints a CPU breakdown in a fixed order.
 func formatCPU(p map[string]float64) string {
 	var b strings.Builder
-	for _, k := range []string{"machine", "gateways", "core", "redis", "clients", "other"} {
+	for _, k := range []string{"machine", "gateways", "core", "redis", "clients", "bench", "other"} {
 		if v, ok := p[k]; ok {
 			fmt.Fprintf(&b, "%s %.1f  ", k, v)
 		}

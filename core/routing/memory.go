@@ -2,6 +2,7 @@ package routing
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 )
@@ -9,10 +10,11 @@ import (
 // Memory is the in-process Registry and Router of the embedded default.
 type Memory struct {
 	mu      sync.RWMutex
-	devices map[string]map[string]memEntry // user -> device -> entry
-	subs    map[string]func([]byte)        // gateway -> handler
-	all     map[*byte]func([]byte)         // AllGateways subscribers, by a unique key
-	leases  map[string]time.Time           // gateway -> lease expiry
+	devices map[string]map[string]memEntry     // user -> device -> entry
+	subs    map[string]func([]byte)            // gateway -> handler
+	all     map[*byte]func([]byte)             // AllGateways subscribers, by a unique key
+	topics  map[string]map[*memTopics]struct{} // topic -> subscriptions holding it (topics.go)
+	leases  map[string]time.Time               // gateway -> lease expiry
 	now     func() time.Time
 	swept   time.Time // last sweep of expired entries
 
@@ -151,6 +153,10 @@ func (m *Memory) Lookup(_ context.Context, users []string, dst []Route) ([]Route
 // Publish implements Router: the subscriber's handler runs synchronously in
 // the caller's goroutine, which keeps publish order per publisher.
 func (m *Memory) Publish(_ context.Context, gateway string, batch []byte) error {
+	if IsTopicChannel(gateway) {
+		m.publishTopic(gateway[len(topicPrefix):], batch)
+		return nil
+	}
 	m.mu.RLock()
 	if gateway == AllGateways {
 		hs := make([]func([]byte), 0, len(m.all))
@@ -195,4 +201,93 @@ func (m *Memory) Subscribe(gateway string, h func([]byte)) (func(), error) {
 		delete(m.subs, gateway)
 		m.mu.Unlock()
 	}, nil
+}
+
+// memTopics is a TopicSubscription of the in-process router.
+type memTopics struct {
+	m      *Memory
+	h      func([]byte)
+	mu     sync.Mutex // serializes h, so that h runs as if on one goroutine
+	closed bool       // under m.mu
+	held   map[string]struct{}
+}
+
+var _ Topics = (*Memory)(nil)
+
+// SubscribeTopics implements Topics.
+func (m *Memory) SubscribeTopics(h func([]byte)) (TopicSubscription, error) {
+	return &memTopics{m: m, h: h, held: map[string]struct{}{}}, nil
+}
+
+func (m *Memory) publishTopic(topic string, batch []byte) {
+	m.mu.RLock()
+	subs := make([]*memTopics, 0, len(m.topics[topic]))
+	for s := range m.topics[topic] {
+		subs = append(subs, s)
+	}
+	m.mu.RUnlock()
+	for _, s := range subs {
+		s.mu.Lock()
+		m.mu.RLock()
+		live := !s.closed
+		m.mu.RUnlock()
+		if live {
+			s.h(batch)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// Join implements TopicSubscription.
+func (s *memTopics) Join(_ context.Context, topics []string) error {
+	s.m.mu.Lock()
+	defer s.m.mu.Unlock()
+	if s.closed {
+		return errors.New("routing: join: subscription closed")
+	}
+	if s.m.topics == nil {
+		s.m.topics = map[string]map[*memTopics]struct{}{}
+	}
+	for _, t := range topics {
+		set := s.m.topics[t]
+		if set == nil {
+			set = map[*memTopics]struct{}{}
+			s.m.topics[t] = set
+		}
+		set[s] = struct{}{}
+		s.held[t] = struct{}{}
+	}
+	return nil
+}
+
+// Leave implements TopicSubscription.
+func (s *memTopics) Leave(_ context.Context, topics []string) error {
+	s.m.mu.Lock()
+	defer s.m.mu.Unlock()
+	for _, t := range topics {
+		s.leaveLocked(t)
+	}
+	return nil
+}
+
+func (s *memTopics) leaveLocked(t string) {
+	delete(s.held, t)
+	if set := s.m.topics[t]; set != nil {
+		delete(set, s)
+		if len(set) == 0 {
+			delete(s.m.topics, t)
+		}
+	}
+}
+
+// Close implements TopicSubscription.
+func (s *memTopics) Close() {
+	s.m.mu.Lock()
+	s.closed = true
+	for t := range s.held {
+		s.leaveLocked(t)
+	}
+	s.m.mu.Unlock()
+	s.mu.Lock() // a delivery under way finishes before Close returns
+	s.mu.Unlock()
 }

@@ -58,6 +58,7 @@ type Redis struct {
 
 	mu     sync.Mutex
 	subs   map[*redisSub]struct{}
+	tsubs  map[*redisTopics]struct{} // topics_redis.go
 	closed bool
 	wg     sync.WaitGroup // subscription loops and reapers
 
@@ -231,9 +232,16 @@ func (r *Redis) Close() {
 	for s := range r.subs {
 		subs = append(subs, s)
 	}
+	tsubs := make([]*redisTopics, 0, len(r.tsubs))
+	for t := range r.tsubs {
+		tsubs = append(tsubs, t)
+	}
 	r.mu.Unlock()
 	for _, s := range subs {
 		s.stop()
+	}
+	for _, t := range tsubs {
+		t.Close()
 	}
 	r.wg.Wait()
 	r.c.Close()

@@ -613,3 +613,57 @@ func redisWithRoute(t *testing.T, cfg routing.RedisConfig, rt routing.Route) (*r
 	}
 	return r, rawClient(t, addr)
 }
+
+// TestRedisTopicsAfterRestart: a topic subscription outlives a Redis
+// restart on its own: the topics it held are held again (the ones it left
+// are not), and a Join while Redis is down fails fast and still counts.
+func TestRedisTopicsAfterRestart(t *testing.T) {
+	srv := redistest.StartServer(t)
+	r, err := routing.NewRedis(routing.RedisConfig{Addrs: []string{srv.Addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	ctx := context.Background()
+	var c collector
+	ts, err := r.SubscribeTopics(c.h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ts.Close()
+	if err := ts.Join(ctx, []string{"p:alice", "p:bob"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.Leave(ctx, []string{"p:bob"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Publish(ctx, routing.TopicChannel("p:alice"), []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 5*time.Second, "a batch before the restart", func() bool { return c.count() == 1 })
+
+	srv.Kill()
+	start := time.Now()
+	if err := ts.Join(ctx, []string{"p:carol"}); err == nil {
+		t.Fatal("Join with redis down: no error")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("Join with redis down took %v", d)
+	}
+	srv.Restart()
+	i := 0
+	waitUntil(t, 15*time.Second, "alice's and carol's topics held again", func() bool {
+		i++
+		_ = r.Publish(ctx, routing.TopicChannel("p:alice"), []byte(fmt.Sprintf("alice-%d", i)))
+		_ = r.Publish(ctx, routing.TopicChannel("p:carol"), []byte(fmt.Sprintf("carol-%d", i)))
+		_ = r.Publish(ctx, routing.TopicChannel("p:bob"), []byte("bob"))
+		return c.has(func(s string) bool { return strings.HasPrefix(s, "alice-") }) &&
+			c.has(func(s string) bool { return strings.HasPrefix(s, "carol-") })
+	})
+	if c.has(func(s string) bool { return s == "bob" }) {
+		t.Fatal("a topic left before the restart was delivered after it")
+	}
+	if c.concurrent.Load() {
+		t.Fatal("handler ran concurrently")
+	}
+}

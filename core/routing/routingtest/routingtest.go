@@ -76,6 +76,7 @@ func RunRouter(t *testing.T, newRouter func(t *testing.T) routing.Router) {
 		{"NoSubscriber", testNoSubscriber},
 		{"UnsubscribeStopsDelivery", testUnsubscribe},
 		{"ConcurrentPublishers", testConcurrentPublishers},
+		{"Topics", testTopics},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newRouter(t)) })
 	}
@@ -592,5 +593,78 @@ func testConcurrent(t *testing.T, reg routing.Registry, rt routing.Router) {
 				wantRoutes(t, got, routing.Route{User: u, Device: "d", Gateway: "gc", Conn: uint64(w*rounds + last)})
 			}
 		}
+	}
+}
+
+// ---- Topics ----
+
+func joinTopics(t *testing.T, ts routing.TopicSubscription, topics ...string) {
+	t.Helper()
+	if err := ts.Join(ctx(t), topics); err != nil {
+		t.Fatalf("Join(%q): %v", topics, err)
+	}
+}
+
+// testTopics: a topic's batches reach the subscriptions holding it and no
+// other, in order; Leave and Close stop delivery; a topic nobody holds and
+// a gateway's channel are separate from it.
+func testTopics(t *testing.T, rt routing.Router) {
+	tr, ok := rt.(routing.Topics)
+	if !ok {
+		t.Fatalf("%T is not a routing.Topics", rt)
+	}
+	var a, b, own sink
+	sa, err := tr.SubscribeTopics(a.h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sa.Close()
+	sb, err := tr.SubscribeTopics(b.h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	subscribe(t, rt, "p:alice", own.h) // a gateway named like the topic: not the topic
+	joinTopics(t, sa, "p:alice")
+	joinTopics(t, sb, "p:alice", "p:bob")
+	joinTopics(t, sb, "p:bob") // held already: a no-op
+
+	publish(t, rt, routing.TopicChannel("p:alice"), []byte("a1"))
+	publish(t, rt, routing.TopicChannel("p:bob"), []byte("b1"))
+	publish(t, rt, routing.TopicChannel("p:carol"), []byte("nobody")) // no subscriber: no error
+	publish(t, rt, routing.TopicChannel("p:alice"), []byte("a2"))
+	eventually(t, "both got alice's, b got bob's", func() bool { return a.len() >= 2 && b.len() >= 3 })
+	if g := a.snapshot(); len(g) != 2 || string(g[0]) != "a1" || string(g[1]) != "a2" {
+		t.Fatalf("a got %q", g)
+	}
+	if g := b.snapshot(); len(g) != 3 || string(g[0]) != "a1" || string(g[1]) != "b1" || string(g[2]) != "a2" {
+		t.Fatalf("b got %q", g)
+	}
+
+	// Leaving stops a's delivery of alice only; b still gets both.
+	if err := sa.Leave(ctx(t), []string{"p:alice", "p:never-joined"}); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, rt, routing.TopicChannel("p:alice"), []byte("a3"))
+	publish(t, rt, routing.TopicChannel("p:bob"), []byte("b2"))
+	eventually(t, "b got the later two", func() bool { return b.len() >= 5 })
+	sb.Close()
+	sb.Close() // twice is fine
+	publish(t, rt, routing.TopicChannel("p:bob"), []byte("after close"))
+	// A marker on a topic a holds again orders the check below.
+	joinTopics(t, sa, "p:marker")
+	publish(t, rt, routing.TopicChannel("p:marker"), []byte("m"))
+	eventually(t, "a got the marker", func() bool { return a.len() >= 3 })
+	if g := a.snapshot(); len(g) != 3 || string(g[2]) != "m" {
+		t.Fatalf("a got %q after leaving alice", g)
+	}
+	if n := b.len(); n != 5 {
+		t.Fatalf("closed subscription got %d batches, want 5", n)
+	}
+	if n := own.len(); n != 0 {
+		t.Fatalf("the gateway channel named p:alice got %d topic batches", n)
+	}
+	if err := sb.Join(ctx(t), []string{"p:x"}); err == nil {
+		t.Fatal("Join after Close succeeded")
 	}
 }
