@@ -171,7 +171,8 @@ func RunDensity(ctx context.Context, cfg DensityConfig) (*DensityResult, []Sampl
 		progress = func(string) {}
 	}
 	rep, err := limits.Check(limits.Need{Conns: cfg.Conns, GatewayProcs: cfg.GatewayProcs, ClientProcs: cfg.ClientProcs,
-		SourceIPs: cfg.ClientProcs * SourceIPsPerWorker(cfg.Conns, cfg.ClientProcs), ClientsOnThisHost: true})
+		SourceIPs: cfg.ClientProcs * SourceIPsPerWorker(cfg.Conns, cfg.ClientProcs), ClientsOnThisHost: true,
+		Heartbeat: heartbeatOf(cfg)})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -292,6 +293,17 @@ func RunDensity(ctx context.Context, cfg DensityConfig) (*DensityResult, []Sampl
 	res.PingsSent, res.PongsReceived, res.PongsMissed = agg.PingsSent, agg.PongsReceived, agg.PongsMissed
 	res.ConnectP99Ms, res.RoundTripP99Ms = agg.ConnectP99Ms, agg.RoundTripP99Ms
 	return res, samples, nil
+}
+
+// heartbeatOf is the interval the run's clients PING at.
+func heartbeatOf(cfg DensityConfig) time.Duration {
+	switch {
+	case cfg.Heartbeat > 0:
+		return cfg.Heartbeat
+	case cfg.ServerHeartbeat > 0:
+		return cfg.ServerHeartbeat
+	}
+	return 30 * time.Second // chatd's default --heartbeat
 }
 
 // sourceIP returns the n-th loopback source address of the load workers:

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -474,5 +475,34 @@ func TestCheckThisHost(t *testing.T) {
 	t.Logf("\n%s", r)
 	if _, err := MinProcs(1_000_000); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestHeartbeatCPU: heartbeats that need more CPU than the host has refuse
+// the run and name the knob; more than half is a warning; less passes.
+func TestHeartbeatCPU(t *testing.T) {
+	costs := DefaultCosts // 80 + 70 µs per heartbeat with the clients here
+	for _, tc := range []struct {
+		conns              int
+		every              time.Duration
+		ok, advisory, knob bool
+	}{
+		{1_000_000, 30 * time.Second, false, false, true}, // 5 CPUs
+		{300_000, 30 * time.Second, false, true, true},    // 1.5 CPUs: a warning
+		{100_000, 30 * time.Second, true, false, false},   // 0.5 CPUs
+		{1_000_000, 300 * time.Second, true, false, false},
+	} {
+		it := heartbeatItem(Need{Conns: tc.conns, GatewayProcs: 1, ClientProcs: 1, ClientsOnThisHost: true, Heartbeat: tc.every}, costs, 2)
+		if it.OK != tc.ok || it.Advisory != tc.advisory || (it.Knob != "") != tc.knob {
+			t.Errorf("%d every %v: %+v", tc.conns, tc.every, it)
+		}
+		if tc.knob && !strings.Contains(it.Knob, "--heartbeat") {
+			t.Errorf("%d every %v: knob %q names no heartbeat flag", tc.conns, tc.every, it.Knob)
+		}
+	}
+	// Only the gateway here: half the cost.
+	it := heartbeatItem(Need{Conns: 300_000, GatewayProcs: 16, Heartbeat: 30 * time.Second}, costs, 2)
+	if !it.OK {
+		t.Errorf("gateway-only 300,000 every 30s: %+v", it)
 	}
 }
