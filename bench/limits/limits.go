@@ -61,15 +61,19 @@ type Costs struct {
 	// box (kernel 6.18): 4,955 B of slab objects per idle loopback socket,
 	// 5,162 B by the Slab delta in /proc/meminfo.
 	KernelPerSocket int64
-	// GatewayPerConn is the gateway's Go heap per idle authenticated
-	// connection (3.8 KB HeapInuse measured by BenchmarkIdleConnBytes).
+	// GatewayPerConn is the gateway's private memory per idle
+	// authenticated connection: measured 2.7-3.5 KB of RssAnon marginal
+	// from 100,000 to 1,000,000 connections (docs/benchmarks.md).
 	GatewayPerConn int64
 	// ClientPerConn is a load generator's memory per connection, for a
 	// client that, like the gateway, holds idle connections without a
 	// goroutine or read buffer each.
 	ClientPerConn int64
-	// PerProcess is each process's fixed cost: Go runtime, binary, GC
-	// headroom over the live heap.
+	// PerProcess is each process's fixed cost: Go runtime, stacks, GC
+	// headroom; measured ~8 MiB of private memory per gateway process and
+	// ~7 MiB per load worker at a million connections, so 24 MiB leaves
+	// room for a busier process. The binary's pages are one copy in the
+	// page cache for all processes and are not counted per process.
 	PerProcess int64
 	// PerHeartbeat is the CPU one heartbeat (PING read, PONG written)
 	// costs the gateway side, and PerHeartbeatClient what it costs a
@@ -85,9 +89,9 @@ type Costs struct {
 // DefaultCosts are the figures kernel-tuning/check and kernel-tuning/README.md use.
 var DefaultCosts = Costs{
 	KernelPerSocket: 5 << 10,
-	GatewayPerConn:  4 << 10,
+	GatewayPerConn:  3584,
 	ClientPerConn:   2 << 10,
-	PerProcess:      60 << 20,
+	PerProcess:      24 << 20,
 	FDSlack:         256,
 
 	PerHeartbeat:       80 * time.Microsecond,

@@ -110,7 +110,7 @@ func TestCheckFitsOneMillionOnOneBox(t *testing.T) {
 	if m.Sockets != 2_000_000 || m.Processes != 102 {
 		t.Errorf("sockets %d processes %d, want 2,000,000 and 102", m.Sockets, m.Processes)
 	}
-	want := int64(2_000_000*5120 + 1_000_000*4096 + 1_000_000*2048 + 102*60<<20)
+	want := int64(2_000_000*5120 + 1_000_000*3584 + 1_000_000*2048 + 102*24<<20)
 	if m.Total != want {
 		t.Errorf("memory total %d, want %d", m.Total, want)
 	}
@@ -284,8 +284,8 @@ func TestCheckMemoryNamesFit(t *testing.T) {
 		t.Fatal(err)
 	}
 	it := mustItem(t, r, "memory")
-	// (8 GiB - 102 x 60 MiB) / 16,384 B per connection = 132,608.
-	if it.OK || !strings.Contains(it.Knob, "about 132,608 connections fit") {
+	// (8 GiB - 102 x 24 MiB) / 15,872 B per connection = 379,474.
+	if it.OK || !strings.Contains(it.Knob, "about 379,474 connections fit") {
 		t.Errorf("memory item %+v", it)
 	}
 	if _, ok := r.Item("tcp_mem max vs spare memory"); ok {
@@ -445,12 +445,12 @@ func TestMinProcs(t *testing.T) {
 
 func TestEstimate(t *testing.T) {
 	m := DefaultCosts.Estimate(oneBox)
-	// 2M x 5 KiB + 1M x 4 KiB + 1M x 2 KiB + 102 x 60 MiB = 22,801,285,120 B = 21.2 GiB.
-	if m.Kernel != 10_240_000_000 || m.GatewayHeap != 4_096_000_000 || m.ClientHeap != 2_048_000_000 ||
-		m.Runtimes != 102*60<<20 || m.Total != 22_801_285_120 {
+	// 2M x 5 KiB + 1M x 3.5 KiB + 1M x 2 KiB + 102 x 24 MiB = 18,438,914,048 B = 17.2 GiB.
+	if m.Kernel != 10_240_000_000 || m.GatewayHeap != 3_584_000_000 || m.ClientHeap != 2_048_000_000 ||
+		m.Runtimes != 102*24<<20 || m.Total != 18_438_914_048 {
 		t.Errorf("estimate %+v", m)
 	}
-	if got := gib(m.Total); got != "21.2 GiB" {
+	if got := gib(m.Total); got != "17.2 GiB" {
 		t.Errorf("gib(total) = %s", got)
 	}
 }
