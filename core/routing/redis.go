@@ -983,14 +983,23 @@ func (s *redisSub) run(ready chan struct{}) {
 		if time.Since(start) > 5*time.Second {
 			backoff = 50 * time.Millisecond // it had been working
 		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-s.ctx.Done():
-			t.Stop()
+		if !sleepCtx(s.ctx, backoff) {
 			return
-		case <-t.C:
 		}
 		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// sleepCtx waits d, or less if ctx ends first; it reports whether ctx is
+// still live.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 

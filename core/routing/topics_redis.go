@@ -108,12 +108,8 @@ func (t *redisTopics) watch() {
 		case <-broken:
 		}
 		for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
-			timer := time.NewTimer(backoff)
-			select {
-			case <-t.ctx.Done():
-				timer.Stop()
+			if !sleepCtx(t.ctx, backoff) {
 				return
-			case <-timer.C:
 			}
 			t.mu.Lock()
 			t.release() // the broken connection goes back to be discarded
