@@ -119,6 +119,7 @@ func latency(ctx context.Context, args []string) error {
 		body     = fs.Int("body", 32, "message body bytes")
 		gwProcs  = fs.Int("gateway-procs", 0, "gateway processes sharing the port (0: the fewest the open-files limit allows)")
 		cores    = fs.Int("cores", 0, "run the local cluster instead (a broker, a store, Redis and this many core processes; --gateway-procs gateways, at least 2)")
+		serverHB = fs.Duration("server-heartbeat", 0, "heartbeat interval the gateways announce (chatd --heartbeat; 0: chatd's default, 30s); the idle connections PING at it")
 		findMax  = fs.Bool("find-max", false, "after the run, raise the rate step by step and report the highest whose deliver P99 stays under 100 ms")
 		outDir   = fs.String("out", "bench/out", "directory for the reports (JSON, Markdown, SVG)")
 		asJSON   = fs.Bool("json", false, "print the result as one JSON object on the last line")
@@ -150,7 +151,11 @@ func latency(ctx context.Context, args []string) error {
 				procs = max(procs, 2)
 			}
 		}
-		cl, err := bench.StartCluster(ctx, bench.ClusterConfig{ChatdBin: bin, GatewayProcs: procs, Cores: *cores, GatewayEnv: gwEnv})
+		var extra []string
+		if *serverHB > 0 {
+			extra = []string{"--heartbeat", serverHB.String()}
+		}
+		cl, err := bench.StartCluster(ctx, bench.ClusterConfig{ChatdBin: bin, GatewayProcs: procs, Cores: *cores, GatewayEnv: gwEnv, ExtraArgs: extra})
 		if err != nil {
 			return err
 		}
