@@ -60,6 +60,9 @@
 //	registrar.mu, Gateway.backlogMu   leaves: nothing is taken while
 //	              holding them, and they are never taken under conn.mu
 //	Gateway.lifeMu    Start against the beginning of Close only
+//	connIndex.mu  the watches and pulls indexes (presence.go, pull.go)
+//	topicJoiner.mu    leaf, taken under the watches index's lock by its
+//	              keyChanged hook (topics.go)
 //
 // conn.mu is never held across I/O, a registry call, a produce or a netpoll
 // Close (whose close callback takes conn.mu).

@@ -105,6 +105,9 @@ func (g *Gateway) runTopics() {
 // the users whose change failed.
 func (g *Gateway) applyTopics(join, leave []string) (failed []string) {
 	t := g.topics
+	if g.closing.Load() {
+		return nil // Close is ending the subscription
+	}
 	ctx, cancel := g.registryCtx()
 	defer cancel()
 	if len(join) > 0 {
