@@ -29,11 +29,7 @@ func BenchmarkFanoutChannel1024(b *testing.B) { benchGroup(b, 1000) }
 
 func benchGroup(b *testing.B, pullAbove int) {
 	ctx := context.Background()
-	st, err := store.OpenPebble(b.TempDir(), store.PebbleOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(b)
 	members := make([]string, 1024)
 	routes := make([]routing.Route, 1024)
 	for i := range members {
@@ -90,11 +86,7 @@ func delivered(f *Fanout) float64 { return testutil.ToFloat64(f.delivered) }
 // PublishMany. Per op: one batch.
 func BenchmarkFanoutDirectBatch100(b *testing.B) {
 	ctx := context.Background()
-	st, err := store.OpenPebble(b.TempDir(), store.PebbleOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(b)
 	mem := routing.NewMemory()
 	_ = mem.Lease(ctx, "g1", time.Hour)
 	stop, _ := mem.Subscribe("g1", func([]byte) {})

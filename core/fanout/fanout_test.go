@@ -20,6 +20,18 @@ import (
 // Unit test of fanout alone: a real Pebble store and the in-memory
 // registry/router; records are built by hand instead of read from Kafka.
 
+// openStore opens a Pebble store in a temporary dir, closed at the end of
+// the test.
+func openStore(tb testing.TB) *store.Pebble {
+	tb.Helper()
+	st, err := store.OpenPebble(tb.TempDir(), store.PebbleOptions{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { st.Close() })
+	return st
+}
+
 type sink struct {
 	mu      sync.Mutex
 	batches map[string][][]byte // gateway -> batches
@@ -36,11 +48,7 @@ func (s *sink) subscribe(t *testing.T, r *routing.Memory, gw string) {
 
 func TestFanoutEncodesOncePerGatewayAndVariant(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.OpenPebble(t.TempDir(), store.PebbleOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(t)
 	conv := store.Conversation{ID: 42, Kind: wire.ConvDirect, Members: []string{"alice", "bob"}}
 	if _, err := st.EnsureConversation(ctx, conv); err != nil {
 		t.Fatal(err)
@@ -111,11 +119,7 @@ func TestFanoutEncodesOncePerGatewayAndVariant(t *testing.T) {
 // counters.
 func TestFanoutSharedCaches(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.OpenPebble(t.TempDir(), store.PebbleOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(t)
 	if _, err := st.EnsureConversation(ctx, store.Conversation{ID: 42, Kind: wire.ConvDirect, Members: []string{"alice", "bob"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -182,11 +186,7 @@ func TestFanoutSharedCaches(t *testing.T) {
 func TestFanoutGroupChange(t *testing.T) {
 	for _, shared := range []bool{false, true} {
 		ctx := context.Background()
-		st, err := store.OpenPebble(t.TempDir(), store.PebbleOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer st.Close()
+		st := openStore(t)
 		group := store.Conversation{ID: 43, Kind: wire.ConvGroup, Members: []string{"alice", "bob", "carol"}, Name: "g", Admins: []string{"alice"}}
 		if _, err := st.EnsureConversation(ctx, group); err != nil {
 			t.Fatal(err)
@@ -287,11 +287,7 @@ type groupOnG1 struct {
 func newGroupOnG1(t *testing.T, conv uint64, routes []routing.Route) *groupOnG1 {
 	t.Helper()
 	ctx := context.Background()
-	st, err := store.OpenPebble(t.TempDir(), store.PebbleOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := openStore(t)
 	c := store.Conversation{ID: conv, Kind: wire.ConvGroup, Members: []string{"alice", "bob", "carol"}, Admins: []string{"alice"}}
 	if _, err := st.EnsureConversation(ctx, c); err != nil {
 		t.Fatal(err)
@@ -427,11 +423,7 @@ func (c *countingMembers) FillMembersMulti(ctx context.Context, convs []uint64, 
 // cache, not a read and a fill per conversation, and delivers every event.
 func TestFanoutPrefetchesMembers(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.OpenPebble(t.TempDir(), store.PebbleOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(t)
 	mem := routing.NewMemory()
 	_ = mem.Lease(ctx, "g1", time.Minute)
 	const n = 50
