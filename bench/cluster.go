@@ -56,6 +56,9 @@ type ClusterConfig struct {
 	// files in Dir (NAME.out, NAME.log), so that they outlive this process
 	// (chatbench cluster up); Stop or StopDetached ends them.
 	Detach bool
+	// Heartbeat is the heartbeat interval the gateways announce (chatd
+	// --heartbeat); 0 keeps chatd's default.
+	Heartbeat time.Duration
 	// ExtraArgs are passed to every chatd.
 	ExtraArgs []string
 	// Log receives the processes' stderr (nil: os.Stderr).
@@ -266,6 +269,10 @@ func (c *Cluster) start(ctx context.Context, name, roles string, args []string) 
 		if c.cfg.GatewayProcs >= runtime.NumCPU() && !hasEnv(p.env, "GOMAXPROCS") {
 			p.args = append(p.args, "--gomaxprocs", "1")
 		}
+
+	}
+	if (roles == "gateway" || roles == "all") && c.cfg.Heartbeat > 0 {
+		p.args = append(p.args, "--heartbeat", c.cfg.Heartbeat.String())
 	}
 	if err := c.launch(ctx, p); err != nil {
 		return nil, err

@@ -71,7 +71,7 @@ type DensityResult struct {
 	GatewayRSSMarginal      float64          `json:"gateway_rss_marginal_bytes_per_conn"`
 	GatewayHeapMarginal     float64          `json:"gateway_heap_marginal_bytes_per_conn"`
 	GatewayRSSTotalBytes    int64            `json:"gateway_rss_total_bytes"`
-	// Anon is RssAnon: the gateways' private memory (heap, stacks,
+	// GatewayAnon*: RssAnon, the gateways' private memory (heap, stacks,
 	// runtime) without the file pages of the binary, which every chatd
 	// process on the machine shares.
 	GatewayAnonBytesPerConn float64 `json:"gateway_anon_bytes_per_conn"`
@@ -88,19 +88,19 @@ type DensityResult struct {
 	// HoldCPU is the CPU each part used while the connections idled (in
 	// percent of one CPU; "machine" counts everything, kernel included).
 	HoldCPU map[string]float64 `json:"hold_cpu_percent"`
+	// SetupCPU is the same for the setup (connect, HELLO, round trip), and
+	// SetupCPUPerConnUS the machine's busy CPU per connection set up.
+	SetupCPU          map[string]float64 `json:"setup_cpu_percent"`
+	SetupCPUPerConnUS float64            `json:"setup_cpu_us_per_conn"`
 	// HoldHeartbeatsPerSec is PINGs answered per second during the hold,
 	// and HoldCPUPerHeartbeatUS the machine's busy CPU during the hold per
 	// heartbeat: both ends, the kernel's loopback TCP and everything else
 	// that ran (see "other" in HoldCPU).
-	// SetupCPU is the same for the setup (connect, HELLO, round trip), and
-	// SetupCPUPerConnUS the machine's busy CPU per connection set up.
-	SetupCPU              map[string]float64 `json:"setup_cpu_percent"`
-	SetupCPUPerConnUS     float64            `json:"setup_cpu_us_per_conn"`
-	HoldHeartbeatsPerSec  float64            `json:"hold_heartbeats_per_second"`
-	HoldCPUPerHeartbeatUS float64            `json:"hold_cpu_us_per_heartbeat"`
-	ConnectP99Ms          float64            `json:"connect_p99_ms"`
-	RoundTripP99Ms        float64            `json:"round_trip_p99_ms"`
-	Limits                string             `json:"limits_report"`
+	HoldHeartbeatsPerSec  float64 `json:"hold_heartbeats_per_second"`
+	HoldCPUPerHeartbeatUS float64 `json:"hold_cpu_us_per_heartbeat"`
+	ConnectP99Ms          float64 `json:"connect_p99_ms"`
+	RoundTripP99Ms        float64 `json:"round_trip_p99_ms"`
+	Limits                string  `json:"limits_report"`
 }
 
 // Sample is one point of a run's time series.
@@ -183,12 +183,8 @@ func RunDensity(ctx context.Context, cfg DensityConfig) (*DensityResult, []Sampl
 
 	kernelBefore := KernelMemory()
 	// The core runs apart so the gateway figures are the gateway's alone.
-	var extra []string
-	if cfg.ServerHeartbeat > 0 {
-		extra = []string{"--heartbeat", cfg.ServerHeartbeat.String()}
-	}
 	cl, err := StartCluster(ctx, ClusterConfig{ChatdBin: cfg.ChatdBin, GatewayProcs: cfg.GatewayProcs, Split: true,
-		GatewayEnv: cfg.GatewayEnv, ExtraArgs: extra, Log: cfg.Log})
+		GatewayEnv: cfg.GatewayEnv, Heartbeat: cfg.ServerHeartbeat, Log: cfg.Log})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -199,7 +195,8 @@ func RunDensity(ctx context.Context, cfg DensityConfig) (*DensityResult, []Sampl
 	rssBefore, heapBefore, _ := gatewayMemory(cl)
 	anonBefore := gatewayAnon(cl)
 
-	// Workers: one source address each, pairs within a worker.
+	// Workers: a source address per 10,000 connections each, pairs within
+	// a worker.
 	start := time.Now()
 	workers, err := SpawnWorkers(cl, WorkersConfig{
 		SelfBin: cfg.SelfBin, Conns: cfg.Conns, Procs: cfg.ClientProcs, DialRate: cfg.DialRate,
@@ -309,8 +306,8 @@ func heartbeatOf(cfg DensityConfig) time.Duration {
 // sourceIP returns the n-th loopback source address of the load workers:
 // 127.0.0.2, 127.0.0.3, ... continuing into 127.0.1.x. Each has its own
 // ephemeral port range toward the one gateway port.
-func sourceIP(w int) string {
-	n := w + 2
+func sourceIP(i int) string {
+	n := i + 2
 	return fmt.Sprintf("127.0.%d.%d", n/254, n%254+1)
 }
 

@@ -118,9 +118,9 @@ type Config struct {
 	// after handling a batch it sleeps out the rest of the Tick, then takes
 	// every event and timer that came due meanwhile in one go. A loop then
 	// costs one wake-up per Tick instead of two per heartbeat (the timer,
-	// then the PONG): measured here, a wake-up of an idle thread costs
-	// ~60-90 µs of CPU on this VM, so a worker holding 19,500 connections
-	// spends most of its CPU waking up. Timings it measures (connect, round
+	// then the PONG): on this VM a wake-up of an idle thread costs tens of
+	// µs of CPU (docs/benchmarks.md), so a worker waking per event spends
+	// most of its CPU waking up. Timings it measures (connect, round
 	// trip) are then coarse by up to a Tick; the server still sees each
 	// connection's PINGs at its own jittered times. 0: wake per event.
 	Tick time.Duration `json:"tick,omitempty"`

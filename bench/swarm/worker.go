@@ -23,10 +23,11 @@ import (
 // The last line has Final set and carries the latency histograms, so the
 // harness can merge workers exactly (Stats.Merge).
 type WorkerStats struct {
-	Time     time.Time `json:"time"`
-	PID      int       `json:"pid"`
-	SourceIP string    `json:"source_ip,omitempty"`
-	Final    bool      `json:"final,omitempty"`
+	Time      time.Time `json:"time"`
+	PID       int       `json:"pid"`
+	SourceIP  string    `json:"source_ip,omitempty"`  // Config.SourceIP
+	SourceIPs []string  `json:"source_ips,omitempty"` // Config.SourceIPs
+	Final     bool      `json:"final,omitempty"`
 	// Error is set on the final line when the worker could not run.
 	Error string `json:"error,omitempty"`
 
@@ -112,7 +113,7 @@ func WorkerMain(args []string) int {
 		if *forceGC {
 			runtime.GC()
 		}
-		ws := WorkerStats{Time: time.Now(), PID: os.Getpid(), SourceIP: cfg.SourceIP, Stats: s}
+		ws := WorkerStats{Time: time.Now(), PID: os.Getpid(), SourceIP: cfg.SourceIP, SourceIPs: cfg.SourceIPs, Stats: s}
 		ws.Final = s.ConnectHist != "" // Run's last call carries the histograms
 		mem.read(&ws)
 		_ = out.Encode(ws)

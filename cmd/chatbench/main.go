@@ -151,11 +151,7 @@ func latency(ctx context.Context, args []string) error {
 				procs = max(procs, 2)
 			}
 		}
-		var extra []string
-		if *serverHB > 0 {
-			extra = []string{"--heartbeat", serverHB.String()}
-		}
-		cl, err := bench.StartCluster(ctx, bench.ClusterConfig{ChatdBin: bin, GatewayProcs: procs, Cores: *cores, GatewayEnv: gwEnv, ExtraArgs: extra})
+		cl, err := bench.StartCluster(ctx, bench.ClusterConfig{ChatdBin: bin, GatewayProcs: procs, Cores: *cores, GatewayEnv: gwEnv, Heartbeat: *serverHB})
 		if err != nil {
 			return err
 		}
