@@ -100,7 +100,8 @@ func (g *Gateway) announce(users []string, online bool, lastSeen map[string]int6
 }
 
 // onAll handles what any gateway or core publishes to every gateway
-// (routing.AllGateways): presence changes and channel events.
+// (routing.AllGateways): channel events, and presence changes when the
+// Router has no topics (announce).
 func (g *Gateway) onAll(batch []byte) {
 	_, frame, err := wire.DecodeBatch(batch, nil)
 	if err != nil || len(frame) < wire.HeaderLen {
