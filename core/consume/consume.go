@@ -19,6 +19,14 @@
 // rewrites that log inside its single request loop, stalling every
 // produce and fetch for 100 ms and more when commits come hundreds of
 // times a second.
+//
+// A failed commit never holds the loop: Run tries again after a backoff,
+// and polls and allows rebalances in between. A commit refused because the
+// group moved to a new generation (ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID,
+// REBALANCE_IN_PROGRESS) can only succeed after this member rejoins, and
+// with kgo.BlockRebalanceOnPoll it rejoins only once Run calls
+// AllowRebalance: retrying in place would wait forever while the group
+// hands the partitions to someone else.
 package consume
 
 import (
@@ -112,6 +120,24 @@ func Run(ctx context.Context, cl *kgo.Client, c Config, h Handler) error {
 		}
 		held = h
 	}
+	// Commit failures back off here rather than in place (package doc).
+	var retryAt time.Time
+	backoff := c.RetryMin
+	tryCommit := func() {
+		if time.Now().Before(retryAt) {
+			return
+		}
+		if err := offs.Commit(ctx, cl); err != nil {
+			if ctx.Err() == nil {
+				log.Warn("offset commit failed; retrying after a poll", "err", err, "backoff", backoff)
+			}
+			retryAt = time.Now().Add(backoff)
+			backoff = min(backoff*2, c.RetryMax)
+			return
+		}
+		lastCommit, dirty = time.Now(), false
+		retryAt, backoff = time.Time{}, c.RetryMin
+	}
 	var recs []*kgo.Record
 	for {
 		pollCtx, cancelPoll := ctx, context.CancelFunc(func() {})
@@ -137,13 +163,10 @@ func Run(ctx context.Context, cl *kgo.Client, c Config, h Handler) error {
 		// While effects are held, a commit may move up to a floor that
 		// moved; Commit skips partitions whose floor did not.
 		if (dirty || held) && len(recs) == 0 && time.Since(lastCommit) >= c.CommitInterval {
-			if err := commit(ctx, cl, offs, c.RetryMin, c.RetryMax, log); err != nil {
-				return stop()
-			}
-			lastCommit, dirty = time.Now(), false
+			tryCommit()
 		}
 		if len(recs) > 0 {
-			backoff := c.RetryMin
+			retry := c.RetryMin
 			for {
 				err := h(ctx, recs)
 				if err == nil {
@@ -152,22 +175,19 @@ func Run(ctx context.Context, cl *kgo.Client, c Config, h Handler) error {
 				if ctx.Err() != nil {
 					return stop()
 				}
-				log.Error("batch handler failed; retrying", "records", len(recs), "err", err, "backoff", backoff)
+				log.Error("batch handler failed; retrying", "records", len(recs), "err", err, "backoff", retry)
 				select {
-				case <-time.After(backoff):
+				case <-time.After(retry):
 				case <-ctx.Done():
 					return stop()
 				}
-				backoff = min(backoff*2, c.RetryMax)
+				retry = min(retry*2, c.RetryMax)
 			}
 			offs.mark(recs)
 			dirty = true
 			flush()
 			if time.Since(lastCommit) >= c.CommitInterval {
-				if err := commit(ctx, cl, offs, c.RetryMin, c.RetryMax, log); err != nil {
-					return stop()
-				}
-				lastCommit, dirty = time.Now(), false
+				tryCommit()
 			}
 			if c.OnBatch != nil {
 				c.OnBatch(len(recs), fetches)
@@ -273,37 +293,32 @@ func (o *Offsets) Commit(ctx context.Context, cl *kgo.Client) error {
 	return nil
 }
 
-// commit commits the handled offsets, retrying transient failures. A
-// failed commit is not fatal for correctness (the records would be handled
-// again), but retrying keeps duplicate work low.
-func commit(ctx context.Context, cl *kgo.Client, offs *Offsets, lo, hi time.Duration, log *slog.Logger) error {
-	backoff := lo
-	for {
-		err := offs.Commit(ctx, cl)
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		log.Warn("offset commit failed; retrying", "err", err)
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		backoff = min(backoff*2, hi)
-	}
-}
-
-// CommitOnRevoke flushes every held effect and commits the handled offsets
-// of a client whose partitions are being revoked: call it from
-// kgo.OnPartitionsRevoked with the Offsets given to Run. It runs while Run
-// is not handling a batch, since Run blocks rebalances while it does. A
-// failed flush or commit only means re-delivery to the next owner.
-func CommitOnRevoke(ctx context.Context, cl *kgo.Client, offs *Offsets) {
+// CommitOnRevoke flushes every held effect, commits the handled offsets of
+// a client whose partitions are being revoked, and forgets the revoked
+// ones: call it from kgo.OnPartitionsRevoked with the Offsets given to Run
+// and the revoked partitions. It runs while Run is not handling a batch,
+// since Run blocks rebalances while it does. A failed flush or commit only
+// means re-delivery to the next owner.
+func CommitOnRevoke(ctx context.Context, cl *kgo.Client, offs *Offsets, revoked map[string][]int32) {
 	if offs.deferrer != nil {
 		_, _ = offs.deferrer.Flush(ctx, true)
 	}
 	_ = offs.Commit(ctx, cl)
+	offs.Forget(revoked)
+}
+
+// Forget drops what offs remembers of partitions this member no longer
+// owns (revoked, or lost: call it from kgo.OnPartitionsLost too). A later
+// commit must not carry their offsets: the new owner commits them, and an
+// older offset committed after its would move the group back.
+func (o *Offsets) Forget(parts map[string][]int32) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for t, ps := range parts {
+		for _, p := range ps {
+			k := TopicPartition{t, p}
+			delete(o.last, k)
+			delete(o.committed, k)
+		}
+	}
 }

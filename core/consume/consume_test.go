@@ -54,7 +54,7 @@ func consumeAll(t *testing.T, bc bus.Config, group string, want int, h Handler) 
 func consumeWith(t *testing.T, bc bus.Config, group string, want int, every time.Duration, offs *Offsets, h Handler) map[string]int {
 	t.Helper()
 	cl, err := kgo.NewClient(append(bc.ConsumerOpts(group, bus.TopicInbound),
-		kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, _ map[string][]int32) { CommitOnRevoke(ctx, cl, offs) }))...)
+		kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, m map[string][]int32) { CommitOnRevoke(ctx, cl, offs, m) }))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,5 +247,140 @@ func TestFlushedEffectsReleaseTheCommit(t *testing.T) {
 	produce(t, prod, 1, 40)
 	if second := consumeAll(t, bc, "g", 1, nil); len(second) != 1 || second["40"] != 1 {
 		t.Fatalf("second consumer saw %v, want only the new record", second)
+	}
+}
+
+// TestCommitAfterTheGroupMovedOn: a member holds a batch (and so the
+// rebalance) past its rebalance timeout, so the broker drops it from the
+// group and gives its partitions to the other member. Its commit is then
+// refused (the group moved to a new generation). Run must not retry that
+// commit in place, which can never succeed before the member rejoins; it
+// polls and allows the rebalance, rejoins, and goes on consuming. Every
+// record is handled by one member or the other (at least once).
+func TestCommitAfterTheGroupMovedOn(t *testing.T) {
+	bc, prod := setup(t)
+	produce(t, prod, 100, 0)
+
+	type member struct {
+		mu   sync.Mutex
+		seen map[string]int
+		n    int // batches handled
+	}
+	var stale, other member
+	stale.seen, other.seen = map[string]int{}, map[string]int{}
+	blocked, release := make(chan struct{}), make(chan struct{})
+	otherOwnsAll := make(chan struct{})
+	start := func(m *member, extra []kgo.Opt, h func()) {
+		offs := NewOffsets()
+		owned := map[int32]bool{}
+		var omu sync.Mutex
+		opts := append(bc.ConsumerOpts("moved", bus.TopicInbound),
+			kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, a map[string][]int32) {
+				omu.Lock()
+				defer omu.Unlock()
+				for _, p := range a[bus.TopicInbound] {
+					owned[p] = true
+				}
+				if m == &other && len(owned) == 2 {
+					close(otherOwnsAll)
+				}
+			}),
+			kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, r map[string][]int32) {
+				CommitOnRevoke(ctx, cl, offs, r)
+				omu.Lock()
+				defer omu.Unlock()
+				for _, p := range r[bus.TopicInbound] {
+					delete(owned, p)
+				}
+			}),
+			kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, l map[string][]int32) {
+				offs.Forget(l)
+				omu.Lock()
+				defer omu.Unlock()
+				for _, p := range l[bus.TopicInbound] {
+					delete(owned, p)
+				}
+			}))
+		cl, err := kgo.NewClient(append(opts, extra...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = Run(ctx, cl, Config{CommitInterval: time.Millisecond, Offsets: offs, RetryMax: 100 * time.Millisecond},
+				func(_ context.Context, recs []*kgo.Record) error {
+					if h != nil {
+						h()
+					}
+					m.mu.Lock()
+					defer m.mu.Unlock()
+					m.n++
+					for _, r := range recs {
+						m.seen[string(r.Value)]++
+					}
+					return nil
+				})
+		}()
+		t.Cleanup(func() {
+			cancel()
+			<-done
+			cl.CloseAllowingRebalance()
+		})
+	}
+	first := true
+	start(&stale, []kgo.Opt{kgo.RebalanceTimeout(time.Second)}, func() {
+		if first {
+			first = false
+			close(blocked)
+			<-release
+		}
+	})
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+	}()
+	<-blocked
+	// The stale member holds its first batch; the other joins, and the
+	// rebalance waits for the stale member until the rebalance timeout
+	// (the longest of the members') drops it.
+	start(&other, []kgo.Opt{kgo.RebalanceTimeout(time.Second)}, nil)
+	select {
+	case <-otherOwnsAll:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the other member never got both partitions")
+	}
+	close(release)
+	released = true
+	stale.mu.Lock()
+	before := stale.n
+	stale.mu.Unlock()
+
+	produce(t, prod, 200, 100)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		stale.mu.Lock()
+		other.mu.Lock()
+		seen := len(stale.seen)
+		for v := range other.seen {
+			if stale.seen[v] == 0 {
+				seen++
+			}
+		}
+		// The stale member handled its held batch, rejoined and was given
+		// a partition back (cooperative-sticky) to handle more.
+		rejoined := stale.n > before+1
+		other.mu.Unlock()
+		stale.mu.Unlock()
+		if seen == 300 && rejoined {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 300 records handled; stale member handled %d batches after its held one", seen, stale.n-before)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

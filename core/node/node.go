@@ -439,7 +439,7 @@ func (n *Node) startCore(bc bus.Config, reg *prometheus.Registry, registry routi
 			n.proc.Invalidate()
 		}),
 		kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, m map[string][]int32) {
-			consume.CommitOnRevoke(ctx, cl, msgOffs)
+			consume.CommitOnRevoke(ctx, cl, msgOffs, m)
 			msgGone(ctx, cl, m)
 			n.proc.Invalidate()
 		}),
@@ -448,6 +448,7 @@ func (n *Node) startCore(bc bus.Config, reg *prometheus.Registry, registry routi
 			// held is still right (pointers only move forward) and spares
 			// the next owner nothing but work it redoes anyway.
 			_, _ = n.proc.Flush(ctx, true)
+			msgOffs.Forget(m)
 			msgGone(ctx, cl, m)
 			n.proc.Invalidate()
 		})))
@@ -457,10 +458,13 @@ func (n *Node) startCore(bc bus.Config, reg *prometheus.Registry, registry routi
 	fanCons, err := n.newClient(append(bc.ConsumerOpts("chatd-fanout", bus.TopicEvents),
 		kgo.OnPartitionsAssigned(fanAssigned),
 		kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, m map[string][]int32) {
-			consume.CommitOnRevoke(ctx, cl, fanOffs)
+			consume.CommitOnRevoke(ctx, cl, fanOffs, m)
 			fanGone(ctx, cl, m)
 		}),
-		kgo.OnPartitionsLost(fanGone)))
+		kgo.OnPartitionsLost(func(ctx context.Context, cl *kgo.Client, m map[string][]int32) {
+			fanOffs.Forget(m)
+			fanGone(ctx, cl, m)
+		})))
 	if err != nil {
 		return err
 	}
