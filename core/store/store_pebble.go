@@ -89,7 +89,12 @@ const (
 // defaults) plus open iterators and in-flight batches. Compactions run one
 // at a time.
 type PebbleOptions struct {
-	// CacheSize is the block cache size in bytes (0: 64 MiB).
+	// CacheSize is the block cache size in bytes for table blocks (0:
+	// 64 MiB). Pebble charges its memtables to the same cache, so
+	// OpenPebble sizes Pebble's cache at CacheSize + 2*MemTableSize: with
+	// the cache only as big as the memtables, two of them reserve all of
+	// it, no index or filter block stays cached, and every point read
+	// (the dedupe lookup of each SEND) reads them from the files again.
 	CacheSize int64
 	// MemTableSize is the size of one memtable in bytes (0: 32 MiB).
 	MemTableSize uint64
@@ -213,7 +218,7 @@ func openPebble(dir string, opts PebbleOptions, fs vfs.FS) (*Pebble, error) {
 		opts.MemTableSize = DefaultPebbleMemTableSize
 	}
 	po := &pebble.Options{
-		CacheSize:                   opts.CacheSize,
+		CacheSize:                   opts.CacheSize + 2*int64(opts.MemTableSize),
 		MemTableSize:                opts.MemTableSize,
 		MemTableStopWritesThreshold: 2,
 		FormatMajorVersion:          pebble.FormatNewest,

@@ -501,3 +501,51 @@ func BenchmarkLookupClientMsgMiss(b *testing.B) {
 		}
 	}
 }
+
+// TestPebbleCacheKeepsBlocksBesideMemtables: Pebble charges its memtables
+// to the block cache, so a cache no bigger than the memtables holds no
+// table block at all and every point read (each SEND's dedupe lookup)
+// reads the index and filter blocks from the files again. OpenPebble sizes
+// the cache so that table blocks stay cached with the memtables full.
+func TestPebbleCacheKeepsBlocksBesideMemtables(t *testing.T) {
+	const memtable = 1 << 20
+	p, err := store.OpenPebble(t.TempDir(), store.PebbleOptions{Logger: quietLogger{}, CacheSize: 2 * memtable, MemTableSize: memtable})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ctx := context.Background()
+	var batch store.Batch
+	last := map[uint64]uint64{}
+	// About six memtables of messages: flushed tables, and full memtables
+	// reserving their share of the cache.
+	for i := range 12_000 {
+		conv := uint64(i%64 + 1)
+		last[conv]++
+		m := msgAt(conv, last[conv])
+		m.ClientMsgID = fmt.Sprintf("cmid-%d", i)
+		m.Body = bytes.Repeat([]byte{'x'}, 400)
+		batch.Messages = append(batch.Messages, m)
+		if len(batch.Messages) == 100 {
+			if err := p.Commit(ctx, &batch); err != nil {
+				t.Fatal(err)
+			}
+			batch.Reset()
+		}
+	}
+	lookups := func() {
+		for i := range 2_000 {
+			conv := uint64(i%64 + 1)
+			if _, ok, err := p.LookupClientMsg(ctx, conv, msgAt(conv, 1).Sender, fmt.Sprintf("new-%d", i)); err != nil || ok {
+				t.Fatal(ok, err)
+			}
+		}
+	}
+	lookups()
+	_, hits0, misses0 := p.BlockCacheStats()
+	lookups()
+	count, hits1, misses1 := p.BlockCacheStats()
+	if count == 0 || misses1-misses0 > hits1-hits0 {
+		t.Fatalf("block cache holds %d blocks; the same lookups again: %d hits, %d misses", count, hits1-hits0, misses1-misses0)
+	}
+}
