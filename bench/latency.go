@@ -64,6 +64,11 @@ type LatencyResult struct {
 	// percent of one CPU ("bench" is chatbench itself: the senders and
 	// receivers; "machine" counts everything, the kernel included).
 	CPU map[string]float64 `json:"cpu_percent,omitempty"`
+	// SchedAutogroup is kernel.sched_autogroup_enabled during the run (-1:
+	// unknown). With 1, CPU is split between sessions first, and a busy
+	// process in another session stalls the whole pipeline at once
+	// (kernel-tuning/gateway.conf).
+	SchedAutogroup int `json:"sched_autogroup_enabled"`
 
 	// Timeline is deliver latency by scheduled send time, one point per
 	// TimelineStep of the measured period: it shows whether a tail comes

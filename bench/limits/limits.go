@@ -591,6 +591,17 @@ func (c Checker) Check(n Need) (Report, error) {
 	if n.Heartbeat > 0 {
 		r.Items = append(r.Items, heartbeatItem(n, costs, runtime.NumCPU()))
 	}
+	// Autogroup (advisory: it changes timings, not what fits). Absent on
+	// kernels built without it.
+	if v, err := c.sysInt("kernel.sched_autogroup_enabled", 0); err == nil {
+		it := Item{Name: "kernel.sched_autogroup_enabled", Current: group(v), Needed: "0", OK: v == 0, Advisory: true}
+		if !it.OK {
+			it.Knob = "sysctl -w kernel.sched_autogroup_enabled=0 (CPU is split between sessions first: a busy process in another session takes a whole CPU at once and latencies stall with it)"
+		}
+		r.Items = append(r.Items, it)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		unreadable("kernel.sched_autogroup_enabled", "0", err)
+	}
 	return r, errors.Join(errs...)
 }
 

@@ -36,13 +36,14 @@ func fakeProc(t *testing.T, files map[string]string) string {
 // tunedHost is a 24 GiB host after kernel-tuning/gateway.conf and loadgen.conf.
 func tunedHost() map[string]string {
 	return map[string]string{
-		"fs.file-max":                  "3000000",
-		"fs.file-nr":                   "512\t0\t3000000",
-		"fs.nr_open":                   "2097152",
-		"net.ipv4.ip_local_port_range": "1024\t65535",
-		"net.core.somaxconn":           "65535",
-		"net.ipv4.tcp_mem":             "196608\t294912\t393216",
-		"meminfo":                      "MemTotal:       24684100 kB\nMemFree:        23000000 kB\nMemAvailable:   24143040 kB\n",
+		"fs.file-max":                    "3000000",
+		"fs.file-nr":                     "512\t0\t3000000",
+		"fs.nr_open":                     "2097152",
+		"net.ipv4.ip_local_port_range":   "1024\t65535",
+		"net.core.somaxconn":             "65535",
+		"net.ipv4.tcp_mem":               "196608\t294912\t393216",
+		"kernel.sched_autogroup_enabled": "0",
+		"meminfo":                        "MemTotal:       24684100 kB\nMemFree:        23000000 kB\nMemAvailable:   24143040 kB\n",
 	}
 }
 
@@ -504,5 +505,29 @@ func TestHeartbeatCPU(t *testing.T) {
 	it := heartbeatItem(Need{Conns: 300_000, GatewayProcs: 16, Heartbeat: 30 * time.Second}, costs, 2)
 	if !it.OK {
 		t.Errorf("gateway-only 300,000 every 30s: %+v", it)
+	}
+}
+
+// TestCheckAutogroup: autogroup on is reported with its knob but does not
+// refuse the run (it changes timings, not what fits); a kernel without it
+// has no row.
+func TestCheckAutogroup(t *testing.T) {
+	host := tunedHost()
+	host["kernel.sched_autogroup_enabled"] = "1"
+	r, err := (&rlimits{cur: 20000, max: 20000}).checker(fakeProc(t, host)).Check(oneBox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	it := mustItem(t, r, "kernel.sched_autogroup_enabled")
+	if it.OK || !it.Advisory || !strings.Contains(it.Knob, "sched_autogroup_enabled=0") || !r.OK() {
+		t.Errorf("autogroup on: %+v, report ok %v", it, r.OK())
+	}
+	delete(host, "kernel.sched_autogroup_enabled")
+	r, err = (&rlimits{cur: 20000, max: 20000}).checker(fakeProc(t, host)).Check(oneBox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := r.Item("kernel.sched_autogroup_enabled"); ok {
+		t.Error("a row for a kernel without autogroup")
 	}
 }

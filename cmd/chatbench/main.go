@@ -188,6 +188,7 @@ func latency(ctx context.Context, args []string) error {
 			return nil, err
 		}
 		res.GatewayProcesses = procs
+		res.SchedAutogroup = bench.SchedAutogroup()
 		if cpu != nil {
 			res.CPU = cpu.Since(start).Percent
 		}
@@ -241,6 +242,9 @@ func printLatency(res *bench.LatencyResult, d time.Duration) {
 		res.DeliverP50ms, res.DeliverP90ms, res.DeliverP99ms, res.DeliverP999, res.DeliverMaxms)
 	if res.CPU != nil {
 		fmt.Printf("  CPU %% of one core: %s\n", formatCPU(res.CPU))
+	}
+	if res.SchedAutogroup == 1 {
+		fmt.Println("  note: kernel.sched_autogroup_enabled=1: a busy process in another session takes a whole CPU at once and these latencies stall with it; kernel-tuning/apply sets it to 0")
 	}
 }
 
