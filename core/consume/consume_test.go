@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -264,7 +265,6 @@ func TestCommitAfterTheGroupMovedOn(t *testing.T) {
 	type member struct {
 		mu   sync.Mutex
 		seen map[string]int
-		n    int // batches handled
 	}
 	var stale, other member
 	stale.seen, other.seen = map[string]int{}, map[string]int{}
@@ -316,7 +316,6 @@ func TestCommitAfterTheGroupMovedOn(t *testing.T) {
 					}
 					m.mu.Lock()
 					defer m.mu.Unlock()
-					m.n++
 					for _, r := range recs {
 						m.seen[string(r.Value)]++
 					}
@@ -355,11 +354,12 @@ func TestCommitAfterTheGroupMovedOn(t *testing.T) {
 	}
 	close(release)
 	released = true
-	stale.mu.Lock()
-	before := stale.n
-	stale.mu.Unlock()
 
-	produce(t, prod, 200, 100)
+	// Records from 100 on are produced after the stale member was dropped,
+	// so it handles one only after it rejoined and was given a partition
+	// back (cooperative-sticky). Keep producing until it has, so the other
+	// member cannot have consumed everything before the rejoin completed.
+	produced := 100
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		stale.mu.Lock()
@@ -370,16 +370,24 @@ func TestCommitAfterTheGroupMovedOn(t *testing.T) {
 				seen++
 			}
 		}
-		// The stale member handled its held batch, rejoined and was given
-		// a partition back (cooperative-sticky) to handle more.
-		rejoined := stale.n > before+1
+		rejoined := false
+		for v := range stale.seen {
+			if n, _ := strconv.Atoi(v); n >= 100 {
+				rejoined = true
+				break
+			}
+		}
 		other.mu.Unlock()
 		stale.mu.Unlock()
-		if seen == 300 && rejoined {
+		if seen == produced && rejoined {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d of 300 records handled; stale member handled %d batches after its held one", seen, stale.n-before)
+			t.Fatalf("%d of %d records handled; stale member rejoined and handled a new one: %v", seen, produced, rejoined)
+		}
+		if !rejoined {
+			produce(t, prod, 10, produced)
+			produced += 10
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
