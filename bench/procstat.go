@@ -173,17 +173,3 @@ func isGateway(cl *Cluster, p *Proc) bool {
 	}
 	return false
 }
-
-// SchedAutogroup reads kernel.sched_autogroup_enabled: 0 or 1, or -1 when
-// the kernel has no such setting or it cannot be read.
-func SchedAutogroup() int {
-	b, err := os.ReadFile("/proc/sys/kernel/sched_autogroup_enabled")
-	if err != nil {
-		return -1
-	}
-	v, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		return -1
-	}
-	return v
-}

@@ -593,16 +593,28 @@ func (c Checker) Check(n Need) (Report, error) {
 	}
 	// Autogroup (advisory: it changes timings, not what fits). Absent on
 	// kernels built without it.
-	if v, err := c.sysInt("kernel.sched_autogroup_enabled", 0); err == nil {
-		it := Item{Name: "kernel.sched_autogroup_enabled", Current: group(v), Needed: "0", OK: v == 0, Advisory: true}
+	if v, err := c.sysInt(autogroupKey, 0); err == nil {
+		it := Item{Name: autogroupKey, Current: group(v), Needed: "0", OK: v == 0, Advisory: true}
 		if !it.OK {
 			it.Knob = "sysctl -w kernel.sched_autogroup_enabled=0 (CPU is split between sessions first: a busy process in another session takes a whole CPU at once and latencies stall with it)"
 		}
 		r.Items = append(r.Items, it)
 	} else if !errors.Is(err, fs.ErrNotExist) {
-		unreadable("kernel.sched_autogroup_enabled", "0", err)
+		unreadable(autogroupKey, "0", err)
 	}
 	return r, errors.Join(errs...)
+}
+
+const autogroupKey = "kernel.sched_autogroup_enabled"
+
+// SchedAutogroup reads kernel.sched_autogroup_enabled: 0 or 1, or -1 when
+// the kernel has no such setting or it cannot be read.
+func SchedAutogroup() int {
+	v, err := Checker{}.sysInt(autogroupKey, 0)
+	if err != nil {
+		return -1
+	}
+	return int(v)
 }
 
 // heartbeatItem checks that the heartbeats of n's connections leave CPU

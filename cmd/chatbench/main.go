@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/chatd-dev/chatd/bench"
+	"github.com/chatd-dev/chatd/bench/limits"
 	"github.com/chatd-dev/chatd/bench/report"
 	"github.com/chatd-dev/chatd/bench/swarm"
 )
@@ -188,7 +189,7 @@ func latency(ctx context.Context, args []string) error {
 			return nil, err
 		}
 		res.GatewayProcesses = procs
-		res.SchedAutogroup = bench.SchedAutogroup()
+		res.SchedAutogroup = limits.SchedAutogroup()
 		if cpu != nil {
 			res.CPU = cpu.Since(start).Percent
 		}
