@@ -549,3 +549,47 @@ func TestPebbleCacheKeepsBlocksBesideMemtables(t *testing.T) {
 		t.Fatalf("block cache holds %d blocks; the same lookups again: %d hits, %d misses", count, hits1-hits0, misses1-misses0)
 	}
 }
+
+// BenchmarkLookupClientMsgMissLoaded is the dedupe lookup of a new SEND
+// after the store took 500,000 messages in batches of 25 over 400
+// conversations (the latency scenario's shape, several memtables and
+// flushes in): the case where a block cache squeezed out by the memtables
+// made every lookup re-read index and filter blocks from the files.
+func BenchmarkLookupClientMsgMissLoaded(b *testing.B) {
+	p, err := store.OpenPebble(b.TempDir(), testOpts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { p.Close() })
+	ctx := context.Background()
+	const convs, n = 400, 500_000
+	last := make([]uint64, convs+1)
+	var batch store.Batch
+	for i := range n {
+		conv := uint64(i%convs + 1)
+		last[conv]++
+		m := msgAt(conv, last[conv])
+		m.ClientMsgID = fmt.Sprintf("%016x", i)
+		batch.Messages = append(batch.Messages, m)
+		if len(batch.Messages) == 25 {
+			if err := p.Commit(ctx, &batch); err != nil {
+				b.Fatal(err)
+			}
+			batch.Reset()
+		}
+	}
+	senders := make([]string, convs+1)
+	for c := range senders {
+		senders[c] = msgAt(uint64(c), 1).Sender
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	var i int
+	for b.Loop() {
+		conv := uint64(i%convs + 1)
+		if _, ok, err := p.LookupClientMsg(ctx, conv, senders[conv], "new-"+strconv.Itoa(i)); err != nil || ok {
+			b.Fatal(ok, err)
+		}
+		i++
+	}
+}
