@@ -270,6 +270,7 @@ func TestCommitAfterTheGroupMovedOn(t *testing.T) {
 	stale.seen, other.seen = map[string]int{}, map[string]int{}
 	blocked, release := make(chan struct{}), make(chan struct{})
 	otherOwnsAll := make(chan struct{})
+	var ownsAllOnce sync.Once
 	start := func(m *member, extra []kgo.Opt, h func()) {
 		offs := NewOffsets()
 		owned := map[int32]bool{}
@@ -282,7 +283,7 @@ func TestCommitAfterTheGroupMovedOn(t *testing.T) {
 					owned[p] = true
 				}
 				if m == &other && len(owned) == 2 {
-					close(otherOwnsAll)
+					ownsAllOnce.Do(func() { close(otherOwnsAll) })
 				}
 			}),
 			kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, r map[string][]int32) {
