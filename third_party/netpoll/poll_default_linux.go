@@ -16,6 +16,7 @@ package netpoll
 
 import (
 	"errors"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -88,16 +89,50 @@ func (a *pollArgs) reset(size, caps int) {
 }
 
 // Wait implements Poll.
+//
+// chatd patch: the loop waits for events in the Go runtime's netpoller
+// instead of blocking its thread in epoll_wait. Upstream blocks in
+// epoll_wait(-1) as a system call; while it blocks, the Go scheduler's
+// sysmon has to retake the thread's P for the handler goroutines, and when
+// epoll_wait returns the thread has to get a P back: futex wake-ups, sysmon
+// sleeps and preemption signals on every event, 4 system calls per event
+// besides the read and the write in a gateway holding idle connections.
+// Here this epoll fd (a duplicate of it) is registered with the runtime
+// poller, which reports it readable when the epoll set has events, so the
+// loop parks like any goroutine waiting for a socket and the runtime's own
+// epoll_wait, on whichever thread runs the scheduler, wakes it.
 func (p *defaultPoll) Wait() (err error) {
 	// init
-	caps, msec, n := barriercap, -1, 0
+	caps, n := barriercap, 0
 	p.Reset(128, caps)
+	rc, closeRC := p.parkable()
+	defer closeRC()
+	// check runs inside RawConn.Read, after the runtime has cleared any
+	// readiness it reported before: an event that arrives after this
+	// epoll_wait found none makes the duplicate readable again, so the wait
+	// that follows a 0 returns for it. The registration is edge-triggered,
+	// which is enough: the loop waits only after epoll_wait returned 0.
+	check := func(uintptr) bool {
+		n, err = EpollWait(p.fd, p.events, 0)
+		return n > 0 || (err != nil && err != syscall.EINTR)
+	}
+	msec := -1
 	// wait
 	for {
 		if n == p.size && p.size < 128*1024 {
 			p.Reset(p.size<<1, caps)
 		}
-		n, err = EpollWait(p.fd, p.events, msec)
+		if rc != nil {
+			if rerr := rc.Read(check); rerr != nil {
+				// The runtime cannot poll it (it never registered): fall
+				// back to upstream's blocking wait from here on.
+				closeRC()
+				rc = nil
+				continue
+			}
+		} else {
+			n, err = EpollWait(p.fd, p.events, msec)
+		}
 		if err != nil && err != syscall.EINTR {
 			return err
 		}
@@ -113,6 +148,31 @@ func (p *defaultPoll) Wait() (err error) {
 		// we can make sure that there is no op remaining if Handler finished
 		p.opcache.free()
 	}
+}
+
+// parkable returns a raw connection on a duplicate of the epoll fd
+// registered with the Go runtime's poller, and the func that releases it;
+// nil when the runtime would not poll it. The duplicate is non-blocking,
+// which is what makes os.NewFile register it; epoll_wait ignores the flag.
+func (p *defaultPoll) parkable() (syscall.RawConn, func()) {
+	none := func() {}
+	fd, err := syscall.Dup(p.fd)
+	if err != nil {
+		return nil, none
+	}
+	syscall.CloseOnExec(fd)
+	if err = syscall.SetNonblock(fd, true); err != nil {
+		_ = syscall.Close(fd)
+		return nil, none
+	}
+	f := os.NewFile(uintptr(fd), "netpoll-epoll")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		_ = f.Close()
+		return nil, none
+	}
+	var once sync.Once
+	return rc, func() { once.Do(func() { _ = f.Close() }) }
 }
 
 func (p *defaultPoll) handler(events []epollevent) (closed bool) {
