@@ -36,6 +36,10 @@ type ClusterConfig struct {
 	// GatewayEnv is added to the gateway processes' environment (e.g.
 	// GOGC=50).
 	GatewayEnv []string
+	// CoreEnv is added to the environment of the processes that run the
+	// core role (the core, the cores of the scaled-out topology, or the
+	// one chatd of a single-process run), e.g. GOMAXPROCS=1.
+	CoreEnv []string
 	// RedisBin is the redis-server binary (default: from PATH).
 	RedisBin string
 	// Cores > 0 runs the scaled-out topology: a broker process (the
@@ -257,6 +261,9 @@ func hasEnv(env []string, key string) bool {
 // start runs one chatd and waits for its readiness line.
 func (c *Cluster) start(ctx context.Context, name, roles string, args []string) (*Proc, error) {
 	p := &Proc{Name: name, Roles: roles, args: args}
+	if roles == "core" || roles == "all" {
+		p.env = c.cfg.CoreEnv
+	}
 	if roles == "gateway" {
 		p.env = c.cfg.GatewayEnv
 		// As many gateway processes as CPUs or more: one P each, like

@@ -125,8 +125,10 @@ func latency(ctx context.Context, args []string) error {
 		outDir   = fs.String("out", "bench/out", "directory for the reports (JSON, Markdown, SVG)")
 		asJSON   = fs.Bool("json", false, "print the result as one JSON object on the last line")
 		gwEnv    envFlag
+		coreEnv  envFlag
 	)
 	fs.Var(&gwEnv, "gateway-env", "KEY=VALUE added to the gateway processes' environment (repeatable; e.g. GOMAXPROCS=1)")
+	fs.Var(&coreEnv, "core-env", "KEY=VALUE added to the environment of the process(es) running the core role (repeatable; e.g. GOMAXPROCS=1)")
 	_ = fs.Parse(args)
 	var gw, api string
 	procs := 1
@@ -152,7 +154,7 @@ func latency(ctx context.Context, args []string) error {
 				procs = max(procs, 2)
 			}
 		}
-		cl, err := bench.StartCluster(ctx, bench.ClusterConfig{ChatdBin: bin, GatewayProcs: procs, Cores: *cores, GatewayEnv: gwEnv, Heartbeat: *serverHB})
+		cl, err := bench.StartCluster(ctx, bench.ClusterConfig{ChatdBin: bin, GatewayProcs: procs, Cores: *cores, GatewayEnv: gwEnv, CoreEnv: coreEnv, Heartbeat: *serverHB})
 		if err != nil {
 			return err
 		}

@@ -9,7 +9,9 @@
 package bus
 
 import (
+	"context"
 	"crypto/tls"
+	"net"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -53,6 +55,11 @@ type Config struct {
 	// SASL, when not nil, authenticates every connection (for example
 	// franz-go's pkg/sasl/scram or pkg/sasl/plain mechanisms).
 	SASL sasl.Mechanism
+	// Dialer, when not nil, opens the connections to the brokers instead
+	// of a plain TCP dial (it cannot be combined with TLS). Embedded.Config
+	// sets it so that clients in the broker's own process connect in
+	// memory.
+	Dialer func(ctx context.Context, network, host string) (net.Conn, error)
 }
 
 // ClientOpts returns the options every client needs: seed brokers, client
@@ -71,6 +78,9 @@ func (c Config) ClientOpts() []kgo.Opt {
 	}
 	if c.SASL != nil {
 		opts = append(opts, kgo.SASL(c.SASL))
+	}
+	if c.Dialer != nil {
+		opts = append(opts, kgo.Dialer(c.Dialer))
 	}
 	return opts
 }

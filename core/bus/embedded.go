@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strconv"
 	"sync"
 	"time"
@@ -92,6 +93,7 @@ type EmbeddedOptions struct {
 type Embedded struct {
 	c      *kfake.Cluster
 	log    *kfakeLogger
+	dialer *inprocDialer
 	addrs  []string
 	stop   chan struct{}
 	done   chan struct{}
@@ -140,7 +142,16 @@ func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 	}
 
 	log := &kfakeLogger{l: o.Logger}
+	dialer := &inprocDialer{}
 	opts := []kfake.Opt{
+		kfake.ListenFn(func(network, address string) (net.Listener, error) {
+			l, err := listenInproc(network, address)
+			if err != nil {
+				return nil, err
+			}
+			dialer.add(l)
+			return l, nil
+		}),
 		kfake.NumBrokers(1),
 		kfake.DefaultNumPartitions(int(o.Partitions)),
 		kfake.SeedTopics(o.Partitions, TopicInbound, TopicEvents),
@@ -173,11 +184,12 @@ func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 		}
 	}
 	e := &Embedded{
-		c:     c,
-		log:   log,
-		addrs: c.ListenAddrs(),
-		stop:  make(chan struct{}),
-		done:  make(chan struct{}),
+		c:      c,
+		log:    log,
+		dialer: dialer,
+		addrs:  c.ListenAddrs(),
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
 	}
 	c.ApplyRetention() // reloaded logs may exceed new, smaller bounds
 	go e.retentionLoop(o.RetentionCheck)
@@ -201,8 +213,15 @@ func (e *Embedded) retentionLoop(every time.Duration) {
 // Addrs returns the broker addresses (host:port) to use as seed brokers.
 func (e *Embedded) Addrs() []string { return append([]string(nil), e.addrs...) }
 
-// Config returns a Config pointing at the embedded cluster.
-func (e *Embedded) Config() Config { return Config{Brokers: e.Addrs()} }
+// Config returns a Config pointing at the embedded cluster. Its clients
+// connect in memory (Dial); other processes connect to Addrs over TCP.
+func (e *Embedded) Config() Config { return Config{Brokers: e.Addrs(), Dialer: e.Dial} }
+
+// Dial connects to the embedded broker in memory when host is one of Addrs,
+// and over TCP otherwise. It has kgo.Dialer's signature.
+func (e *Embedded) Dial(ctx context.Context, network, host string) (net.Conn, error) {
+	return e.dialer.DialContext(ctx, network, host)
+}
 
 // Close shuts the cluster down gracefully: it stops the retention passes
 // and the listeners, applies offset commits already received, and with

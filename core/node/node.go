@@ -269,6 +269,9 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		n.brokers = cfg.Brokers
 	}
 	bc := bus.Config{Brokers: n.brokers, ClientID: "chatd"}
+	if n.emb != nil {
+		bc.Dialer = n.emb.Dial // this process's clients reach its broker in memory
+	}
 	if len(cfg.Brokers) > 0 {
 		bc.TLS, bc.SASL = cfg.KafkaTLS, cfg.KafkaSASL
 		admin, err := n.newClient(bc.ClientOpts())
@@ -335,7 +338,7 @@ func (n *Node) startBroker(ctx context.Context) error {
 		return fmt.Errorf("node: embedded kafka: %w", err)
 	}
 	n.brokers = n.emb.Addrs()
-	admin, err := n.newClient(bus.Config{Brokers: n.brokers, ClientID: "chatd"}.ClientOpts())
+	admin, err := n.newClient(bus.Config{Brokers: n.brokers, ClientID: "chatd", Dialer: n.emb.Dial}.ClientOpts())
 	if err != nil {
 		return err
 	}
