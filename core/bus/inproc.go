@@ -110,10 +110,10 @@ func (l *inprocListener) Close() error {
 // dial connects to the listener in memory. It fails like a refused TCP
 // connect once the listener is closed.
 func (l *inprocListener) dial(ctx context.Context, network string) (net.Conn, error) {
-	client, server := net.Pipe()
+	client, server := memPipe(l.Addr())
 	select {
-	case l.pipes <- pipeConn{server, l.Addr()}:
-		return pipeConn{client, l.Addr()}, nil
+	case l.pipes <- server:
+		return client, nil
 	case <-l.done:
 	case <-ctx.Done():
 		_ = client.Close()
@@ -124,17 +124,6 @@ func (l *inprocListener) dial(ctx context.Context, network string) (net.Conn, er
 	_ = server.Close()
 	return nil, &net.OpError{Op: "dial", Net: network, Addr: l.Addr(), Err: syscall.ECONNREFUSED}
 }
-
-// pipeConn is one end of an in-process connection. Its addresses are the
-// listener's, so logs and the broker's client-host fields read as loopback
-// rather than net.Pipe's "pipe".
-type pipeConn struct {
-	net.Conn
-	addr net.Addr
-}
-
-func (c pipeConn) LocalAddr() net.Addr  { return c.addr }
-func (c pipeConn) RemoteAddr() net.Addr { return c.addr }
 
 // inprocDialer dials the listeners in this process in memory and anything
 // else over the network.

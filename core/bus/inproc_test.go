@@ -107,7 +107,7 @@ func TestInprocDialAfterCloseIsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatalf("dial before close: %v", err)
 	}
-	if _, ok := c.(pipeConn); !ok {
+	if _, ok := c.(*memConn); !ok {
 		t.Fatalf("dial of the broker's own address returned %T, want an in-memory pipe", c)
 	}
 	_ = c.Close()
