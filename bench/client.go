@@ -5,6 +5,7 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -21,10 +22,10 @@ import (
 // Conn is a minimal protocol client for load generation: no retries, no
 // ordering logic; the scenario owns what it measures.
 type Conn struct {
-	nc  net.Conn
-	rw  io.ReadWriter
-	wmu sync.Mutex // guards writes (ours and wsutil's control replies)
-	buf []byte
+	nc   net.Conn
+	rw   io.ReadWriter
+	wmu  sync.Mutex // guards writes (ours and wsutil's control replies)
+	wbuf []byte     // scratch for Write, under wmu
 }
 
 type lockedWriter struct {
@@ -79,11 +80,23 @@ func Dial(ctx context.Context, url, token, device string) (*Conn, error) {
 	return c, nil
 }
 
-// Write sends one frame.
+// Write sends one frame in one write: header and masked payload together,
+// as the SDK does. wsutil.WriteClientBinary writes the header and the
+// payload separately (two system calls and, with TCP_NODELAY, two
+// segments per frame) and copies the payload to mask it.
 func (c *Conn) Write(frame []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	return wsutil.WriteClientBinary(c.nc, frame)
+	h := ws.Header{Fin: true, OpCode: ws.OpBinary, Length: int64(len(frame)), Masked: true, Mask: ws.NewMask()}
+	b := bytes.NewBuffer(c.wbuf[:0])
+	_ = ws.WriteHeader(b, h) // a bytes.Buffer does not fail
+	start := b.Len()
+	b.Write(frame)
+	out := b.Bytes()
+	ws.Cipher(out[start:], h.Mask, 0)
+	c.wbuf = out[:0]
+	_, err := c.nc.Write(out)
+	return err
 }
 
 // Read returns the next frame. The slice is valid until the next Read.
