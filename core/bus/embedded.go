@@ -145,7 +145,7 @@ func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 	dialer := &inprocDialer{}
 	opts := []kfake.Opt{
 		kfake.ListenFn(func(network, address string) (net.Listener, error) {
-			l, err := listenInproc(network, address)
+			l, err := listenInproc(network, address, o.Logger)
 			if err != nil {
 				return nil, err
 			}

@@ -2,7 +2,10 @@ package bus
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net"
 	"sync"
 	"syscall"
@@ -22,6 +25,7 @@ import (
 // only the byte transport differs.
 type inprocListener struct {
 	net.Listener // TCP
+	log          *slog.Logger
 
 	accepted chan acceptResult
 	pipes    chan net.Conn
@@ -36,13 +40,17 @@ type acceptResult struct {
 
 // listenInproc is a kfake.ListenFn. The returned listener's accept loop
 // runs until Close.
-func listenInproc(network, address string) (*inprocListener, error) {
+func listenInproc(network, address string, log *slog.Logger) (*inprocListener, error) {
 	tl, err := net.Listen(network, address)
 	if err != nil {
 		return nil, err
 	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	l := &inprocListener{
 		Listener: tl,
+		log:      log,
 		accepted: make(chan acceptResult),
 		pipes:    make(chan net.Conn),
 		done:     make(chan struct{}),
@@ -70,6 +78,9 @@ func (l *inprocListener) acceptTCP() {
 			}
 		}
 		backoff = 5 * time.Millisecond
+		if c != nil {
+			c = &guardConn{Conn: c, log: l.log}
+		}
 		select {
 		case l.accepted <- acceptResult{c, err}:
 			if err != nil {
@@ -151,4 +162,59 @@ func (d *inprocDialer) DialContext(ctx context.Context, network, host string) (n
 	}
 	nd := net.Dialer{Timeout: 10 * time.Second} // kgo's default dial timeout
 	return nd.DialContext(ctx, network, host)
+}
+
+// maxRequestBytes is the largest Kafka request the broker accepts from a
+// TCP client: Kafka's own default socket.request.max.bytes, and franz-go's
+// default BrokerMaxWriteBytes, so no request of our clients is refused.
+const maxRequestBytes = 100 << 20
+
+// guardConn is a TCP connection to the embedded broker that refuses a
+// request larger than maxRequestBytes before the broker sees its size.
+//
+// Why: kfake allocates (and zeroes) a buffer of whatever size a request's
+// first four bytes claim. A stray HTTP request to the Kafka port ("GET "
+// reads as 1.2 GB) cost 1.2 GB and a second of CPU per connection; a port
+// scanner could exhaust the process's memory. A real broker closes such a
+// connection, and so does this: the bytes of the bad size are never
+// delivered, and every Read from then on fails.
+type guardConn struct {
+	net.Conn
+	log  *slog.Logger
+	left int64   // body bytes of the current request still to pass
+	hdr  [4]byte // size prefix bytes seen so far
+	hn   int
+	bad  error
+}
+
+func (g *guardConn) Read(b []byte) (int, error) {
+	if g.bad != nil {
+		return 0, g.bad
+	}
+	n, err := g.Conn.Read(b)
+	for i := 0; i < n; {
+		if g.left > 0 {
+			k := int(min(int64(n-i), g.left))
+			g.left -= int64(k)
+			i += k
+			continue
+		}
+		start := i - g.hn // where this size prefix began, if in b
+		g.hdr[g.hn] = b[i]
+		g.hn++
+		i++
+		if g.hn < 4 {
+			continue
+		}
+		g.hn = 0
+		size := binary.BigEndian.Uint32(g.hdr[:])
+		if size > maxRequestBytes {
+			g.bad = fmt.Errorf("bus: kafka request of %d bytes from %s refused (limit %d): not a Kafka client?", size, g.RemoteAddr(), maxRequestBytes)
+			g.log.Warn("embedded kafka: connection closed", "err", g.bad)
+			_ = g.Conn.Close()
+			return max(start, 0), g.bad
+		}
+		g.left = int64(size)
+	}
+	return n, err
 }

@@ -5,8 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -159,7 +162,7 @@ func (l *flakyListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 
 // returned: kfake stops listening on the first Accept error.
 func TestInprocListenerRetriesTransientAcceptErrors(t *testing.T) {
 	fl := &flakyListener{failures: 3, closed: make(chan struct{})}
-	l := &inprocListener{Listener: fl, accepted: make(chan acceptResult), pipes: make(chan net.Conn), done: make(chan struct{})}
+	l := &inprocListener{Listener: fl, log: slog.New(slog.DiscardHandler), accepted: make(chan acceptResult), pipes: make(chan net.Conn), done: make(chan struct{})}
 	go l.acceptTCP()
 	c, err := l.Accept()
 	if err != nil {
@@ -172,4 +175,32 @@ func TestInprocListenerRetriesTransientAcceptErrors(t *testing.T) {
 	if _, err := l.Accept(); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("Accept after Close: %v, want net.ErrClosed", err)
 	}
+}
+
+// Something that is not a Kafka client connecting to the broker's port (an
+// HTTP health check here: "GET " reads as a 1.2 GB request) is cut off
+// before the broker allocates for it, and the broker keeps serving.
+func TestStrayConnectionToKafkaPortIsRefused(t *testing.T) {
+	e := startEmbedded(t, EmbeddedOptions{})
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	c, err := net.Dial("tcp", e.Addrs()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := c.Read(make([]byte, 16)); err == nil {
+		t.Fatalf("the broker answered %d bytes instead of closing", n)
+	} else if errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatal("the broker kept the connection open")
+	}
+	runtime.ReadMemStats(&after)
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 64<<20 {
+		t.Fatalf("the process allocated %d MB for the stray request", grew>>20)
+	}
+	produceN(t, newClient(t, Config{Brokers: e.Addrs()}.ProducerOpts()...), "after", 3)
 }

@@ -105,7 +105,13 @@ func (h *memHalf) write(b []byte) (int, error) {
 }
 
 // memConn is one end of a memPipe.
+//
+// As on a TCP socket, one Write is never interleaved with another Write of
+// the same end, and Reads are serialized: a Write larger than the free
+// buffer goes out in pieces while the reader drains it, and a concurrent
+// writer must not slip its bytes between them (Kafka frames would tear).
 type memConn struct {
+	rmu, wmu sync.Mutex
 	r, w     *memHalf
 	addr     net.Addr
 	rdl, wdl memDeadline
@@ -114,6 +120,8 @@ type memConn struct {
 }
 
 func (c *memConn) Read(b []byte) (int, error) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
 	for {
 		select {
 		case <-c.closed:
@@ -136,6 +144,8 @@ func (c *memConn) Read(b []byte) (int, error) {
 }
 
 func (c *memConn) Write(b []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
 	n := 0
 	for {
 		select {

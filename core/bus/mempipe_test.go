@@ -70,3 +70,40 @@ func TestMemPipeCloseDrainsThenEOF(t *testing.T) {
 		t.Fatal("write to a closed peer succeeded")
 	}
 }
+
+// Concurrent Writes of one end never interleave, even when each is larger
+// than the buffer and goes out in pieces: every frame arrives whole.
+func TestMemPipeWritesAreAtomic(t *testing.T) {
+	a, b := memPipe(&net.TCPAddr{})
+	defer a.Close()
+	defer b.Close()
+	const writers, frames = 4, 8
+	size := memPipeBuffer + memPipeBuffer/3
+	done := make(chan error, writers)
+	for w := range writers {
+		go func() {
+			frame := bytes.Repeat([]byte{byte('a' + w)}, size)
+			for range frames {
+				if _, err := a.Write(frame); err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	buf := make([]byte, size)
+	for i := range writers * frames {
+		if _, err := io.ReadFull(b, buf); err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if n := bytes.Count(buf, buf[:1]); n != size {
+			t.Fatalf("frame %d is torn: %d of %d bytes are %q", i, n, size, buf[0])
+		}
+	}
+	for range writers {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
