@@ -95,8 +95,9 @@ func (a *pollArgs) reset(size, caps int) {
 // epoll_wait(-1) as a system call; while it blocks, the Go scheduler's
 // sysmon has to retake the thread's P for the handler goroutines, and when
 // epoll_wait returns the thread has to get a P back: futex wake-ups, sysmon
-// sleeps and preemption signals on every event, 4 system calls per event
-// besides the read and the write in a gateway holding idle connections.
+// sleeps and preemption signals on every event: in a gateway holding idle
+// connections, 5.4 system calls per heartbeat against 3.3 with this patch
+// (third_party/README.md).
 // Here this epoll fd (a duplicate of it) is registered with the runtime
 // poller, which reports it readable when the epoll set has events, so the
 // loop parks like any goroutine waiting for a socket and the runtime's own
