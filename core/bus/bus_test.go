@@ -213,6 +213,11 @@ func TestConfigOpts(t *testing.T) {
 	if got := ccl.OptValue(kgo.DisableAutoCommit); got != true {
 		t.Errorf("autocommit enabled")
 	}
+	// Cooperative-sticky: a partition move revokes only the partitions that
+	// move, so the other core instances keep consuming through a rebalance.
+	if bs, ok := ccl.OptValue(kgo.Balancers).([]kgo.GroupBalancer); !ok || len(bs) != 1 || bs[0].ProtocolName() != "cooperative-sticky" || !bs[0].IsCooperative() {
+		t.Errorf("balancers = %#v, want only cooperative-sticky", ccl.OptValue(kgo.Balancers))
+	}
 
 	// The partitioner is Kafka's default for keyed records:
 	// toPositive(murmur2(key)) % partitions. The hashes are the test
