@@ -54,7 +54,7 @@ bench-smoke: build ## CI: every Go benchmark once, and small runs of each chatbe
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
 	rm -rf bench/out
 	./$(BIN)/chatbench density --conns 2000 --gateway-procs 2 --hold 3s --json > /dev/null
-	./$(BIN)/chatbench latency --idle 1000 --pairs 20 --rate 500 --duration 5s --warmup 1s --json > /dev/null
+	./$(BIN)/chatbench latency --idle 1000 --pairs 20 --rate 500 --duration 5s --warmup 1s --gateway-procs 2 --json > /dev/null
 	./$(BIN)/chatbench storm --clients 200 --json > /dev/null
 	./$(BIN)/chatbench fanout --group-size 200 --rate 10 --duration 3s --warmup 1s --json > /dev/null
 	./$(BIN)/chatbench receipts --group-size 200 --rate 10 --duration 3s --warmup 1s --json > /dev/null

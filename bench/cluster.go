@@ -120,6 +120,25 @@ func (c *Cluster) Procs() []*Proc {
 	return append(ps, c.Gateways...)
 }
 
+// RedisClientStats sums, over every chatd process of the cluster, the
+// Redis round trips and commands it counted (chatd_redis_round_trips_total
+// and chatd_redis_commands_total). ok is false when no process has them:
+// the cluster runs without Redis.
+func (c *Cluster) RedisClientStats() (roundTrips, commands float64, ok bool) {
+	for _, p := range c.Procs() {
+		rt, err := p.Metric("chatd_redis_round_trips_total")
+		if err != nil {
+			continue // a broker or store process, or no Redis at all
+		}
+		cmds, err := p.Metric("chatd_redis_commands_total")
+		if err != nil {
+			continue
+		}
+		roundTrips, commands, ok = roundTrips+rt, commands+cmds, true
+	}
+	return roundTrips, commands, ok
+}
+
 // RedisPID is the redis-server's process id (0 when there is none).
 func (c *Cluster) RedisPID() int {
 	if c.redis == nil || c.redis.Process == nil {

@@ -98,6 +98,14 @@ type DensityResult struct {
 	// that ran (see "other" in HoldCPU).
 	HoldHeartbeatsPerSec  float64 `json:"hold_heartbeats_per_second"`
 	HoldCPUPerHeartbeatUS float64 `json:"hold_cpu_us_per_heartbeat"`
+	// HoldRedisRoundTripsPerHeartbeat and HoldRedisCommandsPerHeartbeat are
+	// the Redis round trips and commands of every chatd process together
+	// during the hold, per heartbeat interval (the hold's count times
+	// interval / hold). The gateways renew their leases every 30 s, so a
+	// hold of a minute or more gives a steady figure. Absent without Redis
+	// (one gateway process).
+	HoldRedisRoundTripsPerHeartbeat float64 `json:"hold_redis_round_trips_per_heartbeat_interval,omitempty"`
+	HoldRedisCommandsPerHeartbeat   float64 `json:"hold_redis_commands_per_heartbeat_interval,omitempty"`
 	ConnectP99Ms          float64 `json:"connect_p99_ms"`
 	RoundTripP99Ms        float64 `json:"round_trip_p99_ms"`
 	Limits                string  `json:"limits_report"`
@@ -247,6 +255,7 @@ func RunDensity(ctx context.Context, cfg DensityConfig) (*DensityResult, []Sampl
 		res.SetupCPUPerConnUS = float64(setupUse.MachineBusy.Microseconds()) / float64(agg.Established)
 	}
 	cpuStart, pongsStart := cpu.Snapshot(), agg.PongsReceived
+	rt0, cmds0, _ := cl.RedisClientStats()
 	holdEnd := time.Now().Add(cfg.Hold)
 	for time.Now().Before(holdEnd) {
 		select {
@@ -259,6 +268,11 @@ func RunDensity(ctx context.Context, cfg DensityConfig) (*DensityResult, []Sampl
 	}
 	res.HoldSeconds = cfg.Hold.Seconds()
 	use := cpu.Since(cpuStart)
+	if rt, cmds, ok := cl.RedisClientStats(); ok && use.Seconds > 0 {
+		intervals := use.Seconds / heartbeatOf(cfg).Seconds()
+		res.HoldRedisRoundTripsPerHeartbeat = (rt - rt0) / intervals
+		res.HoldRedisCommandsPerHeartbeat = (cmds - cmds0) / intervals
+	}
 	res.HoldCPU = use.Percent
 	if beats := agg.PongsReceived - pongsStart; beats > 0 {
 		res.HoldHeartbeatsPerSec = float64(beats) / use.Seconds

@@ -64,6 +64,13 @@ type LatencyResult struct {
 	// percent of one CPU ("bench" is chatbench itself: the senders and
 	// receivers; "machine" counts everything, the kernel included).
 	CPU map[string]float64 `json:"cpu_percent,omitempty"`
+	// RedisRoundTripsPerMsg and RedisCommandsPerMsg are the Redis round
+	// trips and commands of every chatd process together (their
+	// chatd_redis_*_total counters) over the whole run, warm-up, the
+	// pairs' connection setup and lease renewals included, divided by the
+	// messages sent. Absent when the topology has no Redis.
+	RedisRoundTripsPerMsg float64 `json:"redis_round_trips_per_msg,omitempty"`
+	RedisCommandsPerMsg   float64 `json:"redis_commands_per_msg,omitempty"`
 	// SchedAutogroup is kernel.sched_autogroup_enabled during the run (-1:
 	// unknown). With 1, CPU is split between sessions first, and a busy
 	// process in another session stalls the whole pipeline at once

@@ -183,6 +183,10 @@ func latency(ctx context.Context, args []string) error {
 	}
 	run := func(r float64) (*bench.LatencyResult, error) {
 		start := cpu.Snapshot()
+		var rt0, cmds0 float64
+		if topo != nil {
+			rt0, cmds0, _ = topo.RedisClientStats()
+		}
 		res, err := bench.RunLatency(ctx, bench.LatencyConfig{
 			GatewayURL: gw, APIURL: api, Pairs: *pairs, Rate: r,
 			Duration: *duration, Warmup: *warmup, BodySize: *body,
@@ -194,6 +198,12 @@ func latency(ctx context.Context, args []string) error {
 		res.SchedAutogroup = limits.SchedAutogroup()
 		if cpu != nil {
 			res.CPU = cpu.Since(start).Percent
+		}
+		if topo != nil && res.Sent > 0 {
+			if rt, cmds, ok := topo.RedisClientStats(); ok {
+				res.RedisRoundTripsPerMsg = (rt - rt0) / float64(res.Sent)
+				res.RedisCommandsPerMsg = (cmds - cmds0) / float64(res.Sent)
+			}
 		}
 		if idleWorkers != nil {
 			res.IdleConns = bench.Aggregate(idleWorkers).Established
@@ -245,6 +255,9 @@ func printLatency(res *bench.LatencyResult, d time.Duration) {
 		res.DeliverP50ms, res.DeliverP90ms, res.DeliverP99ms, res.DeliverP999, res.DeliverMaxms)
 	if res.CPU != nil {
 		fmt.Printf("  CPU %% of one core: %s\n", formatCPU(res.CPU))
+	}
+	if res.RedisRoundTripsPerMsg > 0 {
+		fmt.Printf("  Redis per message (all chatd processes): %.3f round trips, %.2f commands\n", res.RedisRoundTripsPerMsg, res.RedisCommandsPerMsg)
 	}
 	if res.SchedAutogroup == 1 {
 		fmt.Println("  note: kernel.sched_autogroup_enabled=1: a busy process in another session takes a whole CPU at once and these latencies stall with it; kernel-tuning/apply sets it to 0")
@@ -299,6 +312,10 @@ func density(ctx context.Context, args []string) error {
 		res.SetupCPUPerConnUS, formatCPU(res.SetupCPU))
 	fmt.Printf("  hold: %.0f heartbeats/s, %.0f µs machine CPU per heartbeat; CPU %% of one core: %s\n",
 		res.HoldHeartbeatsPerSec, res.HoldCPUPerHeartbeatUS, formatCPU(res.HoldCPU))
+	if res.HoldRedisCommandsPerHeartbeat > 0 {
+		fmt.Printf("  hold: Redis per heartbeat interval (all chatd processes): %.1f round trips, %.1f commands\n",
+			res.HoldRedisRoundTripsPerHeartbeat, res.HoldRedisCommandsPerHeartbeat)
+	}
 	writeDensityReport(*outDir, args, res, samples)
 	if *asJSON {
 		b, _ := json.Marshal(res)

@@ -40,6 +40,7 @@ func writeDensityReport(dir string, args []string, res *bench.DensityResult, sam
 			"kernel_bytes_per_socket: growth of Slab plus TCP socket-buffer pages (/proc/net/sockstat) divided by two sockets per connection (client and server are both on this machine).",
 			"gateway_anon_*: RssAnon, the gateways' private memory (Go heap, stacks, runtime); RSS also counts the pages of the chatd binary each process maps, which are one copy in the page cache shared by every chatd process.",
 			"hold_cpu_percent: CPU used during the hold in percent of one CPU, per group of processes; machine is /proc/stat's busy time (kernel included), other is the machine minus the groups. hold_cpu_us_per_heartbeat divides the machine's busy CPU by the PINGs answered during the hold.",
+			"hold_redis_*_per_heartbeat_interval: the Redis round trips and commands every chatd process counted (chatd_redis_*_total) during the hold, scaled to one heartbeat interval; absent without Redis.",
 		},
 	})
 }
@@ -60,6 +61,7 @@ func writeLatencyReport(dir string, args []string, res *bench.LatencyResult, lat
 		Notes: []string{
 			"Open loop: latency is measured from each message's scheduled send time (coordinated omission corrected).",
 			"The timeline groups messages by scheduled send time in 250 ms steps from the end of the warm-up.",
+			"redis_*_per_msg: the Redis round trips and commands every chatd process counted (chatd_redis_*_total) over the whole run, warm-up and the pairs' connection setup included, divided by the messages sent; absent without Redis.",
 		},
 	})
 }

@@ -255,6 +255,7 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 			return n, fmt.Errorf("node: redis: %w", err)
 		}
 		registry, router, n.presence, n.receipts, n.members = n.redis, n.redis, n.redis, n.redis, n.redis
+		registerRedisStats(reg, n.redis)
 	} else {
 		mem := routing.NewMemory()
 		registry, router, n.presence, n.receipts = mem, mem, mem, mem
@@ -674,5 +675,25 @@ func (a Authenticator) Authenticate(token []byte, now time.Time) (string, wire.C
 		return "", wire.CodeTokenExpired
 	default:
 		return "", wire.CodeTokenInvalid
+	}
+}
+
+// registerRedisStats exports the Redis client's counters (routing.RedisStats),
+// so an operator can read Redis round trips per message or per heartbeat
+// interval from any gateway or core process, and chatbench reports them.
+func registerRedisStats(reg *prometheus.Registry, r *routing.Redis) {
+	for _, c := range []struct {
+		name, help string
+		v          func(routing.RedisStats) uint64
+	}{
+		{"chatd_redis_round_trips_total", "Pipelined writes to Redis this process waited on (each Do or DoMulti; a client-internal retry after a broken connection is not counted).", func(s routing.RedisStats) uint64 { return s.RoundTrips }},
+		{"chatd_redis_commands_total", "Redis commands in those round trips.", func(s routing.RedisStats) uint64 { return s.Commands }},
+		{"chatd_redis_published_total", "Batches published to gateways or topics that Redis accepted.", func(s routing.RedisStats) uint64 { return s.Published }},
+		{"chatd_redis_received_total", "Batches received from this process's subscriptions.", func(s routing.RedisStats) uint64 { return s.Received }},
+		{"chatd_redis_resubscribes_total", "Subscriptions re-established after their connection was lost.", func(s routing.RedisStats) uint64 { return s.Resubscribes }},
+		{"chatd_redis_reaped_total", "Expired routes deleted after a lookup found them.", func(s routing.RedisStats) uint64 { return s.Reaped }},
+	} {
+		v := c.v
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: c.name, Help: c.help}, func() float64 { return float64(v(r.Stats())) }))
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -554,6 +555,40 @@ func TestSplitRoles(t *testing.T) {
 	if r := alice.dec.Receipt; string(r.User) != "bob" || r.UpToSeq != 50 {
 		t.Fatalf("receipt %+v", r)
 	}
+	// Every process that talks to Redis counts its round trips and
+	// commands on /metrics (chatbench divides them by messages).
+	for name, n := range map[string]*node.Node{"core": core, "gateway 1": gw1, "gateway 2": gw2} {
+		rt := metricValue(t, n, "chatd_redis_round_trips_total")
+		cmds := metricValue(t, n, "chatd_redis_commands_total")
+		if rt < 1 || cmds < rt {
+			t.Errorf("%s: %v Redis round trips, %v commands; want at least one, and at least as many commands", name, rt, cmds)
+		}
+	}
+	if pub := metricValue(t, core, "chatd_redis_published_total"); pub < 50 {
+		t.Errorf("core published %v batches for 50 messages and their ACKs", pub)
+	}
+}
+
+// metricValue reads one unlabelled metric from n's admin listener.
+func metricValue(t *testing.T, n *node.Node, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + n.AdminAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("metric %s missing", name)
+	return 0
 }
 
 // TestGatewayOnlyNeedsItsCore: a gateway-only node refuses to start
@@ -651,7 +686,7 @@ func startRole(t *testing.T, dir, redisAddr string, cfg node.Config) *node.Node 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cfg.DataDir, cfg.APIAddr, cfg.AdminAddr, cfg.GatewayAddr = dir, "127.0.0.1:0", "off", "127.0.0.1:0"
+	cfg.DataDir, cfg.APIAddr, cfg.AdminAddr, cfg.GatewayAddr = dir, "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	if redisAddr != "" {
 		cfg.Redis = []string{redisAddr}
 	}
