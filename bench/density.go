@@ -107,9 +107,9 @@ type DensityResult struct {
 	HoldRedisRoundTripsPerHeartbeat float64 `json:"hold_redis_round_trips_per_heartbeat_interval,omitempty"`
 	HoldRedisCommandsPerHeartbeat   float64 `json:"hold_redis_commands_per_heartbeat_interval,omitempty"`
 
-	ConnectP99Ms          float64 `json:"connect_p99_ms"`
-	RoundTripP99Ms        float64 `json:"round_trip_p99_ms"`
-	Limits                string  `json:"limits_report"`
+	ConnectP99Ms   float64 `json:"connect_p99_ms"`
+	RoundTripP99Ms float64 `json:"round_trip_p99_ms"`
+	Limits         string  `json:"limits_report"`
 }
 
 // Sample is one point of a run's time series.
