@@ -67,8 +67,11 @@ func (p *Processor) send(ctx context.Context, env *wire.Envelope, s *wire.Send) 
 		// The same SEND twice in one batch: the first one emits.
 		return &pendingAck{gateway: gw, conn: env.Conn, idx: idx}, nil
 	}
-	old, found, err := p.deps.Store.LookupClientMsg(ctx, s.ConvID, user, key.cmid)
-	if err != nil {
+	var old store.Message
+	var found bool
+	if r, ok := p.found[key]; ok {
+		old, found = r.Message, r.Found // prefetchDedupe
+	} else if old, found, err = p.deps.Store.LookupClientMsg(ctx, s.ConvID, user, key.cmid); err != nil {
 		return nil, fmt.Errorf("lookup client_msg_id: %w", err)
 	}
 	if found {

@@ -113,6 +113,10 @@ type Processor struct {
 	pubs    []routing.Publication
 	evs     []*kgo.Record
 	sent    map[dedupeKey]int
+	// found holds the dedupe lookups of the polled batch's SENDs, made in
+	// one store call before the batch is handled (prefetchDedupe).
+	found      map[dedupeKey]store.ClientMsgResult
+	lookupKeys []store.ClientMsgKey
 	// emitted holds the ids of messages this process put on chat.events
 	// (bounded; forgetting only costs a harmless duplicate emit).
 	emitted map[uint64]struct{}
@@ -195,6 +199,7 @@ func New(cfg Config, deps Deps) (*Processor, error) {
 		pool:    pool,
 		convs:   make(map[uint64]*convState),
 		sent:    make(map[dedupeKey]int),
+		found:   make(map[dedupeKey]store.ClientMsgResult),
 		ptrIdx:  make(map[ptrKey]int),
 		emitted: make(map[uint64]struct{}),
 	}, nil
@@ -230,6 +235,10 @@ func (p *Processor) Handle(ctx context.Context, recs []*kgo.Record) error {
 	p.typingEvs = p.typingEvs[:0]
 	var acks []pendingAck
 	nowMS := p.cfg.Now().UnixMilli()
+	if err := p.prefetchDedupe(ctx, recs); err != nil {
+		p.Invalidate()
+		return err
+	}
 
 	for _, rec := range recs {
 		p.rec = rec
@@ -437,3 +446,51 @@ func (p *Processor) ackedMessage(a *pendingAck) *store.Message {
 
 // maxEmittedMemory bounds Processor.emitted.
 const maxEmittedMemory = 100_000
+
+// prefetchDedupe looks up the dedupe entries of every SEND in recs that
+// send will check, all in one store call, into p.found. The records are
+// then handled one after another; with a store across a network (the
+// remote store, ScyllaDB) one lookup per SEND in sequence was a round trip
+// each, and that sequence bounded the processor's rate (in the local
+// cluster about 1,600 SENDs a second per core at 615 µs a lookup). What a
+// prefetched answer says holds while the batch is handled: only this
+// processor writes the partition's conversations, and their new messages
+// are committed after the batch; a SEND repeated within the batch is
+// caught by p.sent first. A zombie's write is caught by the seq fence, and
+// the retried batch prefetches again.
+func (p *Processor) prefetchDedupe(ctx context.Context, recs []*kgo.Record) error {
+	clear(p.found)
+	p.lookupKeys = p.lookupKeys[:0]
+	for _, rec := range recs {
+		if p.env.Decode(rec.Value) != nil {
+			continue
+		}
+		t, _, err := p.dec.Decode(p.env.Frame)
+		if err != nil || t != wire.TypeSend {
+			continue
+		}
+		s := &p.dec.Send
+		if s.ConvID == 0 || len(s.ClientMsgID) == 0 || len(s.ClientMsgID) > wire.MaxIDLen {
+			continue // refused before any lookup
+		}
+		k := dedupeKey{conv: s.ConvID, sender: string(p.env.User), cmid: string(s.ClientMsgID)}
+		if _, ok := p.found[k]; ok {
+			continue
+		}
+		p.found[k] = store.ClientMsgResult{}
+		p.lookupKeys = append(p.lookupKeys, store.ClientMsgKey{ConvID: k.conv, Sender: k.sender, ClientMsgID: k.cmid})
+	}
+	if len(p.lookupKeys) == 0 {
+		return nil
+	}
+	res, err := p.deps.Store.LookupClientMsgs(ctx, p.lookupKeys)
+	if err != nil {
+		clear(p.found)
+		return fmt.Errorf("lookup client_msg_ids: %w", err)
+	}
+	for i, k := range p.lookupKeys {
+		p.found[dedupeKey{conv: k.ConvID, sender: k.Sender, cmid: k.ClientMsgID}] = res[i]
+	}
+	return nil
+}
+

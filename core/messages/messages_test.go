@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -517,5 +518,56 @@ func TestBatchAcrossPartitions(t *testing.T) {
 				t.Errorf("conv %d: message %d has seq %d cmid %q, want seq %d cmid %q", i, k, m.Seq, m.ClientMsgID, k+1, want)
 			}
 		}
+	}
+}
+
+// countingStore counts the dedupe lookups the processor makes.
+type countingStore struct {
+	store.Store
+	one, many atomic.Int64
+}
+
+func (c *countingStore) LookupClientMsg(ctx context.Context, conv uint64, sender, cmid string) (store.Message, bool, error) {
+	c.one.Add(1)
+	return c.Store.LookupClientMsg(ctx, conv, sender, cmid)
+}
+
+func (c *countingStore) LookupClientMsgs(ctx context.Context, keys []store.ClientMsgKey) ([]store.ClientMsgResult, error) {
+	c.many.Add(1)
+	return c.Store.LookupClientMsgs(ctx, keys)
+}
+
+// TestSendsOfABatchLookedUpTogether: the SENDs of one polled batch are
+// checked against the dedupe entries with one store call (a remote store
+// answers it in one round trip), and the answers are the ones a lookup per
+// SEND gave: a resend gets its stored seq, a repeat within the batch the
+// first one's, a new id a new seq.
+func TestSendsOfABatchLookedUpTogether(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	conv := setupConv(t, st)
+	ctx := context.Background()
+	cs := &countingStore{Store: st}
+	h := newHarness(t, cs)
+	if err := h.p.Handle(ctx, []*kgo.Record{sendRec("alice", conv, "x")}); err != nil {
+		t.Fatal(err)
+	}
+	h.acks()
+	cs.one.Store(0)
+	cs.many.Store(0)
+	batch := []*kgo.Record{
+		sendRec("alice", conv, "y"),
+		sendRec("alice", conv, "x"), // a resend of seq 1
+		sendRec("alice", conv, "y"), // a repeat within the batch
+		sendRec("alice", conv, "z"),
+		sendRec("bob", conv, "x"), // another sender's id
+	}
+	if err := h.p.Handle(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.acks(); fmt.Sprint(got) != "[2 1 2 3 4]" {
+		t.Fatalf("acks %v, want [2 1 2 3 4]", got)
+	}
+	if one, many := cs.one.Load(), cs.many.Load(); one != 0 || many != 1 {
+		t.Errorf("%d single and %d batch lookups for one batch of SENDs, want 0 and 1", one, many)
 	}
 }

@@ -64,6 +64,11 @@ func (i *instrumented) LookupClientMsg(ctx context.Context, conv uint64, sender,
 	return i.s.LookupClientMsg(ctx, conv, sender, cmid)
 }
 
+func (i *instrumented) LookupClientMsgs(ctx context.Context, keys []store.ClientMsgKey) ([]store.ClientMsgResult, error) {
+	defer i.observe("lookup_client_msgs", time.Now())
+	return i.s.LookupClientMsgs(ctx, keys)
+}
+
 func (i *instrumented) MessagesAfter(ctx context.Context, conv, after uint64, limit int) ([]store.Message, error) {
 	defer i.observe("messages_after", time.Now())
 	return i.s.MessagesAfter(ctx, conv, after, limit)

@@ -144,6 +144,21 @@ type Batch struct {
 	Pointers      []PointerUpdate
 }
 
+// ClientMsgKey names one dedupe entry: the message Sender stored with
+// ClientMsgID in conversation ConvID.
+type ClientMsgKey struct {
+	ConvID      uint64
+	Sender      string
+	ClientMsgID string
+}
+
+// ClientMsgResult answers one ClientMsgKey: whether a message is stored
+// under it and, if so, the message.
+type ClientMsgResult struct {
+	Message Message
+	Found   bool
+}
+
 // Visibility is who sees a user's exact presence: online state and last
 // seen time. The zero value is the default.
 type Visibility uint8
@@ -222,6 +237,13 @@ type Store interface {
 	// LookupClientMsg finds the message a sender stored with clientMsgID in
 	// conv, if any.
 	LookupClientMsg(ctx context.Context, conv uint64, sender, clientMsgID string) (Message, bool, error)
+	// LookupClientMsgs answers several LookupClientMsg at once: result i
+	// answers keys[i], exactly as LookupClientMsg(keys[i]) would (an empty
+	// ClientMsgID is never found). The core checks all the SENDs of a
+	// polled batch with one call, which a store across a network answers
+	// in one round trip (or, for ScyllaDB, concurrently) instead of one
+	// round trip per SEND in sequence.
+	LookupClientMsgs(ctx context.Context, keys []ClientMsgKey) ([]ClientMsgResult, error)
 	// MessagesAfter returns up to limit messages with seq > after, in
 	// ascending seq order. limit is mapped through ClampLimit. Returned
 	// messages own their memory.

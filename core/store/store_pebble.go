@@ -659,11 +659,37 @@ func (p *Pebble) LookupClientMsg(ctx context.Context, conv uint64, sender, clien
 		return Message{}, false, err
 	}
 	defer p.mu.RUnlock()
+	return p.lookupClientMsg(nil, conv, sender, clientMsgID)
+}
+
+// LookupClientMsgs implements Store.
+func (p *Pebble) LookupClientMsgs(ctx context.Context, keys []ClientMsgKey) ([]ClientMsgResult, error) {
+	if err := p.enter(ctx); err != nil {
+		return nil, err
+	}
+	defer p.mu.RUnlock()
+	res := make([]ClientMsgResult, len(keys))
+	var kb []byte
+	for i, k := range keys {
+		m, ok, err := p.lookupClientMsg(kb, k.ConvID, k.Sender, k.ClientMsgID)
+		if err != nil {
+			return nil, err
+		}
+		res[i] = ClientMsgResult{Message: m, Found: ok}
+	}
+	return res, nil
+}
+
+// lookupClientMsg is LookupClientMsg for a caller that entered the store;
+// kb is scratch space for the keys (nil is fine).
+func (p *Pebble) lookupClientMsg(kb []byte, conv uint64, sender, clientMsgID string) (Message, bool, error) {
 	if clientMsgID == "" {
 		return Message{}, false, nil
 	}
-	kb := make([]byte, 0, 1+8+2*binary.MaxVarintLen64+len(sender)+len(clientMsgID))
-	kb = appendDedupeKey(kb, conv, sender, clientMsgID)
+	if n := 1 + 8 + 2*binary.MaxVarintLen64 + len(sender) + len(clientMsgID); cap(kb) < n {
+		kb = make([]byte, 0, n)
+	}
+	kb = appendDedupeKey(kb[:0], conv, sender, clientMsgID)
 	seq, found, err := p.getUvarint(kb)
 	if err != nil || !found {
 		if err != nil {

@@ -82,6 +82,12 @@ type (
 		Message store.Message `json:"message"`
 		Found   bool          `json:"found"`
 	}
+	lookupsReq struct {
+		Keys []lookupReq `json:"keys"`
+	}
+	lookupsResp struct {
+		Results []lookupResp `json:"results"`
+	}
 	pageReq struct {
 		Conv  uint64 `json:"conv"`
 		Seq   uint64 `json:"seq"` // after or before
@@ -191,6 +197,25 @@ func Handler(s store.Store) http.Handler {
 		}
 		m, ok, err := s.LookupClientMsg(ctx, r.Conv, r.Sender, r.ClientMsgID)
 		return lookupResp{Message: m, Found: ok}, err
+	})
+	route("lookup_client_msgs", func(ctx context.Context, b []byte) (any, error) {
+		var r lookupsReq
+		if err := decode(b, &r); err != nil {
+			return nil, err
+		}
+		keys := make([]store.ClientMsgKey, len(r.Keys))
+		for i, k := range r.Keys {
+			keys[i] = store.ClientMsgKey{ConvID: k.Conv, Sender: k.Sender, ClientMsgID: k.ClientMsgID}
+		}
+		res, err := s.LookupClientMsgs(ctx, keys)
+		if err != nil {
+			return nil, err
+		}
+		out := lookupsResp{Results: make([]lookupResp, len(res))}
+		for i, x := range res {
+			out.Results[i] = lookupResp{Message: x.Message, Found: x.Found}
+		}
+		return out, nil
 	})
 	route("messages_after", func(ctx context.Context, b []byte) (any, error) {
 		var r pageReq
@@ -395,6 +420,25 @@ func (c *Client) LookupClientMsg(ctx context.Context, conv uint64, sender, clien
 	var out lookupResp
 	err := c.call(ctx, "lookup_client_msg", lookupReq{Conv: conv, Sender: sender, ClientMsgID: clientMsgID}, &out)
 	return out.Message, out.Found, err
+}
+
+func (c *Client) LookupClientMsgs(ctx context.Context, keys []store.ClientMsgKey) ([]store.ClientMsgResult, error) {
+	req := lookupsReq{Keys: make([]lookupReq, len(keys))}
+	for i, k := range keys {
+		req.Keys[i] = lookupReq{Conv: k.ConvID, Sender: k.Sender, ClientMsgID: k.ClientMsgID}
+	}
+	var out lookupsResp
+	if err := c.call(ctx, "lookup_client_msgs", req, &out); err != nil {
+		return nil, err
+	}
+	if len(out.Results) != len(keys) {
+		return nil, fmt.Errorf("remote store: lookup client msgs: %d results for %d keys", len(out.Results), len(keys))
+	}
+	res := make([]store.ClientMsgResult, len(keys))
+	for i, x := range out.Results {
+		res[i] = store.ClientMsgResult{Message: x.Message, Found: x.Found}
+	}
+	return res, nil
 }
 
 func (c *Client) MessagesAfter(ctx context.Context, conv, after uint64, limit int) ([]store.Message, error) {

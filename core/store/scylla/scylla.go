@@ -46,6 +46,7 @@
 package scylla
 
 import (
+	"golang.org/x/sync/errgroup"
 	"context"
 	"embed"
 	"errors"
@@ -675,6 +676,39 @@ func (st *Store) LookupClientMsg(ctx context.Context, conv uint64, sender, clien
 		return store.Message{}, false, fmt.Errorf("scylla: lookup client msg: %w", err)
 	}
 	return m, ok, nil
+}
+
+// lookupParallel bounds the queries LookupClientMsgs runs at once.
+const lookupParallel = 16
+
+// LookupClientMsgs implements store.Store: each key as LookupClientMsg,
+// up to lookupParallel of them at a time, so a polled batch of SENDs costs
+// about one round trip per lookupParallel keys instead of one per key.
+func (st *Store) LookupClientMsgs(ctx context.Context, keys []store.ClientMsgKey) ([]store.ClientMsgResult, error) {
+	if len(keys) == 0 {
+		// Each lookup enters the store itself: entering here too would
+		// nest read locks, which a Close waiting for the lock deadlocks.
+		if err := st.enter(); err != nil {
+			return nil, err
+		}
+		st.exit()
+		return nil, nil
+	}
+	res := make([]store.ClientMsgResult, len(keys))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(lookupParallel)
+	for i := range keys {
+		g.Go(func() error {
+			k := &keys[i]
+			m, ok, err := st.LookupClientMsg(gctx, k.ConvID, k.Sender, k.ClientMsgID)
+			res[i] = store.ClientMsgResult{Message: m, Found: ok}
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return res, nil
 }
 
 // MessagesAfter implements store.Store.

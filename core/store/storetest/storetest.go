@@ -65,6 +65,7 @@ func Run(t *testing.T, o Options) {
 		{"CommitSeqFence", testCommitSeqFence},
 		{"CommitRejectsInvalid", testCommitRejectsInvalid},
 		{"LookupClientMsg", testLookupClientMsg},
+		{"LookupClientMsgs", testLookupClientMsgs},
 		{"MessagesAfter", testMessagesAfter},
 		{"MessagesBefore", testMessagesBefore},
 		{"Limits", testLimits},
@@ -923,6 +924,55 @@ func testLookupClientMsg(t *testing.T, e *env) {
 	hit(c2, e.user("a"), "bc", a)
 }
 
+// testLookupClientMsgs: a batch lookup answers each key as LookupClientMsg
+// does, in the keys' order, hits, misses, repeats and empty ids mixed.
+func testLookupClientMsgs(t *testing.T, e *env) {
+	c1, c2 := e.conv(1), e.conv(2)
+	alice, bob := e.user("alice"), e.user("bob")
+	m2 := e.msg(c1, 2)
+	m2.Sender, m2.ClientMsgID = bob, "same"
+	m3 := e.msg(c1, 3)
+	m3.ClientMsgID = "same"
+	e.commitMsgs(t, e.msg(c1, 1), m2, m3, e.msg(c2, 1))
+
+	if res, err := e.s.LookupClientMsgs(e.ctx, nil); err != nil || len(res) != 0 {
+		t.Fatalf("LookupClientMsgs(no keys) = %v, %v; want nothing", res, err)
+	}
+	keys := []store.ClientMsgKey{
+		{ConvID: c1, Sender: bob, ClientMsgID: "same"},
+		{ConvID: c1, Sender: alice, ClientMsgID: "cmid-9"}, // unknown id
+		{ConvID: c1, Sender: alice, ClientMsgID: "cmid-1"},
+		{ConvID: c2, Sender: alice, ClientMsgID: "cmid-1"},
+		{ConvID: c1, Sender: alice, ClientMsgID: ""}, // never indexed
+		{ConvID: c1, Sender: alice, ClientMsgID: "same"},
+		{ConvID: c1, Sender: bob, ClientMsgID: "same"},             // a repeat
+		{ConvID: c2 + 1<<32, Sender: alice, ClientMsgID: "cmid-1"}, // no such conversation
+	}
+	res, err := e.s.LookupClientMsgs(e.ctx, keys)
+	if err != nil {
+		t.Fatalf("LookupClientMsgs: %v", err)
+	}
+	if len(res) != len(keys) {
+		t.Fatalf("LookupClientMsgs: %d results for %d keys", len(res), len(keys))
+	}
+	hits := 0
+	for i, k := range keys {
+		m, ok, err := e.s.LookupClientMsg(e.ctx, k.ConvID, k.Sender, k.ClientMsgID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res[i].Found != ok || (ok && !msgEqual(res[i].Message, m)) {
+			t.Errorf("key %d %+v: LookupClientMsgs = %v %s, LookupClientMsg = %v %s", i, k, res[i].Found, fmtMsg(res[i].Message), ok, fmtMsg(m))
+		}
+		if ok {
+			hits++
+		}
+	}
+	if hits != 5 {
+		t.Errorf("%d of the keys found, want 5", hits)
+	}
+}
+
 func testMessagesAfter(t *testing.T, e *env) {
 	c := e.conv(2)
 	e.commitMsgs(t, e.msgs(c, 1, 10)...)
@@ -1564,6 +1614,10 @@ func testClose(t *testing.T, e *env) {
 	check("Commit(empty)", e.s.Commit(ctx, &store.Batch{}))
 	_, _, err = e.s.LookupClientMsg(ctx, c, e.user("alice"), "cmid-1")
 	check("LookupClientMsg", err)
+	_, err = e.s.LookupClientMsgs(ctx, []store.ClientMsgKey{{ConvID: c, Sender: e.user("alice"), ClientMsgID: "cmid-1"}})
+	check("LookupClientMsgs", err)
+	_, err = e.s.LookupClientMsgs(ctx, nil)
+	check("LookupClientMsgs(none)", err)
 	_, err = e.s.MessagesAfter(ctx, c, 0, 10)
 	check("MessagesAfter", err)
 	_, _, err = e.s.MessagesBefore(ctx, c, 0, 10)
