@@ -493,4 +493,3 @@ func (p *Processor) prefetchDedupe(ctx context.Context, recs []*kgo.Record) erro
 	}
 	return nil
 }
-

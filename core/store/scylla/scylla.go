@@ -46,7 +46,6 @@
 package scylla
 
 import (
-	"golang.org/x/sync/errgroup"
 	"context"
 	"embed"
 	"errors"
@@ -59,6 +58,7 @@ import (
 	"github.com/gocql/gocql"
 	"github.com/scylladb/gocqlx/v3"
 	"github.com/scylladb/gocqlx/v3/migrate"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/chatd-dev/chatd/core/store"
 	"github.com/chatd-dev/chatd/wire"
