@@ -15,6 +15,16 @@ import (
 // registryBatch is the most routes one Register or Unregister call carries.
 const registryBatch = 1000
 
+// Retries of failed Unregister calls: the first after unregisterRetryMin,
+// doubling to unregisterRetryMax while calls keep failing. At most
+// maxUnregisterRetry routes wait (about 100 bytes each); beyond that the
+// oldest are dropped and left to their RouteTTL.
+const (
+	unregisterRetryMin = time.Second
+	unregisterRetryMax = 30 * time.Second
+	maxUnregisterRetry = 1 << 20
+)
+
 // registrar batches every registry call of the gateway in one goroutine:
 //
 //   - new connections: a HELLO queues its connection; whatever queued while
@@ -24,6 +34,10 @@ const registryBatch = 1000
 //     is persisted after the client sees WELCOME is routed to it live, what
 //     was persisted before is in the store for its RESUME.
 //   - closed connections: their routes go out in batched Unregister calls.
+//     A failed call is retried with backoff (unregisterRetryMin..Max):
+//     while the gateway holds its lease, a route left behind would keep
+//     its user online (presence reads the registry) until its RouteTTL,
+//     24 h by default, and its watchers would never hear "offline".
 //   - lease: every LeaseTTL/3 one Lease call keeps all the gateway's
 //     routes live, whatever their number. A failed renewal is retried
 //     after 1s; a renewal that succeeds after the lease may have lapsed
@@ -41,6 +55,10 @@ type registrar struct {
 	mu      sync.Mutex
 	pending []*conn         // HELLO accepted, waiting for Register
 	gone    []routing.Route // closed, waiting for Unregister
+	// retry holds the routes of failed Unregister calls until the retry
+	// timer moves them back to gone; backoff is the next delay.
+	retry   []routing.Route
+	backoff time.Duration
 	wake    chan struct{}
 	// refreshNow asks for a refresh round at once (RefreshRoutes).
 	refreshNow chan struct{}
@@ -76,6 +94,38 @@ func (r *registrar) unregister(g *Gateway, rt routing.Route) {
 	r.signal()
 }
 
+// requeue keeps routes whose Unregister failed for a retry and returns
+// the delay to wait, doubling from unregisterRetryMin at each failure in a
+// row (reset by a success, see unregistered).
+func (r *registrar) requeue(g *Gateway, routes []routing.Route) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.retry = append(r.retry, routes...)
+	if over := len(r.retry) - maxUnregisterRetry; over > 0 {
+		g.log.Warn("gateway: too many routes waiting to unregister; dropping the oldest, left to their RouteTTL", "dropped", over)
+		r.retry = slices.Delete(r.retry, 0, over)
+	}
+	d := max(r.backoff, unregisterRetryMin)
+	r.backoff = min(2*d, unregisterRetryMax)
+	return d
+}
+
+// unregistered records an Unregister that succeeded: the next failure
+// waits unregisterRetryMin again.
+func (r *registrar) unregistered() {
+	r.mu.Lock()
+	r.backoff = 0
+	r.mu.Unlock()
+}
+
+// retryDue moves the routes waiting for a retry to gone.
+func (r *registrar) retryDue() {
+	r.mu.Lock()
+	r.gone = append(r.gone, r.retry...)
+	r.retry = nil
+	r.mu.Unlock()
+}
+
 func (r *registrar) signal() {
 	select {
 	case r.wake <- struct{}{}:
@@ -101,6 +151,10 @@ func (g *Gateway) runRegistrar() {
 	leaseRetry := time.NewTimer(time.Hour)
 	leaseRetry.Stop()
 	defer leaseRetry.Stop()
+	unregRetry := time.NewTimer(time.Hour)
+	unregRetry.Stop()
+	defer unregRetry.Stop()
+	unregArmed := false // unregRetry runs
 	var refresh []*conn // connections still to refresh in this round
 	for {
 		stopping := false
@@ -125,6 +179,9 @@ func (g *Gateway) runRegistrar() {
 			if g.renewLease(leaseRetry) && len(refresh) == 0 {
 				refresh = g.authenticated(refresh[:0])
 			}
+		case <-unregRetry.C:
+			unregArmed = false
+			g.reg.retryDue()
 		}
 		for {
 			pending, gone := g.reg.take()
@@ -138,7 +195,14 @@ func (g *Gateway) runRegistrar() {
 			}
 			for len(gone) > 0 {
 				n := min(len(gone), registryBatch)
-				g.unregisterRoutes(gone[:n])
+				if !g.unregisterRoutes(gone[:n]) && !stopping {
+					// A failure while the timer runs adds its routes to the
+					// retry it will make.
+					if d := g.reg.requeue(g, gone[:n]); !unregArmed {
+						unregRetry.Reset(d)
+						unregArmed = true
+					}
+				}
 				gone = gone[n:]
 			}
 			if len(refresh) > 0 && !stopping {
@@ -249,8 +313,10 @@ func (g *Gateway) registerNew(cs []*conn, stopping bool) {
 			g.schedule(c)
 		}
 	}
-	if len(undo) > 0 {
-		g.unregisterRoutes(undo)
+	// Unregistered by the registrar's loop right after this call, with
+	// retries like any closed connection's.
+	for _, rt := range undo {
+		g.reg.unregister(g, rt)
 	}
 	// Every new connection announces its user online, a second device
 	// too: telling watchers "online" again is cheaper than asking whether
@@ -259,17 +325,20 @@ func (g *Gateway) registerNew(cs []*conn, stopping bool) {
 	g.announce(slices.Compact(online), true, nil)
 }
 
-func (g *Gateway) unregisterRoutes(routes []routing.Route) {
+// unregisterRoutes unregisters routes and announces the users left without
+// a device offline. It reports whether the Unregister succeeded.
+func (g *Gateway) unregisterRoutes(routes []routing.Route) bool {
 	ctx, cancel := g.registryCtx()
 	defer cancel()
 	g.m.registryCalls.WithLabelValues("unregister").Inc()
 	if err := g.deps.Registry.Unregister(ctx, routes); err != nil {
-		// The routes expire with their RouteTTL, or with the lease.
 		g.m.registryErrors.Inc()
-		g.log.Warn("gateway: unregister routes", "routes", len(routes), "err", err)
-		return
+		g.log.Warn("gateway: unregister routes; retrying", "routes", len(routes), "err", err)
+		return false
 	}
+	g.reg.unregistered()
 	g.announceOffline(ctx, routes)
+	return true
 }
 
 // announceOffline announces the users of routes that have no device left

@@ -147,3 +147,41 @@ func TestCloseEndsLease(t *testing.T) {
 		t.Fatalf("lease ttls %v: want a lease at start and ttl 0 last", fl.ttls)
 	}
 }
+
+// flakyUnregister fails Unregister while down, counting the calls.
+type flakyUnregister struct {
+	routing.Registry
+	down  atomic.Bool
+	calls atomic.Int64
+}
+
+func (f *flakyUnregister) Unregister(ctx context.Context, routes []routing.Route) error {
+	f.calls.Add(1)
+	if f.down.Load() {
+		return errors.New("registry unreachable")
+	}
+	return f.Registry.Unregister(ctx, routes)
+}
+
+// A failed Unregister is retried: while the gateway holds its lease, a
+// route left in the registry would keep its user online until RouteTTL.
+func TestUnregisterRetriedUntilItSucceeds(t *testing.T) {
+	t.Parallel()
+	fu := &flakyUnregister{}
+	e := startGateway(t, func(_ *Config, d *Deps) {
+		fu.Registry = d.Registry
+		d.Registry = fu
+	})
+	c := login(t, e, "alice", "phone")
+	fu.down.Store(true)
+	c.conn.Close()
+	eventually(t, "a retry of the failed Unregister", func() bool { return fu.calls.Load() >= 2 })
+	if routes, _ := e.mem.Lookup(context.Background(), []string{"alice"}, nil); len(routes) != 1 {
+		t.Fatalf("routes while Unregister fails: %v, want alice's still there", routes)
+	}
+	fu.down.Store(false)
+	eventually(t, "the route removed once Unregister succeeds", func() bool {
+		routes, _ := e.mem.Lookup(context.Background(), []string{"alice"}, nil)
+		return len(routes) == 0
+	})
+}
