@@ -86,7 +86,13 @@ type (
 		Keys []lookupReq `json:"keys"`
 	}
 	lookupsResp struct {
-		Results []lookupResp `json:"results"`
+		Results []lookupsResult `json:"results"`
+	}
+	// lookupsResult leaves the message out of a miss (most lookups: each
+	// new SEND's), which would otherwise carry every field of a zero one.
+	lookupsResult struct {
+		Found   bool           `json:"found"`
+		Message *store.Message `json:"message,omitempty"`
 	}
 	pageReq struct {
 		Conv  uint64 `json:"conv"`
@@ -211,9 +217,12 @@ func Handler(s store.Store) http.Handler {
 		if err != nil {
 			return nil, err
 		}
-		out := lookupsResp{Results: make([]lookupResp, len(res))}
-		for i, x := range res {
-			out.Results[i] = lookupResp{Message: x.Message, Found: x.Found}
+		out := lookupsResp{Results: make([]lookupsResult, len(res))}
+		for i := range res {
+			out.Results[i].Found = res[i].Found
+			if res[i].Found {
+				out.Results[i].Message = &res[i].Message
+			}
 		}
 		return out, nil
 	})
@@ -436,7 +445,12 @@ func (c *Client) LookupClientMsgs(ctx context.Context, keys []store.ClientMsgKey
 	}
 	res := make([]store.ClientMsgResult, len(keys))
 	for i, x := range out.Results {
-		res[i] = store.ClientMsgResult{Message: x.Message, Found: x.Found}
+		if x.Found != (x.Message != nil) {
+			return nil, fmt.Errorf("remote store: lookup client msgs: result %d: found %v with message %v", i, x.Found, x.Message != nil)
+		}
+		if x.Found {
+			res[i] = store.ClientMsgResult{Message: *x.Message, Found: true}
+		}
 	}
 	return res, nil
 }
