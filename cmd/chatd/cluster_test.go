@@ -416,6 +416,13 @@ func TestClusterGatewayKill(t *testing.T) {
 	c := startCluster(t, "--lease-ttl", "3s")
 	alice, ar := c.connectOn(t, 0, "alice")
 	_, br := c.connectOn(t, 1, "bob")
+	// Carol, on the gateway that dies, never comes back (a raw client that
+	// does not reconnect): her route must leave the registry by itself.
+	carol := c.rawOn(t, 1, "carol")
+	defer carol.Close()
+	if !redisExists(t, c.RedisAddr, "chatd:u:carol") {
+		t.Fatal("carol's route is not in the registry")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
 	conv, err := alice.OpenDirect(ctx, "bob")
@@ -450,6 +457,53 @@ func TestClusterGatewayKill(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// Carol's route pointed at the dead gateway. A lookup (a message to
+	// her) finds it dead and deletes it: her registry entry is gone, and
+	// with it her online presence.
+	cc, err := alice.OpenDirect(ctx, "carol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(waitFor)
+	for i := 0; redisExists(t, c.RedisAddr, "chatd:u:carol"); i++ {
+		if time.Now().After(deadline) {
+			t.Fatal("carol's route on the killed gateway is still in the registry")
+		}
+		if _, err := alice.Send(ctx, cc.ID, wire.KindText, fmt.Appendf(nil, "to carol %d", i)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// rawOn connects user with a raw client (bench.Conn: no reconnect) that
+// lands on gateway want (the kernel picks the gateway; it retries).
+func (c cluster) rawOn(t *testing.T, want int, user string) *bench.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	for attempt := 0; attempt < 64; attempt++ {
+		before := c.connectionsOpen(t)
+		device := fmt.Sprintf("raw%d", attempt)
+		tok, err := sdk.DevToken(ctx, c.apiURL(), user, device)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, err := bench.Dial(ctx, c.wsURL(), tok, device)
+		if err != nil {
+			t.Fatal(err)
+		}
+		after := c.connectionsOpen(t)
+		if after[want] > before[want] {
+			return conn
+		}
+		conn.Close()
+		for i := 0; i < 500 && fmt.Sprint(c.connectionsOpen(t)) != fmt.Sprint(before); i++ {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	t.Fatalf("no connection of %s landed on gateway %d", user, want)
+	return nil
 }
 
 // TestClusterRedisKill: Redis is SIGKILLed. Sends are still accepted and
