@@ -63,6 +63,9 @@
 //	connIndex.mu  the watches and pulls indexes (presence.go, pull.go)
 //	topicJoiner.mu    leaf, taken under the watches index's lock by its
 //	              keyChanged hook (topics.go)
+//	topicJoiner.deliverMu  outermost: held while a presence change or a
+//	              watch confirmation is sent to watchers (it takes the
+//	              watches index, connsMu and conn.mu inside)
 //
 // conn.mu is never held across I/O, a registry call, a produce or a netpoll
 // Close (whose close callback takes conn.mu).

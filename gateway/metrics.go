@@ -34,6 +34,9 @@ type metrics struct {
 	unfocused         prometheus.Counter
 	presenceAnnounced prometheus.Counter
 	presenceSent      prometheus.Counter
+	// presenceConfirmed counts users whose new watches a confirming read
+	// checked (topics.go), by outcome.
+	presenceConfirmed *prometheus.CounterVec
 	presenceTopics    prometheus.Gauge
 	channelSent       prometheus.Counter
 
@@ -75,6 +78,10 @@ func newMetrics() *metrics {
 		presenceTopics: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "presence_topics", Help: "Presence topics this gateway holds: users some connection of it watches."}),
 		presenceSent: counter("presence_changes_sent_total", "PRESENCE frames sent to connections watching a user whose presence changed."),
+		presenceConfirmed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "presence_watches_confirmed_total",
+			Help: "Users whose new watches were checked by a presence read once their topic was held: result=read (checked; watchers whose online state differed were sent the current one) or overtaken (a change came over the topic during the read, which was dropped)."},
+			[]string{"result"}),
 		channelSent:  counter("channel_frames_sent_total", "Channel MSG and TYPING frames written to connections focused on the channel (the pull model)."),
 	}
 	for t := range m.in {
@@ -92,7 +99,7 @@ func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.open, m.accepted, m.authenticated, m.hsFailed, m.framesInVec,
 		m.framesOutVec, m.errorsVec, m.bytesIn, m.bytesOut, m.drops, m.closes, m.produced,
 		m.produceErrors, m.rateLimited, m.protocolErrors, m.registryCalls, m.registryErrors,
-		m.badBatches, m.routedUnknown, m.typingDropped, m.unfocused, m.presenceAnnounced, m.presenceSent, m.presenceTopics, m.channelSent}
+		m.badBatches, m.routedUnknown, m.typingDropped, m.unfocused, m.presenceAnnounced, m.presenceSent, m.presenceConfirmed, m.presenceTopics, m.channelSent}
 }
 
 func (m *metrics) register(r *prometheus.Registry) error {

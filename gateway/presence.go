@@ -30,8 +30,15 @@ import (
 const FocusMinGap = 250 * time.Millisecond
 
 // watches indexes the connections watching a user's presence: user ->
-// connections, and each connection's conversation it watches from.
-type watches = connIndex[string, uint64]
+// connections, and each connection's watchVal.
+type watches = connIndex[string, watchVal]
+
+// watchVal is a watching connection's conversation (the one it watches
+// the user from) and the online state it was last sent.
+type watchVal struct {
+	conv   uint64
+	online bool
+}
 
 // focusFrame handles a client's FOCUS.
 func (g *Gateway) focusFrame(c *conn, r ref, conv uint64, frame []byte) {
@@ -65,12 +72,20 @@ func (g *Gateway) watchFrom(frame []byte, conv uint64, to []*conn) {
 	if err := p.Decode(frame[wire.HeaderLen:]); err != nil {
 		return
 	}
+	user := string(p.User)
+	watched := false
 	for _, c := range to {
 		if p.Approx != wire.ApproxExact {
 			g.watches.remove(c.id)
 			continue
 		}
-		g.watches.add(c.id, string(p.User), conv)
+		g.watches.add(c.id, user, watchVal{conv: conv, online: p.Online})
+		watched = true
+	}
+	if watched && g.topics != nil {
+		// The answer was read before this gateway held the user's topic
+		// (or before the watch was indexed): read once more after (topics.go).
+		g.topics.confirmLater(user)
 	}
 }
 
@@ -127,17 +142,32 @@ func (g *Gateway) onPresence(frame []byte) {
 		g.m.badBatches.Inc()
 		return
 	}
-	for _, w := range g.watches.of(string(p.User), nil) {
+	user := string(p.User)
+	if t := g.topics; t != nil {
+		t.deliverMu.Lock()
+		defer t.deliverMu.Unlock()
+		t.changed(user)
+	}
+	g.sendPresence(user, &p, false)
+}
+
+// sendPresence sends p (its ConvID set per watcher) to each connection
+// watching user and still focused on the conversation it watches from, and
+// records what it sent. With onlyChanged, a watcher last sent the same
+// online state is skipped.
+func (g *Gateway) sendPresence(user string, p *wire.Presence, onlyChanged bool) {
+	for _, w := range g.watches.of(user, nil) {
 		g.connsMu.RLock()
 		c := g.conns[w.conn]
 		g.connsMu.RUnlock()
-		if c == nil || c.focus.Load() != w.val {
+		if c == nil || c.focus.Load() != w.val.conv || (onlyChanged && w.val.online == p.Online) {
 			continue
 		}
-		p.ConvID = w.val
+		p.ConvID = w.val.conv
 		f := p.Append(nil, 0)
 		out := appendServerHeader(make([]byte, 0, serverHeaderLen(len(f))+len(f)), ws.OpBinary, len(f))
 		c.send(append(out, f...), wire.TypePresence)
+		g.watches.setVal(w.conn, user, watchVal{conv: w.val.conv, online: p.Online})
 		g.m.presenceSent.Inc()
 	}
 }

@@ -186,6 +186,16 @@ func (x *connIndex[K, V]) removeLocked(id uint64) {
 	}
 }
 
+// setVal replaces the value of connection id if it is still indexed under
+// k (it may have been removed or moved meanwhile: then nothing changes).
+func (x *connIndex[K, V]) setVal(id uint64, k K, v V) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if e, ok := x.byConn[id]; ok && e.key == k {
+		x.byConn[id] = keyed[K, V]{k, v}
+	}
+}
+
 // size is how many connections are indexed.
 func (x *connIndex[K, V]) size() int {
 	x.mu.Lock()
