@@ -82,7 +82,7 @@ func newMetrics() *metrics {
 			Name: "presence_watches_confirmed_total",
 			Help: "Users whose new watches were checked by a presence read once their topic was held: result=read (checked; watchers whose online state differed were sent the current one) or overtaken (a change came over the topic during the read, which was dropped)."},
 			[]string{"result"}),
-		channelSent:  counter("channel_frames_sent_total", "Channel MSG and TYPING frames written to connections focused on the channel (the pull model)."),
+		channelSent: counter("channel_frames_sent_total", "Channel MSG and TYPING frames written to connections focused on the channel (the pull model)."),
 	}
 	for t := range m.in {
 		name := "unknown"
