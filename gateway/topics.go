@@ -60,15 +60,7 @@ func newTopicJoiner(ts routing.TopicSubscription) *topicJoiner {
 }
 
 // confirmLater queues user's new watch for a confirming presence read.
-func (t *topicJoiner) confirmLater(user string) {
-	t.mu.Lock()
-	t.confirm[user] = struct{}{}
-	t.mu.Unlock()
-	select {
-	case t.wake <- struct{}{}:
-	default:
-	}
-}
+func (t *topicJoiner) confirmLater(user string) { t.queue(t.confirm, user) }
 
 // changed records a change of user received over its topic. The caller
 // holds deliverMu.
@@ -77,9 +69,12 @@ func (t *topicJoiner) changed(user string) { t.gen[user]++ }
 // mark records that user's watchers went from none to some or back. It is
 // the watches index's keyChanged hook: it runs under the index's lock and
 // only queues.
-func (t *topicJoiner) mark(user string) {
+func (t *topicJoiner) mark(user string) { t.queue(t.dirty, user) }
+
+// queue adds user to set (dirty or confirm) and wakes runTopics.
+func (t *topicJoiner) queue(set map[string]struct{}, user string) {
 	t.mu.Lock()
-	t.dirty[user] = struct{}{}
+	set[user] = struct{}{}
 	t.mu.Unlock()
 	select {
 	case t.wake <- struct{}{}:
