@@ -94,10 +94,8 @@ func (r *registrar) unregister(g *Gateway, rt routing.Route) {
 	r.signal()
 }
 
-// requeue keeps routes whose Unregister failed for a retry and returns
-// the delay to wait, doubling from unregisterRetryMin at each failure in a
-// row (reset by a success, see unregistered).
-func (r *registrar) requeue(g *Gateway, routes []routing.Route) time.Duration {
+// requeue keeps routes whose Unregister failed for a retry.
+func (r *registrar) requeue(g *Gateway, routes []routing.Route) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.retry = append(r.retry, routes...)
@@ -105,6 +103,14 @@ func (r *registrar) requeue(g *Gateway, routes []routing.Route) time.Duration {
 		g.log.Warn("gateway: too many routes waiting to unregister; dropping the oldest, left to their RouteTTL", "dropped", over)
 		r.retry = slices.Delete(r.retry, 0, over)
 	}
+}
+
+// nextRetry returns the delay before the next retry: unregisterRetryMin,
+// doubling at each retry armed without a success in between (see
+// unregistered), up to unregisterRetryMax.
+func (r *registrar) nextRetry() time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	d := max(r.backoff, unregisterRetryMin)
 	r.backoff = min(2*d, unregisterRetryMax)
 	return d
@@ -198,8 +204,9 @@ func (g *Gateway) runRegistrar() {
 				if !g.unregisterRoutes(gone[:n]) && !stopping {
 					// A failure while the timer runs adds its routes to the
 					// retry it will make.
-					if d := g.reg.requeue(g, gone[:n]); !unregArmed {
-						unregRetry.Reset(d)
+					g.reg.requeue(g, gone[:n])
+					if !unregArmed {
+						unregRetry.Reset(g.reg.nextRetry())
 						unregArmed = true
 					}
 				}
