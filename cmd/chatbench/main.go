@@ -24,12 +24,21 @@ import (
 	"github.com/chatd-dev/chatd/bench/limits"
 	"github.com/chatd-dev/chatd/bench/report"
 	"github.com/chatd-dev/chatd/bench/swarm"
+	"github.com/chatd-dev/chatd/cmd/internal/sysmon"
 )
 
 func main() {
 	if len(os.Args) < 2 {
 		usage()
 		os.Exit(2)
+	}
+	// The load processes get the same steady sysmon as chatd (package
+	// sysmon): they share the CPUs with the server. Its processes inherit
+	// the setting; CHATD_SYSMON_STEADY=false turns it off for all of them.
+	if os.Getenv("CHATD_SYSMON_STEADY") != "false" {
+		if err := sysmon.Steady(); err != nil {
+			fmt.Fprintln(os.Stderr, "chatbench: could not re-execute with a steady sysmon:", err)
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

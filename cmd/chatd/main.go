@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/chatd-dev/chatd/cmd/internal/sysmon"
 	"github.com/chatd-dev/chatd/core/auth"
 	"github.com/chatd-dev/chatd/core/bus"
 	"github.com/chatd-dev/chatd/core/messages"
@@ -84,6 +85,7 @@ func serve(args []string) error {
 		logJSON   = fs.Bool("log-json", false, "log JSON instead of text")
 		gogc      = fs.Int("gogc", 0, "GC percent (0: automatic: 400 when the process runs the core role, else Go's default, and the GOGC environment variable wins over it; -1 turns the GC off)")
 		maxprocs  = fs.Int("gomaxprocs", 0, "Ps for Go code (0: automatic: at least 4 when the process runs the core role, and the GOMAXPROCS environment variable wins over it)")
+		steady    = fs.Bool("sysmon-steady", true, "keep the Go runtime's sysmon thread on its 10 ms period instead of a deep sleep that system calls keep waking (chatd re-executes itself once with GODEBUG="+sysmon.Setting+"; a schedtrace already in GODEBUG is left alone)")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -96,6 +98,12 @@ func serve(args []string) error {
 		return err
 	}
 	slog.SetDefault(log)
+	if *steady {
+		// Before anything is opened: the exec replaces this process.
+		if err := sysmon.Steady(); err != nil {
+			log.Warn("runtime: could not re-execute with a steady sysmon; going on without", "err", err)
+		}
+	}
 	if *nodeID > 1023 {
 		return errors.New("--node-id must be 0..1023")
 	}

@@ -50,6 +50,7 @@ type server struct {
 	dir     string
 	gwAddr  string
 	apiAddr string
+	env     []string // added to the test's environment
 	cmd     *exec.Cmd
 }
 
@@ -79,6 +80,9 @@ func (s *server) start() {
 	s.t.Helper()
 	s.cmd = exec.Command(chatdBin, "--dev", "--data-dir", s.dir, "--gateway-addr", s.gwAddr,
 		"--api-addr", s.apiAddr, "--admin-addr", "off", "--partitions", "4", "--log-level", "warn")
+	if s.env != nil {
+		s.cmd.Env = append(os.Environ(), s.env...)
+	}
 	s.cmd.Stderr = os.Stderr
 	out, err := s.cmd.StdoutPipe()
 	if err != nil {

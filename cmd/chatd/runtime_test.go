@@ -1,6 +1,13 @@
 package main
 
-import "testing"
+import (
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/chatd-dev/chatd/cmd/internal/sysmon"
+)
 
 func TestRuntimeSettings(t *testing.T) {
 	env := func(kv map[string]string) func(string) string {
@@ -29,5 +36,41 @@ func TestRuntimeSettings(t *testing.T) {
 		if g != tc.wantGOGC || p != tc.wantP {
 			t.Errorf("%s: got gogc=%d procs=%d, want %d %d", tc.name, g, p, tc.wantGOGC, tc.wantP)
 		}
+	}
+}
+
+// TestSysmonSteady: a started chatd runs with the steady-sysmon setting in
+// its environment (it re-executed itself, keeping its pid and stdout), and
+// CHATD_SYSMON_STEADY=false leaves the environment alone.
+func TestSysmonSteady(t *testing.T) {
+	for _, c := range []struct {
+		env  []string
+		want bool
+	}{
+		{[]string{"GODEBUG=gctrace=0"}, true},
+		{[]string{"GODEBUG=gctrace=0", "CHATD_SYSMON_STEADY=false"}, false},
+	} {
+		s := newServer(t)
+		s.env = c.env
+		s.start()
+		environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", s.cmd.Process.Pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var godebug string
+		for kv := range strings.SplitSeq(string(environ), "\x00") {
+			if v, ok := strings.CutPrefix(kv, "GODEBUG="); ok {
+				godebug = v
+				break
+			}
+		}
+		want := "gctrace=0"
+		if c.want {
+			want += "," + sysmon.Setting
+		}
+		if godebug != want {
+			t.Errorf("env %q: chatd runs with GODEBUG=%q, want %q", c.env, godebug, want)
+		}
+		s.kill()
 	}
 }
