@@ -106,7 +106,7 @@ func (p *defaultPoll) Wait() (err error) {
 	// init
 	caps, n := barriercap, 0
 	p.Reset(128, caps)
-	rc, closeRC := p.parkable()
+	rc, closeRC := parkableFn(p)
 	defer closeRC()
 	// check runs inside RawConn.Read, after the runtime has cleared any
 	// readiness it reported before: an event that arrives after this
@@ -150,6 +150,9 @@ func (p *defaultPoll) Wait() (err error) {
 		p.opcache.free()
 	}
 }
+
+// parkableFn is parkable, replaced by tests to drive the fallbacks.
+var parkableFn = (*defaultPoll).parkable
 
 // parkable returns a raw connection on a duplicate of the epoll fd
 // registered with the Go runtime's poller, and the func that releases it;
