@@ -34,8 +34,8 @@ func main() {
 	}
 	// The load processes get the same steady sysmon as chatd (package
 	// sysmon): they share the CPUs with the server. Its processes inherit
-	// the setting; CHATD_SYSMON_STEADY=false turns it off for all of them.
-	if os.Getenv("CHATD_SYSMON_STEADY") != "false" {
+	// the setting; CHATD_SYSMON_STEADY=false (or 0) turns it off for all of them.
+	if sysmon.Wanted(os.Getenv) {
 		if err := sysmon.Steady(); err != nil {
 			fmt.Fprintln(os.Stderr, "chatbench: could not re-execute with a steady sysmon:", err)
 		}

@@ -25,12 +25,26 @@ package sysmon
 import (
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 )
 
 // Setting is what Env adds to GODEBUG.
 const Setting = "schedtrace=2147483647"
+
+// EnvVar turns the setting off when false. It is chatd's
+// --sysmon-steady flag read from the environment (CHATD_ + the flag's
+// name), so chatbench, whose processes inherit its environment, reads it
+// the same way: as a Go flag reads a bool.
+const EnvVar = "CHATD_SYSMON_STEADY"
+
+// Wanted reports whether getenv(EnvVar) leaves the setting on: unset or
+// not a bool (chatd refuses that value at its flag parsing), it does.
+func Wanted(getenv func(string) string) bool {
+	on, err := strconv.ParseBool(getenv(EnvVar))
+	return on || err != nil
+}
 
 // Env returns env with Setting added to its GODEBUG, and whether it
 // changed anything. It changes nothing when GODEBUG already names

@@ -60,3 +60,17 @@ func TestSteadyReexecutes(t *testing.T) {
 		t.Fatalf("child printed %d lines, want 1 (one exec, then none):\n%s", n, out)
 	}
 }
+
+// TestWanted: the environment variable reads as chatd's bool flag does.
+func TestWanted(t *testing.T) {
+	for v, want := range map[string]bool{"": true, "true": true, "1": true, "false": false, "0": false, "F": false, "FALSE": false, "nonsense": true} {
+		if got := Wanted(func(k string) string {
+			if k != EnvVar {
+				t.Fatalf("read %s", k)
+			}
+			return v
+		}); got != want {
+			t.Errorf("%s=%q: Wanted = %v, want %v", EnvVar, v, got, want)
+		}
+	}
+}
