@@ -64,6 +64,10 @@ type LatencyResult struct {
 	// percent of one CPU ("bench" is chatbench itself: the senders and
 	// receivers; "machine" counts everything, the kernel included).
 	CPU map[string]float64 `json:"cpu_percent,omitempty"`
+	// Sched is, per part, how often its threads were put on a CPU and how
+	// long each waited for one on average: with every process of the run
+	// sharing the CPUs, each hop of a message pays that wait.
+	Sched map[string]SchedUse `json:"sched,omitempty"`
 	// RedisRoundTripsPerMsg and RedisCommandsPerMsg are the Redis round
 	// trips and commands of every chatd process together (their
 	// chatd_redis_*_total counters) over the whole run, warm-up, the

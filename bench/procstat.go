@@ -21,24 +21,39 @@ const clockTick = 10 * time.Millisecond
 // wake up on timers and run briefly, as idle gateways and load workers do.
 // Softirq work done on a thread's behalf (loopback TCP) is in its run time.
 func ProcCPU(pid int) time.Duration {
+	run, _, _ := ProcSched(pid)
+	return run
+}
+
+// ProcSched returns, summed over a process's threads, the three figures of
+// /proc/<pid>/task/*/schedstat: the time run on a CPU, the time spent
+// runnable but waiting on a run queue, and how many times a thread was put
+// on a CPU (runs: each wake-up, and each return after a preemption). All
+// are zero if the process is gone. Wait per run is how long, on average,
+// work that became ready waited for a CPU: on a machine whose CPUs are
+// shared by every process of a run, each hop of a message pays it.
+func ProcSched(pid int) (run, wait time.Duration, runs int64) {
 	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	if err != nil {
-		return 0
+		return 0, 0, 0
 	}
-	var total time.Duration
 	for _, t := range tasks {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
 		if err != nil {
 			continue // the thread exited meanwhile
 		}
 		f := strings.Fields(string(b))
-		if len(f) == 0 {
+		if len(f) < 3 {
 			continue
 		}
-		ns, _ := strconv.ParseInt(f[0], 10, 64)
-		total += time.Duration(ns)
+		r, _ := strconv.ParseInt(f[0], 10, 64)
+		w, _ := strconv.ParseInt(f[1], 10, 64)
+		n, _ := strconv.ParseInt(f[2], 10, 64)
+		run += time.Duration(r)
+		wait += time.Duration(w)
+		runs += n
 	}
-	return total
+	return run, wait, runs
 }
 
 // MachineCPU returns the machine's busy and total CPU time since boot over
@@ -95,15 +110,25 @@ type CPUGroups map[string][]int
 type CPUSnapshot struct {
 	at     time.Time
 	groups map[string]time.Duration
+	waits  map[string]time.Duration // run-queue wait
+	runs   map[string]int64
 	idle   time.Duration // the machine's idle and iowait since boot
 }
 
 // Snapshot reads the groups' and the machine's CPU now.
 func (g CPUGroups) Snapshot() CPUSnapshot {
-	s := CPUSnapshot{at: time.Now(), groups: make(map[string]time.Duration, len(g))}
+	s := CPUSnapshot{
+		at:     time.Now(),
+		groups: make(map[string]time.Duration, len(g)),
+		waits:  make(map[string]time.Duration, len(g)),
+		runs:   make(map[string]int64, len(g)),
+	}
 	for name, pids := range g {
 		for _, pid := range pids {
-			s.groups[name] += ProcCPU(pid)
+			run, wait, runs := ProcSched(pid)
+			s.groups[name] += run
+			s.waits[name] += wait
+			s.runs[name] += runs
 		}
 	}
 	busy, total := MachineCPU()
@@ -115,9 +140,18 @@ func (g CPUGroups) Snapshot() CPUSnapshot {
 // percent of one CPU (200 is both CPUs of a 2-CPU machine, busy), and the
 // machine's busy CPU time.
 type CPUUse struct {
-	Percent     map[string]float64 `json:"percent_of_one_cpu"`
-	MachineBusy time.Duration      `json:"-"`
-	Seconds     float64            `json:"seconds"`
+	Percent     map[string]float64  `json:"percent_of_one_cpu"`
+	Sched       map[string]SchedUse `json:"sched"`
+	MachineBusy time.Duration       `json:"-"`
+	Seconds     float64             `json:"seconds"`
+}
+
+// SchedUse is how a group's threads got the CPU over an interval: how often
+// one was put on a CPU, and how long each waited for it on average
+// (ProcSched).
+type SchedUse struct {
+	RunsPerSecond float64 `json:"runs_per_second"`
+	WaitPerRunUS  float64 `json:"run_queue_wait_us_per_run"`
 }
 
 // Since is the CPU used between s and now by each group ("machine" is every
@@ -125,7 +159,7 @@ type CPUUse struct {
 func (g CPUGroups) Since(s CPUSnapshot) CPUUse {
 	now := g.Snapshot()
 	wall := now.at.Sub(s.at)
-	u := CPUUse{Percent: make(map[string]float64, len(g)+2), Seconds: wall.Seconds()}
+	u := CPUUse{Percent: make(map[string]float64, len(g)+2), Sched: make(map[string]SchedUse, len(g)), Seconds: wall.Seconds()}
 	if wall <= 0 {
 		return u
 	}
@@ -134,6 +168,14 @@ func (g CPUGroups) Since(s CPUSnapshot) CPUUse {
 		d := now.groups[name] - s.groups[name]
 		ours += d
 		u.Percent[name] = 100 * float64(d) / float64(wall)
+		// A thread that exited between the snapshots takes its counts
+		// with it; clamp rather than report a negative rate.
+		runs := max(now.runs[name]-s.runs[name], 0)
+		su := SchedUse{RunsPerSecond: float64(runs) / wall.Seconds()}
+		if w := now.waits[name] - s.waits[name]; runs > 0 && w > 0 {
+			su.WaitPerRunUS = float64(w) / float64(runs) / 1e3
+		}
+		u.Sched[name] = su
 	}
 	// The sampled busy fields lag; wall time x CPUs minus measured idle
 	// does not.

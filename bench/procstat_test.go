@@ -2,6 +2,8 @@ package bench
 
 import (
 	"os"
+	"runtime"
+	"sync"
 	"testing"
 	"time"
 )
@@ -39,5 +41,43 @@ func TestProcCPU(t *testing.T) {
 	}
 	if ProcAnon(pid) <= 0 {
 		t.Fatal("RssAnon of this process is 0")
+	}
+}
+
+// TestProcSchedWaits: with more spinning threads than CPUs, one of them is
+// always runnable but off a CPU, so the group's run-queue wait and runs
+// grow; a process that is gone reports nothing.
+func TestProcSchedWaits(t *testing.T) {
+	pid := os.Getpid()
+	g := CPUGroups{"self": {pid}, "gone": {1 << 30}}
+	n := runtime.NumCPU() + 1
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(n + 1))
+	_, wait0, runs0 := ProcSched(pid)
+	start := g.Snapshot()
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			for end := time.Now().Add(100 * time.Millisecond); time.Now().Before(end); {
+			}
+		}()
+	}
+	wg.Wait()
+	use := g.Since(start)
+	_, wait1, runs1 := ProcSched(pid)
+	if wait1 <= wait0 || runs1 <= runs0 {
+		t.Fatalf("%d threads spinning on %d CPUs: run-queue wait %v -> %v, runs %d -> %d", n, runtime.NumCPU(), wait0, wait1, runs0, runs1)
+	}
+	if s := use.Sched["self"]; s.RunsPerSecond <= 0 || s.WaitPerRunUS <= 0 {
+		t.Fatalf("self: %+v", s)
+	}
+	if s := use.Sched["gone"]; s != (SchedUse{}) {
+		t.Fatalf("a missing process: %+v", s)
+	}
+	if r, w, n := ProcSched(1 << 30); r != 0 || w != 0 || n != 0 {
+		t.Fatalf("a missing process: %v %v %d", r, w, n)
 	}
 }

@@ -206,7 +206,8 @@ func latency(ctx context.Context, args []string) error {
 		res.GatewayProcesses = procs
 		res.SchedAutogroup = limits.SchedAutogroup()
 		if cpu != nil {
-			res.CPU = cpu.Since(start).Percent
+			use := cpu.Since(start)
+			res.CPU, res.Sched = use.Percent, use.Sched
 		}
 		if topo != nil && res.Sent > 0 {
 			if rt, cmds, ok := topo.RedisClientStats(); ok {
@@ -264,6 +265,9 @@ func printLatency(res *bench.LatencyResult, d time.Duration) {
 		res.DeliverP50ms, res.DeliverP90ms, res.DeliverP99ms, res.DeliverP999, res.DeliverMaxms)
 	if res.CPU != nil {
 		fmt.Printf("  CPU %% of one core: %s\n", formatCPU(res.CPU))
+	}
+	if res.Sched != nil {
+		fmt.Printf("  run-queue wait per run (runs/s): %s\n", formatSched(res.Sched))
 	}
 	if res.RedisRoundTripsPerMsg > 0 {
 		fmt.Printf("  Redis per message (all chatd processes): %.3f round trips, %.2f commands\n", res.RedisRoundTripsPerMsg, res.RedisCommandsPerMsg)
@@ -390,6 +394,17 @@ func formatCPU(p map[string]float64) string {
 	for _, k := range []string{"machine", "gateways", "core", "redis", "clients", "bench", "other"} {
 		if v, ok := p[k]; ok {
 			fmt.Fprintf(&b, "%s %.1f  ", k, v)
+		}
+	}
+	return strings.TrimSpace(b.String())
+}
+
+// formatSched prints each group's wait for a CPU in formatCPU's order.
+func formatSched(s map[string]bench.SchedUse) string {
+	var b strings.Builder
+	for _, k := range []string{"gateways", "core", "redis", "clients", "bench"} {
+		if v, ok := s[k]; ok {
+			fmt.Fprintf(&b, "%s %.0f µs (%.0f)  ", k, v.WaitPerRunUS, v.RunsPerSecond)
 		}
 	}
 	return strings.TrimSpace(b.String())

@@ -62,6 +62,7 @@ func writeLatencyReport(dir string, args []string, res *bench.LatencyResult, lat
 			"Open loop: latency is measured from each message's scheduled send time (coordinated omission corrected).",
 			"The timeline groups messages by scheduled send time in 250 ms steps from the end of the warm-up.",
 			"redis_*_per_msg: the Redis round trips and commands every chatd process counted (chatd_redis_*_total) over the whole run, warm-up and the pairs' connection setup included, divided by the messages sent; absent without Redis.",
+			"sched: per group, runs_per_second counts how often one of its threads was put on a CPU (wake-ups and returns after preemption) and run_queue_wait_us_per_run how long each waited, runnable, for a CPU on average (/proc/<pid>/task/*/schedstat). Every hop of a message pays that wait.",
 		},
 	})
 }
