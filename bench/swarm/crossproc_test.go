@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -24,13 +25,7 @@ func TestMain(m *testing.M) {
 }
 
 func echo(spec string) int {
-	var network, addr string
-	for i := range len(spec) {
-		if spec[i] == ' ' {
-			network, addr = spec[:i], spec[i+1:]
-			break
-		}
-	}
+	network, addr, _ := strings.Cut(spec, " ")
 	c, err := net.Dial(network, addr)
 	if err != nil {
 		return 2
