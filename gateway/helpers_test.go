@@ -161,8 +161,8 @@ func startGateway(t testing.TB, tweak func(*Config, *Deps)) *testEnv {
 	return env
 }
 
-// metric returns the value of the counter or gauge name{label=value} (label
-// "" for none), 0 if absent.
+// metric returns the value of the counter or gauge name{label=value}, or
+// the sample count of such a histogram (label "" for none), 0 if absent.
 func (e *testEnv) metric(name, label, value string) float64 {
 	mfs, err := e.reg.Gather()
 	if err != nil {
@@ -187,6 +187,9 @@ func (e *testEnv) metric(name, label, value string) float64 {
 			}
 			if m.Gauge != nil {
 				return m.Gauge.GetValue()
+			}
+			if m.Histogram != nil {
+				return float64(m.Histogram.GetSampleCount())
 			}
 		}
 	}

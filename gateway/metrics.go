@@ -11,19 +11,24 @@ import (
 // when Deps.Metrics is set. Per-type counters are resolved once, so the hot
 // path never looks up a label.
 type metrics struct {
-	open              prometheus.Gauge
-	accepted          prometheus.Counter
-	authenticated     prometheus.Counter
-	hsFailed          *prometheus.CounterVec
-	framesInVec       *prometheus.CounterVec
-	framesOutVec      *prometheus.CounterVec
-	errorsVec         *prometheus.CounterVec
-	bytesIn           prometheus.Counter
-	bytesOut          prometheus.Counter
-	drops             *prometheus.CounterVec
-	closes            *prometheus.CounterVec
-	produced          prometheus.Counter
-	produceErrors     prometheus.Counter
+	open          prometheus.Gauge
+	accepted      prometheus.Counter
+	authenticated prometheus.Counter
+	hsFailed      *prometheus.CounterVec
+	framesInVec   *prometheus.CounterVec
+	framesOutVec  *prometheus.CounterVec
+	errorsVec     *prometheus.CounterVec
+	bytesIn       prometheus.Counter
+	bytesOut      prometheus.Counter
+	drops         *prometheus.CounterVec
+	closes        *prometheus.CounterVec
+	produced      prometheus.Counter
+	produceErrors prometheus.Counter
+	// produceSeconds is the time from handing a record to the producer to
+	// the broker's acknowledgement (or the failure): the gateway's half of
+	// the core's chatd_inbound_delay_seconds, which also counts the wait
+	// for the core's consumer.
+	produceSeconds    prometheus.Histogram
 	rateLimited       prometheus.Counter
 	protocolErrors    prometheus.Counter
 	registryCalls     *prometheus.CounterVec
@@ -54,18 +59,23 @@ func newMetrics() *metrics {
 	m := &metrics{
 		open: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "connections_open", Help: "Open client connections, in any state."}),
-		accepted:          counter("connections_accepted_total", "TCP connections accepted."),
-		authenticated:     counter("connections_authenticated_total", "Connections that got a WELCOME."),
-		hsFailed:          vec("handshakes_failed_total", "Connections that did not reach WELCOME, by reason.", "reason"),
-		framesInVec:       vec("frames_in_total", "Complete frames received from clients, by type.", "type"),
-		framesOutVec:      vec("frames_out_total", "Frames written to clients, by type.", "type"),
-		errorsVec:         vec("errors_sent_total", "ERROR frames sent to clients (connection kept), by code.", "code"),
-		bytesIn:           counter("bytes_in_total", "Bytes read from client sockets."),
-		bytesOut:          counter("bytes_out_total", "Bytes written to client sockets."),
-		drops:             vec("queue_dropped_frames_total", "Outbound frames dropped, by reason (slow_consumer, closed).", "reason"),
-		closes:            vec("closes_total", "Connections closed, by reason.", "reason"),
-		produced:          counter("produced_total", "Records handed to the producer."),
-		produceErrors:     counter("produce_errors_total", "Records the producer failed (answered ERROR unavailable)."),
+		accepted:      counter("connections_accepted_total", "TCP connections accepted."),
+		authenticated: counter("connections_authenticated_total", "Connections that got a WELCOME."),
+		hsFailed:      vec("handshakes_failed_total", "Connections that did not reach WELCOME, by reason.", "reason"),
+		framesInVec:   vec("frames_in_total", "Complete frames received from clients, by type.", "type"),
+		framesOutVec:  vec("frames_out_total", "Frames written to clients, by type.", "type"),
+		errorsVec:     vec("errors_sent_total", "ERROR frames sent to clients (connection kept), by code.", "code"),
+		bytesIn:       counter("bytes_in_total", "Bytes read from client sockets."),
+		bytesOut:      counter("bytes_out_total", "Bytes written to client sockets."),
+		drops:         vec("queue_dropped_frames_total", "Outbound frames dropped, by reason (slow_consumer, closed).", "reason"),
+		closes:        vec("closes_total", "Connections closed, by reason.", "reason"),
+		produced:      counter("produced_total", "Records handed to the producer."),
+		produceErrors: counter("produce_errors_total", "Records the producer failed (answered ERROR unavailable)."),
+		produceSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub,
+			Name:    "produce_seconds",
+			Help:    "Time from handing a record to the producer to the broker's acknowledgement or the failure.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
 		rateLimited:       counter("rate_limited_total", "Frames dropped by the per-connection rate limit."),
 		protocolErrors:    counter("websocket_protocol_errors_total", "Connections closed for a WebSocket protocol violation."),
 		registryCalls:     vec("registry_calls_total", "Registry calls, by operation.", "op"),
@@ -98,7 +108,7 @@ func newMetrics() *metrics {
 func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.open, m.accepted, m.authenticated, m.hsFailed, m.framesInVec,
 		m.framesOutVec, m.errorsVec, m.bytesIn, m.bytesOut, m.drops, m.closes, m.produced,
-		m.produceErrors, m.rateLimited, m.protocolErrors, m.registryCalls, m.registryErrors,
+		m.produceErrors, m.produceSeconds, m.rateLimited, m.protocolErrors, m.registryCalls, m.registryErrors,
 		m.badBatches, m.routedUnknown, m.typingDropped, m.unfocused, m.presenceAnnounced, m.presenceSent, m.presenceConfirmed, m.presenceTopics, m.channelSent}
 }
 

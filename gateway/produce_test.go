@@ -96,6 +96,24 @@ func TestProduceFailureIsUnavailable(t *testing.T) {
 	eventually(t, "produce error metric", func() bool { return e.metric("chatd_gateway_produce_errors_total", "", "") == 1 })
 }
 
+// Every record handed to the producer is timed until the producer is done
+// with it, acknowledged or failed.
+func TestProduceSecondsObserved(t *testing.T) {
+	t.Parallel()
+	e := startGateway(t, nil)
+	c := login(t, e, "alice", "phone")
+	c.send(&wire.Send{ConvID: 12, ClientMsgID: []byte("ok"), Kind: wire.KindText, Body: []byte("x")})
+	e.prod.waitRecords(t, 1)
+	eventually(t, "the acknowledged record timed", func() bool { return e.metric("chatd_gateway_produce_seconds", "", "") == 1 })
+	e.prod.fail.Store(true)
+	c.send(&wire.Send{ConvID: 12, ClientMsgID: []byte("fails"), Kind: wire.KindText, Body: []byte("x")})
+	c.expectError(wire.CodeUnavailable)
+	eventually(t, "the failed record timed", func() bool { return e.metric("chatd_gateway_produce_seconds", "", "") == 2 })
+	if n := e.metric("chatd_gateway_produced_total", "", ""); n != 2 {
+		t.Fatalf("produced %v records, want 2", n)
+	}
+}
+
 func TestCompressedSendProducedDecompressed(t *testing.T) {
 	t.Parallel()
 	e := startGateway(t, nil)

@@ -340,6 +340,7 @@ type produceReq struct {
 	cmid    [wire.MaxIDLen]byte
 	done    func(error)
 	large   bool
+	start   time.Time // handed to the producer
 }
 
 // Records are at most a frame plus the envelope's fields (ids of at most
@@ -378,23 +379,26 @@ func (g *Gateway) produce(c *conn, r ref, byUser bool, frame []byte) {
 		b = wire.ConvKey(b, r.conv)
 	}
 	kl := len(b)
+	now := time.Now()
 	env := wire.Envelope{
 		Gateway:    g.idb,
 		Conn:       c.id,
 		User:       c.userBytes(),
 		Device:     c.deviceBytes(),
 		Caps:       c.caps,
-		ReceivedMS: uint64(time.Now().UnixMilli()),
+		ReceivedMS: uint64(now.UnixMilli()),
 		Frame:      frame,
 	}
 	b = env.Append(b)
 	p.buf = b
 	g.m.produced.Inc()
+	p.start = now
 	g.deps.Producer.Produce(g.ctx, b[:kl:kl], b[kl:], p.done)
 }
 
 // complete is the producer's done callback.
 func (p *produceReq) complete(err error) {
+	p.g.m.produceSeconds.Observe(time.Since(p.start).Seconds())
 	if err != nil {
 		p.g.m.produceErrors.Inc()
 		p.c.sendError(wire.CodeUnavailable, ref{t: p.t, req: p.req, conv: p.conv, cmid: p.cmid[:p.cmidLen]},
