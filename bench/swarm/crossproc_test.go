@@ -1,16 +1,15 @@
-package swarm
+package swarm_test
 
 import (
-	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/chatd-dev/chatd/bench"
 )
 
 // echoEnv, when set in a test binary's environment as "network address",
@@ -76,14 +75,14 @@ func BenchmarkCrossProcessPingPong(b *testing.B) {
 				}
 			}
 			roundTrip() // the echo process has started and connected
-			self0, echo0 := threadsCPU(os.Getpid()), threadsCPU(cmd.Process.Pid)
+			self0, echo0 := bench.ProcCPU(os.Getpid()), bench.ProcCPU(cmd.Process.Pid)
 			b.ReportAllocs()
 			b.ResetTimer()
 			for b.Loop() {
 				roundTrip()
 			}
 			b.StopTimer()
-			self1, echo1 := threadsCPU(os.Getpid()), threadsCPU(cmd.Process.Pid)
+			self1, echo1 := bench.ProcCPU(os.Getpid()), bench.ProcCPU(cmd.Process.Pid)
 			c.Close()
 			if err := cmd.Wait(); err != nil {
 				b.Fatalf("echo process: %v", err)
@@ -93,22 +92,4 @@ func BenchmarkCrossProcessPingPong(b *testing.B) {
 			b.ReportMetric(float64(echo1-echo0)/1e3/n, "echo-cpu-µs/op")
 		})
 	}
-}
-
-// threadsCPU is the run time of every thread of a process
-// (/proc/<pid>/task/*/schedstat), as bench.ProcCPU reads it.
-func threadsCPU(pid int) time.Duration {
-	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	var total time.Duration
-	for _, t := range tasks {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
-		if err != nil {
-			continue
-		}
-		if f := strings.Fields(string(b)); len(f) > 0 {
-			ns, _ := strconv.ParseInt(f[0], 10, 64)
-			total += time.Duration(ns)
-		}
-	}
-	return total
 }
