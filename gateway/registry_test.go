@@ -91,6 +91,9 @@ func (f *flakyLease) Lease(ctx context.Context, gw string, ttl time.Duration) er
 	return f.Registry.Lease(ctx, gw, ttl)
 }
 
+// install puts f in front of the gateway's registry.
+func (f *flakyLease) install(d *Deps) { f.Registry, d.Registry = d.Registry, f }
+
 // A lease that lapsed (renewals failed for longer than LeaseTTL) may have
 // cost the gateway its routes: once a renewal succeeds again, every route
 // is registered again.
@@ -99,8 +102,7 @@ func TestRegistryLapsedLeaseRefreshes(t *testing.T) {
 	fl := &flakyLease{}
 	e := startGateway(t, func(c *Config, d *Deps) {
 		c.LeaseTTL = 300 * time.Millisecond
-		fl.Registry = d.Registry
-		d.Registry = fl
+		fl.install(d)
 	})
 	login(t, e, "alice", "phone")
 	routes, _ := e.mem.Lookup(context.Background(), []string{"alice"}, nil)
@@ -131,10 +133,7 @@ func TestRegistryLapsedLeaseRefreshes(t *testing.T) {
 func TestCloseEndsLease(t *testing.T) {
 	t.Parallel()
 	fl := &flakyLease{}
-	e := startGateway(t, func(_ *Config, d *Deps) {
-		fl.Registry = d.Registry
-		d.Registry = fl
-	})
+	e := startGateway(t, func(_ *Config, d *Deps) { fl.install(d) })
 	login(t, e, "alice", "phone")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -163,15 +162,15 @@ func (f *flakyUnregister) Unregister(ctx context.Context, routes []routing.Route
 	return f.Registry.Unregister(ctx, routes)
 }
 
+// install puts f in front of the gateway's registry.
+func (f *flakyUnregister) install(d *Deps) { f.Registry, d.Registry = d.Registry, f }
+
 // A failed Unregister is retried: while the gateway holds its lease, a
 // route left in the registry would keep its user online until RouteTTL.
 func TestUnregisterRetriedUntilItSucceeds(t *testing.T) {
 	t.Parallel()
 	fu := &flakyUnregister{}
-	e := startGateway(t, func(_ *Config, d *Deps) {
-		fu.Registry = d.Registry
-		d.Registry = fu
-	})
+	e := startGateway(t, func(_ *Config, d *Deps) { fu.install(d) })
 	c := login(t, e, "alice", "phone")
 	fu.down.Store(true)
 	c.conn.Close()
